@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (the shapes lab) and `make test` (the suite). Both build .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned, so the resolver takes the local CPU build instead of a multi-GB CUDA one.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: install demo test lint clean
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vlmforge demo --out runs/lab
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

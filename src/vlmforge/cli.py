@@ -1,0 +1,62 @@
+"""The `vlmforge` command: one subcommand per stage.
+
+Each stage lives in its own package and exposes ``register(subparsers)`` in a ``commands`` module; this file only
+collects them. Stage modules import torch and friends inside their handlers, so ``vlmforge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vlmforge.errors import VlmforgeError
+
+# Order is the order shown in --help: the pipeline, then the tools around it.
+COMMAND_MODULES = [
+    "vlmforge.world.commands",
+    "vlmforge.models.commands",
+    "vlmforge.train.commands",
+    "vlmforge.synth.commands",
+    "vlmforge.eval.commands",
+    "vlmforge.chat",
+    "vlmforge.serve.commands",
+    "vlmforge.lab.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlmforge",
+        description=(
+            "Build small vision-language models from synthetic data: synthesize -> filter -> train -> "
+            "evaluate -> serve. Start with `vlmforge demo --out runs/lab`."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if not name.startswith(err.name or "?"):  # a real missing dependency inside the module
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except VlmforgeError as err:
+        print(f"vlmforge {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

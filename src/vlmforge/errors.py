@@ -1,0 +1,19 @@
+"""Errors a user can act on. The CLI prints these as one line, without a stack trace."""
+
+from __future__ import annotations
+
+
+class VlmforgeError(Exception):
+    """Base class: something the user can fix (bad input, bad config, missing path)."""
+
+
+class DataError(VlmforgeError):
+    """A bad input record. ``where`` is ``file:line`` (or ``file:record-id``) so the user can find it."""
+
+    def __init__(self, where: str, reason: str, code: str = "invalid"):
+        self.where, self.reason, self.code = where, reason, code
+        super().__init__(f"{where}: {reason}")
+
+
+class ConfigError(VlmforgeError):
+    """A bad recipe, flag or model path."""

@@ -1,0 +1,155 @@
+"""Assemble a LLaVA model from any vision tower and any causal LM.
+
+The result is a plain ``LlavaForConditionalGeneration`` plus a ``LlavaProcessor`` in the llava-hf layout, so
+transformers, vLLM and lmms-eval load it without vlmforge (DESIGN principle 1). Composition happens through
+configs: the vision and text configs are embedded in a ``LlavaConfig`` and the pretrained weights are copied into
+the freshly built sub-modules, so no per-backbone code exists here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerBase,
+)
+
+from vlmforge.errors import ConfigError
+
+IMAGE_TOKEN = "<image>"
+# Projector name -> LLaVA's projector activation. "linear" uses the identity activation, so Linear-Linear is one
+# linear map and the checkpoint stays loadable as plain LLaVA.
+PROJECTORS = {"mlp2x_gelu": "gelu", "linear": "linear"}
+
+# A ChatML template used only when the LM's tokenizer ships none (a base model). Hub chat models keep their own.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class AssemblySpec:
+    """What to build: two pretrained parts and how to connect them."""
+
+    vision_model: str
+    language_model: str
+    projector: str = "mlp2x_gelu"
+    vision_feature_layer: int = -2
+    # "full" keeps every patch token (SigLIP, no CLS); "default" drops the first token (CLIP's CLS).
+    vision_feature_select_strategy: str | None = None
+    dtype: str = "float32"
+
+
+def resolve_model_path(name_or_path: str, what: str) -> str:
+    """Fail early, with a readable message, on a local-looking path that does not exist.
+
+    Hub ids ("org/name") are passed through; transformers reports hub errors itself. A path that looks local
+    (starts with '.', '/', '~' or exists as a relative folder prefix) but is missing would otherwise surface as a
+    confusing hub lookup stack trace.
+    """
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1
+    if looks_local and not path.exists():
+        raise ConfigError(f"{what} '{name_or_path}' does not exist (not a local folder, nor an 'org/name' hub id)")
+    if path.exists() and path.is_dir() and not (path / "config.json").exists():
+        raise ConfigError(f"{what} '{name_or_path}' is a folder without config.json: not a saved model")
+    return str(path) if path.exists() else name_or_path
+
+
+def _vision_config(vision_model: str):
+    config = AutoConfig.from_pretrained(vision_model)
+    # Full CLIP/SigLIP checkpoints carry text+vision; LLaVA wants the vision half only.
+    return getattr(config, "vision_config", config)
+
+
+def _default_select_strategy(vision_config) -> str:
+    return "default" if "clip" in vision_config.model_type else "full"
+
+
+def _load_vision_weights(vision_model: str, target: torch.nn.Module) -> None:
+    source = AutoModel.from_pretrained(vision_model)
+    source = getattr(source, "vision_model", source)
+    target_inner = getattr(target, "vision_model", target)
+    missing, unexpected = target_inner.load_state_dict(source.state_dict(), strict=False)
+    # Pooling heads/projections of the source are not part of LLaVA's tower; anything else missing is a bug.
+    if missing:
+        raise ConfigError(f"vision weights from '{vision_model}' do not fit the tower: missing {missing[:5]}")
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give any causal-LM tokenizer what LLaVA needs: an ``<image>`` token, a pad token, a chat template."""
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tokenizer
+
+
+def num_image_tokens(vision_config) -> int:
+    """Patch tokens per image; CLIP's CLS token is dropped by the "default" strategy, so both give the grid."""
+    side = vision_config.image_size // vision_config.patch_size
+    return side * side
+
+
+def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Build a LLaVA model + processor from a vision model and a causal LM (hub ids or local folders)."""
+    if spec.projector not in PROJECTORS:
+        raise ConfigError(f"unknown projector '{spec.projector}'; choose one of {sorted(PROJECTORS)}")
+    vision_path = resolve_model_path(spec.vision_model, "vision model")
+    lm_path = resolve_model_path(spec.language_model, "language model")
+
+    vision_config = _vision_config(vision_path)
+    text_config = AutoConfig.from_pretrained(lm_path)
+    strategy = spec.vision_feature_select_strategy or _default_select_strategy(vision_config)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(lm_path))
+
+    config = LlavaConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=num_image_tokens(vision_config),
+        vision_feature_layer=spec.vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+        projector_hidden_act=PROJECTORS[spec.projector],
+    )
+    config.text_config.vocab_size = max(text_config.vocab_size, len(tokenizer))
+    model = LlavaForConditionalGeneration(config)
+    _load_vision_weights(vision_path, model.model.vision_tower)
+    lm = AutoModelForCausalLM.from_pretrained(lm_path)
+    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.model.language_model.load_state_dict(lm.model.state_dict() if hasattr(lm, "model") else lm.state_dict())
+    model.lm_head.load_state_dict(lm.get_output_embeddings().state_dict())
+    model = model.to(getattr(torch, spec.dtype))
+
+    image_processor = AutoImageProcessor.from_pretrained(vision_path)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1 if strategy == "default" else 0,
+        chat_template=tokenizer.chat_template,
+    )
+    return model, processor
+

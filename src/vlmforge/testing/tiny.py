@@ -1,0 +1,88 @@
+"""Build tiny, randomly initialised foundation parts and a tiny LLaVA for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    SiglipImageProcessor,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+from vlmforge.models.assemble import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN, AssemblySpec, assemble_llava
+
+TINY_TEXT = [
+    "a red circle at the top left",
+    "two blue squares and a green triangle",
+    "What colour is the circle? red",
+    "How many objects are there? 3",
+    "Is there a yellow star in the image? No",
+    "Answer the question using a single word or phrase.",
+] * 20
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
+
+
+def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(TINY_TEXT, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+    )
+
+
+def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2) -> Path:
+    tokenizer = tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def save_tiny_vision(out: Path, image_size: int = 32, patch_size: int = 8, hidden: int = 32) -> Path:
+    config = SiglipVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
+    SiglipVisionModel(config).save_pretrained(out)
+    SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    return out
+
+
+def save_tiny_llava(out: Path, projector: str = "mlp2x_gelu") -> Path:
+    """Tiny parts -> assembled LLaVA saved at ``out`` (with processor and chat template)."""
+    out = Path(out)
+    vision = save_tiny_vision(out.parent / f"{out.name}-vision")
+    lm = save_tiny_lm(out.parent / f"{out.name}-lm")
+    model, processor = assemble_llava(AssemblySpec(str(vision), str(lm), projector=projector))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,45 @@
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vlmforge.errors import ConfigError
+from vlmforge.models.assemble import AssemblySpec, assemble_llava
+
+
+def _ask(model, processor, image):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what colour?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=text, images=image, return_tensors="pt")
+    return model.generate(**inputs, max_new_tokens=4, do_sample=False)
+
+
+@pytest.mark.parametrize("projector", ["mlp2x_gelu", "linear"])
+def test_assembled_llava_round_trips_through_plain_transformers(tiny_parts, tmp_path, projector):
+    vision, lm = tiny_parts
+    model, processor = assemble_llava(AssemblySpec(str(vision), str(lm), projector=projector))
+    assert model.config.vision_feature_select_strategy == "full"  # SigLIP has no CLS token
+    image = Image.new("RGB", (40, 30), (255, 0, 0))
+    before = _ask(model, processor, image)
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "m")
+    after = _ask(loaded, AutoProcessor.from_pretrained(tmp_path / "m"), image)
+    assert type(loaded).__name__ == "LlavaForConditionalGeneration"
+    assert torch.equal(before, after)
+
+
+def test_assembly_copies_pretrained_lm_weights(tiny_parts):
+    from transformers import AutoModelForCausalLM
+
+    vision, lm = tiny_parts
+    model, _ = assemble_llava(AssemblySpec(str(vision), str(lm)))
+    source = AutoModelForCausalLM.from_pretrained(lm)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.allclose(model(input_ids=ids).logits, source(input_ids=ids).logits, atol=1e-5)
+
+
+def test_missing_model_path_is_a_clear_error(tiny_parts, tmp_path):
+    vision, _ = tiny_parts
+    with pytest.raises(ConfigError, match="does not exist"):
+        assemble_llava(AssemblySpec(str(vision), str(tmp_path / "no-such-lm")))
