@@ -1,0 +1,125 @@
+"""CLI: `vlmforge eval`, `vlmforge eval-suite`, `vlmforge eval-text`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vlmforge.errors import ConfigError
+
+
+def parse_data(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--data expects KEY=PATH, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _print_summary(results: dict) -> None:
+    for name, task in results.get("tasks", {}).items():
+        m = task["metrics"].get(task["primary"], {})
+        value = "n/a" if m.get("value") is None else f"{m['value']:.4g}"
+        chance = "" if task.get("chance") is None else f" (chance {task['chance']:.3g})"
+        print(f"{name:20s} {task['primary']:>12s} = {value}{chance}  n={task['n_questions']}")
+
+
+def _list_tasks() -> int:
+    from vlmforge.eval.tasks import GROUPS, TASKS
+
+    for name, task in sorted(TASKS.items()):
+        print(f"{name:16s} {task.description}\n{'':16s} data: {', '.join(f'{k}=PATH' for k in task.data_keys)}")
+    for name, members in GROUPS.items():
+        print(f"{name:16s} group: {', '.join(members)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.list_tasks:
+        return _list_tasks()
+    if not args.model or not args.tasks or not args.out:
+        raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks)")
+    from vlmforge.eval.runner import evaluate
+    from vlmforge.eval.tasks import resolve
+
+    tasks = resolve([t for t in args.tasks.split(",") if t.strip()])  # fail on a typo before loading the model
+    from vlmforge.runtime import load_generator
+
+    results = evaluate(
+        load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, limit=args.limit, data=parse_data(args.data),
+        model={"name": args.name or args.model.rstrip("/").split("/")[-1], "path": args.model},
+    )  # fmt: skip
+    _print_summary(results)
+    print(f"wrote {args.out}/results.json, report.md, samples_<task>.jsonl")
+    return 0
+
+
+def run_suite_cmd(args: argparse.Namespace) -> int:
+    from vlmforge.eval.suite import load_suite, run_suite
+
+    spec = load_suite(args.experiment)
+    runs = run_suite(spec)
+    for name, results in runs.items():
+        print(f"== {name}")
+        _print_summary(results)
+    print(f"wrote {spec['out']}/comparison.md, comparison.png, comparison.json")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    from vlmforge.eval.textonly import MISSING, evaluate_text, lm_eval_available
+
+    if not lm_eval_available():
+        print(f"vlmforge eval-text: skipped: {MISSING}", file=sys.stderr)
+        return 0 if args.skip_missing else 1
+    out = evaluate_text(args.lm, args.tasks.split(","), include_path=args.include_path, limit=args.limit)
+    print(json.dumps(out["results"], indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a saved model on benchmarks (shapes world, MME, POPE, GQA, VQAv2, ...)",
+        description=(
+            "Run greedy generation on each task's questions, score the answers the way the benchmark's "
+            "reference scripts do, and write results.json, report.md (+ plot) and samples_<task>.jsonl to --out. "
+            "Rerunning with the same --out resumes: finished predictions are reused. Works under "
+            "`accelerate launch` (each process takes a share of the questions). List tasks with --list-tasks."
+        ),
+    )  # fmt: skip
+    p.add_argument("--model", help="saved model folder (e.g. the output of `vlmforge train`)")
+    p.add_argument("--tasks", help="comma-separated task names or groups, e.g. shapes or mme,pope")
+    p.add_argument("--out", help="output folder (created; reused to resume)")
+    p.add_argument("--name", help="model name shown in reports (default: the model folder's name)")
+    p.add_argument("--batch-size", type=int, default=8, help="questions per generation batch (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's answer length limit")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions of each task (smoke tests)")
+    p.add_argument("--data", action="append", metavar="KEY=PATH",
+                   help="where a task's files are, e.g. --data world=runs/lab/world --data mme=MME_Benchmark; "
+                        "repeatable; --list-tasks shows each task's keys")  # fmt: skip
+    p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
+    p.set_defaults(handler=run_eval)
+
+    s = subparsers.add_parser(
+        "eval-suite", help="evaluate several models on the same tasks and compare them",
+        description="Read an experiment YAML (models, tasks, data; see docs/evaluation.md), evaluate every model "
+        "and write one comparison table and plot.",
+    )  # fmt: skip
+    s.add_argument("experiment", help="experiment YAML file")
+    s.set_defaults(handler=run_suite_cmd)
+
+    t = subparsers.add_parser(
+        "eval-text", help="text-only benchmarks of the language model via lm-evaluation-harness (optional extra)",
+        description="Evaluate a causal LM folder with lm-eval on local tasks. Needs `pip install "
+        "'vlmforge[lm-eval]'`; without it the command says so and exits.",
+    )  # fmt: skip
+    t.add_argument("--lm", required=True, help="causal LM folder (transformers format)")
+    t.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    t.add_argument("--include-path", help="folder of local lm-eval task YAMLs")
+    t.add_argument("--limit", type=int, default=None, help="only the first N examples per task")
+    t.add_argument("--skip-missing", action="store_true", help="exit 0 when lm-eval is not installed")
+    t.set_defaults(handler=run_text)

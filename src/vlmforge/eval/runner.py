@@ -1,0 +1,227 @@
+"""The batched, resumable, shardable evaluation loop.
+
+Per task: load samples, skip the ones whose predictions are already on disk, ask the generator for the rest in
+batches and append each batch to ``samples_<task>.part<rank>.jsonl`` as it finishes (so an interrupted run loses
+at most one batch). Under ``accelerate launch`` each rank takes every k-th sample; after a barrier rank 0 merges
+the parts into ``samples_<task>.jsonl`` (in task order), scores, and writes ``results.json`` + ``report.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vlmforge.errors import DataError, VlmforgeError
+from vlmforge.eval.tasks import resolve
+from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
+
+_VERSIONED = ("vlmforge", "torch", "transformers", "accelerate", "peft", "pillow", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def limit_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """The first ``limit`` questions, keeping every rotation of a circular question together."""
+    if limit is None:
+        return samples
+    keep: list[str] = []
+    for s in samples:
+        if s.group_id not in keep:
+            if len(keep) == limit:
+                break
+            keep.append(s.group_id)
+    allowed = set(keep)
+    return [s for s in samples if s.group_id in allowed]
+
+
+def _read_predictions(path: Path, known: Mapping[str, Sample], task: str) -> dict[str, str]:
+    """id -> raw prediction from a samples file. A torn last line (interrupted write) is dropped; an id the task
+    does not have means the file belongs to another task (or other data) and is an error, not silently reused."""
+    out: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == len(lines):
+                break
+            raise DataError(f"{path}:{i}", f"invalid JSON in predictions: {err.msg}") from err
+        if not isinstance(record, dict) or "id" not in record or "prediction" not in record:
+            raise DataError(f"{path}:{i}", "prediction record needs `id` and `prediction`")
+        if str(record["id"]) not in known:
+            raise DataError(
+                f"{path}:{i}",
+                f"sample id {record['id']!r} is not in task {task!r}: predictions from another task or other data? "
+                "Use a fresh --out folder or delete this file.",
+                "foreign_prediction",
+            )
+        out[str(record["id"])] = str(record["prediction"])
+    return out
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last line (the run was killed mid-write) so that appended records start on a new line."""
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(raw.rfind(b"\n") + 1)
+
+
+def _record(task: Task, sample: Sample, prediction: str) -> dict[str, Any]:
+    parsed = task.parse(prediction, sample.meta)
+    return {
+        "id": sample.id, "prompt": sample.prompt, "prediction": prediction, "parsed": parsed,
+        "target": sample.target, "correct": task.judge(parsed, sample.target, sample.meta),
+        **({"group": sample.group} if sample.group is not None else {}),
+    }  # fmt: skip
+
+
+def _shard() -> tuple[Any, int, int]:
+    import torch
+    from accelerate import PartialState
+
+    # On a CPU-only machine accelerate treats torchrun/`accelerate launch` ranks as distributed only with cpu=True.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:  # ranks would all do (and write) everything
+        raise VlmforgeError(
+            f"launched with WORLD_SIZE={launched} but accelerate sees {state.num_processes} process(es): "
+            "create PartialState(cpu=True) on CPU-only machines before calling evaluate()"
+        )
+    return state, state.process_index, state.num_processes
+
+
+def run_task(
+    generator: Generator, task: Task, samples: list[Sample], out_dir: Path, *, batch_size: int,
+    max_new_tokens: int, rank: int, world: int, progress: bool,
+) -> int:  # fmt: skip
+    """Generate this rank's missing predictions, appending to its part file. Returns how many were generated."""
+    from tqdm.auto import tqdm
+
+    known = {s.id: s for s in samples}
+    done: dict[str, str] = {}
+    for path in sorted(out_dir.glob(f"samples_{task.name}.*jsonl")):
+        done.update(_read_predictions(path, known, task.name))
+    todo = [s for i, s in enumerate(samples) if i % world == rank and s.id not in done]
+    part = out_dir / f"samples_{task.name}.part{rank}.jsonl"
+    _drop_torn_tail(part)
+    bar = tqdm(total=len(todo), desc=task.name, unit="q", disable=not progress)
+    with part.open("a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            requests = [GenerationRequest(s.prompt, s.open_images(), max_new_tokens) for s in batch]
+            outputs = generator(requests)
+            if len(outputs) != len(batch):
+                raise VlmforgeError(f"generator returned {len(outputs)} answers for {len(batch)} requests")
+            for sample, text in zip(batch, outputs, strict=True):
+                fh.write(json.dumps(_record(task, sample, str(text)), ensure_ascii=False) + "\n")
+            fh.flush()
+            bar.update(len(batch))
+    bar.close()
+    return len(todo)
+
+
+def merge_and_score(task: Task, samples: list[Sample], out_dir: Path, data: Mapping[str, str]) -> dict[str, Any]:
+    """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics."""
+    known = {s.id: s for s in samples}
+    final = out_dir / f"samples_{task.name}.jsonl"
+    parts = sorted(out_dir.glob(f"samples_{task.name}.part*.jsonl"))
+    done: dict[str, str] = {}
+    for path in [final, *parts] if final.exists() else parts:
+        done.update(_read_predictions(path, known, task.name))
+    missing = [s.id for s in samples if s.id not in done]
+    if missing:
+        raise VlmforgeError(f"task {task.name}: {len(missing)} samples have no prediction (first: {missing[0]})")
+    tmp = final.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for s in samples:
+            fh.write(json.dumps(_record(task, s, done[s.id]), ensure_ascii=False) + "\n")
+    tmp.replace(final)  # atomic: a crash here leaves either the old or the new file, never half of one
+    for path in parts:
+        path.unlink()
+    preds = [done[s.id] for s in samples]
+    metrics = task.score(preds, [s.target for s in samples], [s.meta for s in samples])
+    return {
+        "description": task.description, "primary": task.primary, "chance": task.chance_level(data),
+        "n_samples": len(samples), "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
+    }  # fmt: skip
+
+
+def evaluate(
+    generator: Generator,
+    tasks: Sequence[str | Task],
+    out_dir: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    limit: int | None = None,
+    *,
+    data: Mapping[str, str] | None = None,
+    model: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``generator`` on ``tasks`` (names, groups such as ``shapes``, or Task objects).
+
+    ``data`` maps the tasks' data keys to paths (``--data KEY=PATH``); ``model`` (name, config...) is recorded in
+    results.json; ``max_new_tokens`` overrides each task's own default. ``shard=(rank, world)`` overrides the
+    ranks from ``accelerate.PartialState`` (for custom launchers and tests; then no barrier is used, and the
+    caller must run rank 0 last). Returns the results dict (the content of results.json) on every rank.
+    """
+    from vlmforge.eval.report import write_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = dict(data or {})
+    state, rank, world = (None, *shard) if shard else _shard()
+    barrier = state.wait_for_everyone if state is not None and world > 1 else (lambda: None)
+    resolved = resolve(tasks)
+    loaded = {}
+    for task in resolved:
+        samples = limit_samples(task.load(data), limit)
+        seen: set[str] = set()
+        for s in samples:
+            if s.id in seen:
+                raise DataError(s.where or task.name, f"duplicate sample id {s.id!r} in task {task.name}")
+            seen.add(s.id)
+        loaded[task.name] = samples
+        tokens = max_new_tokens or task.max_new_tokens
+        run_task(generator, task, samples, out, batch_size=batch_size, max_new_tokens=tokens, rank=rank,
+                 world=world, progress=progress and rank == 0)  # fmt: skip
+    barrier()
+    results_file = out / "results.json"
+    if rank == 0:
+        previous = json.loads(results_file.read_text()) if results_file.exists() else {}
+        task_results = dict(previous.get("tasks", {}))
+        for task in resolved:
+            task_results[task.name] = merge_and_score(task, loaded[task.name], out, data)
+        results = {
+            "model": dict(model or {}),
+            "tasks": task_results,
+            "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
+                       "world_size": world, "data": data},  # fmt: skip
+            "versions": package_versions(),
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp = results_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        tmp.replace(results_file)
+        write_report(results, out)
+    barrier()
+    return json.loads(results_file.read_text()) if results_file.exists() else {}

@@ -1,0 +1,229 @@
+"""Load a trained checkpoint and generate from it: batched, left-padded, optionally streamed.
+
+One runtime serves `vlmforge chat`, `vlmforge eval` and `vlmforge serve`. It goes through the Auto classes
+(``AutoModelForImageTextToText`` + ``AutoProcessor``), so any model type registered with them — plain LLaVA, and
+vlmforge's own embedding-input and unified models — takes the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers.generation.streamers import BaseStreamer
+
+from vlmforge.errors import ConfigError
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Conversation:
+    """Chat messages in the transformers content-part format plus the images they reference, in order."""
+
+    messages: list[dict[str, Any]]
+    images: list[Image.Image] = field(default_factory=list)
+
+    @classmethod
+    def single_turn(cls, prompt: str, images: Sequence[Image.Image] = ()) -> Conversation:
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+        return cls([{"role": "user", "content": content}], list(images))
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn / stop string) or "length"
+
+
+def _pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class VisionLanguageModel:
+    """A loaded checkpoint and its processor, with batched generation."""
+
+    def __init__(self, model, processor, path: str = ""):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"  # generation appends on the right, so prompts align on the right
+        self.name = Path(path).name or type(model).__name__
+        self._lock = threading.Lock()  # one generate at a time per model; batching happens above this layer
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        import vlmforge.models  # noqa: F401  registers vlmforge's own model types with the Auto classes
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise ConfigError(f"model '{path}' not found: expected a folder with config.json (a trained checkpoint)")
+        target = _pick_device(device)
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if target.type == "cuda" else torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(target)
+        return cls(model, AutoProcessor.from_pretrained(path), str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prepare(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
+        """Render each conversation with the chat template and batch them, left-padded."""
+        texts = [
+            self.processor.apply_chat_template(conv.messages, add_generation_prompt=True, tokenize=False)
+            for conv in conversations
+        ]
+        images = [image for conv in conversations for image in conv.images]
+        inputs = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
+        params = params or SamplingParams()
+        inputs = self.prepare(conversations)
+        with self._lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = self.model.generate(**inputs, **self._generate_kwargs(params))
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        return [self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)]
+
+    def _completion(self, tokens: torch.Tensor, prompt_tokens: int, params: SamplingParams) -> Completion:
+        ids = tokens.tolist()
+        special = set(self.tokenizer.all_special_ids)
+        eos = self.tokenizer.eos_token_id
+        finished = eos in ids
+        if finished:
+            ids = ids[: ids.index(eos)]
+        ids = [i for i in ids if i not in special]
+        text, stopped = _apply_stop(self.tokenizer.decode(ids), params.stop)
+        finish = "stop" if finished or stopped or len(tokens) < params.max_new_tokens else "length"
+        return Completion(text.strip(), prompt_tokens, len(ids), finish)
+
+    def stream(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> Iterator[list[str]]:
+        """Yield, per generation step, the new text of every row (empty string when a row produced none)."""
+        params = params or SamplingParams()
+        inputs = self.prepare(conversations)
+        streamer = _BatchTextStreamer(self.tokenizer, len(conversations))
+
+        def run():
+            try:
+                with self._lock, torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    self.model.generate(**inputs, **self._generate_kwargs(params), streamer=streamer)
+            except Exception as err:  # surface the failure in the consumer's thread
+                streamer.fail(err)
+
+        threading.Thread(target=run, daemon=True).start()
+        yield from streamer
+
+
+def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class _BatchTextStreamer(BaseStreamer):
+    """Incremental detokenisation for every row of a batched ``generate``.
+
+    transformers' TextIteratorStreamer handles batch size 1 only; dynamic batching needs every row streamed.
+    Each row's text is re-decoded from all its tokens and only the new suffix is emitted, so multi-byte
+    characters split across tokens come out whole.
+    """
+
+    _END = object()
+
+    def __init__(self, tokenizer, batch_size: int):
+        self.tokenizer = tokenizer
+        self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+        self.emitted = [""] * batch_size
+        self.done = [False] * batch_size
+        self.queue: Queue = Queue()
+        self._prompt_seen = False
+        self._special = set(tokenizer.all_special_ids)
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate() first sends the prompt ids
+            self._prompt_seen = True
+            return
+        deltas = []
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row] or token == self.tokenizer.eos_token_id:
+                self.done[row] = True
+                deltas.append("")
+                continue
+            if token not in self._special:
+                self.tokens[row].append(token)
+            text = self.tokenizer.decode(self.tokens[row])
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+                deltas.append("")
+                continue
+            deltas.append(text[len(self.emitted[row]) :])
+            self.emitted[row] = text
+        self.queue.put(deltas)
+
+    def end(self) -> None:
+        self.queue.put(self._END)
+
+    def fail(self, err: Exception) -> None:
+        self.queue.put(err)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def load_generator(model_dir: str | Path, device: str | None = None, batch_size: int = 16):
+    """A callable for the evaluation runner: requests (prompt, images, max_new_tokens) -> answers, greedy."""
+    vlm = VisionLanguageModel.from_pretrained(model_dir, device=device)
+
+    def generate(requests) -> list[str]:
+        answers: list[str] = []
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start : start + batch_size]
+            conversations = [Conversation.single_turn(r.prompt, r.images) for r in chunk]
+            params = SamplingParams(max_new_tokens=max(r.max_new_tokens for r in chunk))
+            answers += [c.text for c in vlm.generate(conversations, params)]
+        return answers
+
+    generate.model_name = vlm.name  # type: ignore[attr-defined]
+    return generate

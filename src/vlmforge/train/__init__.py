@@ -1,0 +1,1 @@
+"""Training: recipes, stages (pretrain / finetune, full or LoRA), Trainer glue, LoRA merging."""

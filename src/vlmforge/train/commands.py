@@ -1,0 +1,50 @@
+"""`vlmforge train` and `vlmforge merge-lora`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a VLM from a YAML recipe (stages: pretrain the projector, then instruction-tune)",
+        description=(
+            "Run the stages of a recipe in order. Each stage starts from the previous stage's result and writes a "
+            "plain LLaVA checkpoint to OUTPUT_DIR/<stage>/final. Multi-GPU / multi-node: "
+            "`accelerate launch [--config_file ...] -m vlmforge.cli train RECIPE`."
+        ),
+    )
+    train.add_argument("recipe", help="recipe YAML (see recipes/ and docs/recipes.md)")
+    train.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set stages.finetune.learning_rate=1e-4 (repeatable)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue each unfinished stage from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="retrain stages even if results exist")
+    train.set_defaults(handler=_train)
+
+    merge = subparsers.add_parser(
+        "merge-lora",
+        help="fold a LoRA adapter into its base model -> plain LLaVA checkpoint",
+        description="Merge a LoRA adapter (from a finetune stage with tune: lora) into its base LLaVA checkpoint.",
+    )
+    merge.add_argument("--adapter", required=True, help="adapter folder (contains adapter_config.json)")
+    merge.add_argument("--out", required=True, help="where to write the merged checkpoint")
+    merge.set_defaults(handler=_merge)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vlmforge.train.recipe import load_recipe
+    from vlmforge.train.stage import run_recipe
+
+    final = run_recipe(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
+    print(f"final model: {final}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from vlmforge.train.trainable import merge_lora
+
+    print(f"merged model: {merge_lora(args.adapter, args.out)}")
+    return 0

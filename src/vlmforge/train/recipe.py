@@ -1,0 +1,202 @@
+"""Training recipes: YAML <-> dataclasses, with ``--set key=value`` overrides.
+
+A recipe names the parts (vision model, LM, projector), the data, and the stages to run. Unknown keys are an
+error that lists the valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlmforge.errors import ConfigError
+
+STAGE_KINDS = ("pretrain", "finetune")
+TUNE_MODES = ("full", "lora")
+
+
+@dataclass
+class ModelConfig:
+    """The parts to assemble (hub ids or local folders), or an existing LLaVA checkpoint to continue from."""
+
+    vision_model: str = ""
+    language_model: str = ""
+    projector: str = "mlp2x_gelu"
+    vision_feature_layer: int = -2
+    vision_feature_select_strategy: str | None = None  # None: "full" for SigLIP, "default" (drop CLS) for CLIP
+    init_from: str | None = None  # a saved LLaVA checkpoint; skips assembly
+    dtype: str = "float32"
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # JSONL / JSON / Parquet of LLaVA records
+    image_folder: str | None = None  # image paths in records are relative to this (default: the file's folder)
+    text_only_path: str | None = None  # optional text-only records mixed in
+    max_samples: int | None = None
+
+
+@dataclass
+class LoraConfig:
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    projector_lr: float = 2e-5  # Bunny: the projector keeps training at its own, lower rate
+
+
+@dataclass
+class StageConfig:
+    kind: str = "finetune"  # pretrain: projector only, plain template | finetune: projector + LM
+    data: DataConfig = field(default_factory=DataConfig)
+    tune: str = "full"  # finetune only: full | lora
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    unfreeze_vision: bool = False
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    global_batch_size: int = 128  # = per-device batch x gradient accumulation x processes
+    per_device_batch_size: int = 16
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    max_length: int = 2048
+    packing: bool = False
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    dataloader_workers: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    output_dir: str = "runs/recipe"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: dict[str, StageConfig] = field(default_factory=dict)  # run in order of appearance
+    on_error: str = "raise"  # raise | skip (bad records skipped and counted in the manifest)
+
+    def validate(self) -> Recipe:
+        if not self.stages:
+            raise ConfigError(f"recipe '{self.name}' has no stages; add e.g. `stages: {{pretrain: ..., finetune: ...}}`")
+        for name, stage in self.stages.items():
+            _check_choice(f"stages.{name}.kind", stage.kind, STAGE_KINDS)
+            _check_choice(f"stages.{name}.tune", stage.tune, TUNE_MODES)
+            if not stage.data.path:
+                raise ConfigError(f"stages.{name}.data.path is required")
+            if stage.global_batch_size % stage.per_device_batch_size:
+                raise ConfigError(
+                    f"stages.{name}: global_batch_size {stage.global_batch_size} is not a multiple of "
+                    f"per_device_batch_size {stage.per_device_batch_size}"
+                )
+        kinds = [stage.kind for stage in self.stages.values()]
+        if "pretrain" in kinds[kinds.index("finetune") :] if "finetune" in kinds else False:
+            raise ConfigError(
+                f"stages run in the order written ({', '.join(self.stages)}); a pretrain stage cannot follow a "
+                "finetune stage — reorder them"
+            )
+        _check_choice("on_error", self.on_error, ("raise", "skip"))
+        if not self.model.init_from and not (self.model.vision_model and self.model.language_model):
+            raise ConfigError("model needs vision_model and language_model (or init_from: a LLaVA checkpoint)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def _build(cls, data: Any, where: str):
+    """Recursively build dataclass ``cls`` from plain data, rejecting unknown keys with the valid ones listed."""
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'recipe'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown recipe key {prefix}{unknown[0]}; valid keys here: {', '.join(valid)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint, path = hints[key], f"{where}.{key}" if where else key
+        if key == "stages" and cls is Recipe:
+            kwargs[key] = {name: _build_stage(name, spec) for name, spec in (value or {}).items()}
+        else:
+            kwargs[key] = _build(_dataclass_in(hint), value, path) if _dataclass_in(hint) else _coerce(hint, value, path)
+    return cls(**kwargs)
+
+
+def _build_stage(name: str, spec: Any) -> StageConfig:
+    spec = dict(spec or {})
+    spec.setdefault("kind", name if name in STAGE_KINDS else "finetune")  # `pretrain:` means kind pretrain
+    return _build(StageConfig, spec, f"stages.{name}")
+
+
+def _dataclass_in(hint):
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def _coerce(hint, value: Any, where: str) -> Any:
+    """YAML already gives typed scalars; `--set` gives strings. Convert to the field's type, clearly on failure."""
+    if value is None:
+        return None
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    for option in options:
+        if option is type(None):
+            continue
+        if option is bool and isinstance(value, str):
+            if value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            continue
+        if option in (int, float, str) and not isinstance(value, bool):
+            try:
+                return option(value)
+            except (TypeError, ValueError):
+                continue
+        if isinstance(value, option if isinstance(option, type) else object):
+            return value
+    raise ConfigError(f"{where}: cannot use {value!r} as {hint}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply ``key.sub=value`` overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"recipe '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        _set_dotted(data, key.strip(), yaml.safe_load(value))
+    return _build(Recipe, data, "").validate()
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[last] = value
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -1,0 +1,190 @@
+"""Run a recipe: each stage loads the previous stage's result, trains, and exports a plain LLaVA checkpoint.
+
+Layout of ``output_dir``::
+
+    recipe.yaml                 the resolved recipe
+    <stage>/checkpoint-N/       Trainer checkpoints (resumable, LoRA ones included)
+    <stage>/final/              plain LLaVA checkpoint (model + processor); for LoRA also <stage>/adapter/
+    <stage>/metrics.jsonl       one line per log event
+    <stage>/data_order.jsonl    which samples each update saw (evidence that resume replays the same order)
+    <stage>/manifest.json       config, input hashes, versions, counts, rejections, wall time
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from vlmforge.errors import ConfigError
+from vlmforge.manifest import write_manifest
+from vlmforge.models.assemble import AssemblySpec, assemble_llava, resolve_model_path
+from vlmforge.train.data import build_training_data
+from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
+from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
+from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
+
+
+def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> Path:
+    """Run every stage in order; a finished stage (its ``final/`` exists) is skipped. Returns the last final/."""
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, out / "recipe.yaml")
+    previous = recipe.model.init_from
+    final = None
+    for name, stage in recipe.stages.items():
+        final = out / name / "final"
+        if (final / "config.json").exists() and not overwrite:
+            print(f"[{name}] already finished: {final}")
+        else:
+            run_stage(recipe, name, stage, previous, resume=resume, overwrite=overwrite, callbacks=callbacks)
+        previous = str(final)
+    return final
+
+
+def load_starting_model(recipe: Recipe, previous: str | None):
+    if previous:
+        path = resolve_model_path(previous, "starting checkpoint")
+        return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path)
+    m = recipe.model
+    return assemble_llava(
+        AssemblySpec(m.vision_model, m.language_model, m.projector, m.vision_feature_layer,
+                     m.vision_feature_select_strategy, m.dtype)
+    )
+
+
+def gradient_accumulation(stage: StageConfig, world_size: int) -> int:
+    per_step = stage.per_device_batch_size * world_size
+    if stage.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size {stage.global_batch_size} is not divisible by per_device_batch_size "
+            f"{stage.per_device_batch_size} x {world_size} processes"
+        )
+    return stage.global_batch_size // per_step
+
+
+def training_arguments(stage: StageConfig, stage_dir: Path, seed: int, world_size: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(stage_dir),
+        per_device_train_batch_size=stage.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(stage, world_size),
+        learning_rate=stage.learning_rate,
+        num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps,
+        lr_scheduler_type=stage.lr_scheduler,
+        warmup_steps=stage.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        weight_decay=stage.weight_decay,
+        logging_steps=stage.logging_steps,
+        save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit,
+        seed=seed,
+        data_seed=seed,
+        bf16=stage.bf16,
+        gradient_checkpointing=stage.gradient_checkpointing,
+        dataloader_num_workers=stage.dataloader_workers,
+        remove_unused_columns=False,  # our collator builds exactly the model's inputs
+        report_to="none",
+        ddp_find_unused_parameters=False,
+    )
+
+
+def run_stage(
+    recipe: Recipe, name: str, stage: StageConfig, previous: str | None, resume: bool, overwrite: bool,
+    callbacks: list | None = None,
+) -> Path:
+    from accelerate import PartialState
+
+    started = time.perf_counter()
+    stage_dir = Path(recipe.output_dir) / name
+    last_checkpoint = get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
+    if last_checkpoint and not (resume or overwrite):
+        raise ConfigError(f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue or --overwrite")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    state = PartialState()
+
+    set_seed(recipe.seed)  # the projector's random init is part of the run: same recipe, same model
+    model, processor = load_starting_model(recipe, previous)
+    if previous is None and stage.tune == "lora" and stage.kind == "finetune" and state.is_main_process:
+        # A LoRA adapter needs its base on disk to be merged or reloaded later.
+        previous = str(stage_dir / "base")
+        model.save_pretrained(previous)
+        processor.save_pretrained(previous)
+        model.name_or_path = previous
+    data = build_training_data(stage, processor, model.config, on_error=recipe.on_error)
+    model.config.use_cache = False  # packed rows rely on position_ids-derived masks, which a cache disables
+    model = configure_trainable(model, stage)
+    args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes)
+
+    order_log = stage_dir / "data_order.jsonl"
+    resume_from = last_checkpoint if resume else None
+    if resume_from:
+        truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
+    elif state.is_main_process:
+        order_log.unlink(missing_ok=True)
+        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    trainer = VlmTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.dataset,
+        data_collator=data.collator,
+        stage=stage,
+        data_order_log=order_log,
+        callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
+
+    if state.is_main_process:
+        write_manifest(
+            stage_dir,
+            stage=name,
+            recipe=recipe.to_dict(),
+            inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
+            counts={
+                "samples": len(data.dataset),
+                "steps": trainer.state.global_step,
+                "epochs": trainer.state.epoch,
+                "real_tokens_this_process": trainer.real_tokens,
+                **{f"params_{k}": v for k, v in count_parameters(model).items()},
+                **data.stats,
+            },
+            rejections=data.rejections.as_dict(),
+            metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+            wall_seconds=time.perf_counter() - started,
+            outputs={"final": str(final)},
+        )
+    return final
+
+
+def export_stage(trainer: VlmTrainer, processor, stage: StageConfig, stage_dir: Path, previous_or_base) -> Path:
+    """Save the stage's result as a plain LLaVA checkpoint; a LoRA stage also keeps its adapter."""
+    final = stage_dir / "final"
+    if stage.kind == "finetune" and stage.tune == "lora":
+        adapter = stage_dir / "adapter"
+        trainer.save_model(str(adapter))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(adapter)
+            _point_adapter_at_base(adapter, trainer.model)
+            merge_lora(adapter, final)
+    else:
+        trainer.save_model(str(final))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def _point_adapter_at_base(adapter: Path, model) -> None:
+    """PEFT records the base model's name_or_path; make sure it is the checkpoint this stage started from."""
+    import json
+
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    base = model.get_base_model().name_or_path
+    if base and Path(base).exists():
+        config["base_model_name_or_path"] = str(Path(base).resolve())
+    config_path.write_text(json.dumps(config, indent=2))

@@ -1,0 +1,88 @@
+"""HF Trainer glue: per-group learning rates, a JSONL metrics log, and a record of the data order.
+
+The Trainer already does distributed training (accelerate), checkpoints, resume, schedules and progress bars;
+this subclass adds only what LLaVA-style recipes need on top.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from vlmforge.train.recipe import StageConfig
+from vlmforge.train.trainable import parameter_groups
+
+SAMPLE_IDS = "sample_ids"  # batch key carrying dataset indices; popped before the forward pass
+
+
+class VlmTrainer(Trainer):
+    def __init__(self, *args, stage: StageConfig, data_order_log: Path | None = None, **kwargs):
+        self.stage = stage
+        self.data_order_log = data_order_log
+        self.real_tokens = 0
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)  # each group carries its own
+            self.optimizer = optimizer_cls(parameter_groups(self.model, self.stage), **optimizer_kwargs)
+        return self.optimizer
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume full-model checkpoints through ``from_pretrained``.
+
+        transformers 5 saves LLaVA in the llava-hf key layout (``language_model.model.*``) but the Trainer reloads
+        checkpoints with a raw non-strict ``load_state_dict``: every key misses and the run silently restarts from
+        the stage's initial weights. ``from_pretrained`` applies the key mapping; strict loading proves it fit.
+        PEFT checkpoints store adapter keys and take the Trainer's own path.
+        """
+        model = model or self.model
+        if hasattr(model, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sample_ids = inputs.pop(SAMPLE_IDS, None)
+        if sample_ids is not None and self.data_order_log is not None and self.is_world_process_zero():
+            # Global step of the update this micro-batch belongs to: resume must replay the same order.
+            with self.data_order_log.open("a") as log:
+                log.write(json.dumps({"step": self.state.global_step, "ids": sample_ids.tolist()}) + "\n")
+        labels = inputs.get("labels")
+        if labels is not None:
+            self.real_tokens += int((labels != -100).sum())
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class MetricsLogger(TrainerCallback):
+    """Append every log event (loss, lr, grad norm, tokens/s) as one JSON line — easy to plot or tail."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": time.perf_counter() - self.started}
+        record.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in logs.items()})
+        with self.path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def truncate_logs_to_checkpoint(stage_dir: Path, resume_step: int) -> None:
+    """Drop log entries past the checkpoint we resume from: a killed run may have logged a few more steps.
+
+    ``data_order.jsonl`` records the step an update *starts* at (kept: < resume_step); ``metrics.jsonl`` the step
+    it *ended* at (kept: <= resume_step).
+    """
+    for name, keep in (("data_order.jsonl", lambda s: s < resume_step), ("metrics.jsonl", lambda s: s <= resume_step)):
+        path = stage_dir / name
+        if path.exists():
+            lines = [line for line in path.read_text().splitlines() if line and keep(json.loads(line)["step"])]
+            path.write_text("".join(line + "\n" for line in lines))

@@ -1,0 +1,18 @@
+"""The shapes world: procedural scenes rendered with PIL, exact annotations, written as LLaVA records."""
+
+from vlmforge.world.build import WorldPaths, build_world
+from vlmforge.world.config import TASKS, WorldConfig, chance_level
+from vlmforge.world.render import render_scene
+from vlmforge.world.scene import Scene, SceneObject, sample_scenes
+
+__all__ = [
+    "TASKS",
+    "Scene",
+    "SceneObject",
+    "WorldConfig",
+    "WorldPaths",
+    "build_world",
+    "chance_level",
+    "render_scene",
+    "sample_scenes",
+]

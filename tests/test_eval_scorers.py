@@ -1,0 +1,178 @@
+"""Scorers against hand-computed values from the reference definitions (REFERENCE.md, "Scoring rules")."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmforge.eval import normalize as nz
+from vlmforge.eval import scorers as sc
+from vlmforge.eval.tasks.common import rotations
+
+
+def value(metrics, key):
+    return metrics[key]["value"]
+
+
+# ---- VQAv2 ----
+@pytest.mark.parametrize(
+    ("matches", "expected"),
+    # k of 10 annotators gave the answer. Leaving out one of those k: min((k-1)/3, 1); leaving out one of the
+    # other 10-k: min(k/3, 1). Average over the 10 subsets.
+    [(0, 0.0), (1, (1 * 0 + 9 * (1 / 3)) / 10), (2, (2 * (1 / 3) + 8 * (2 / 3)) / 10),
+     (3, (3 * (2 / 3) + 7 * 1) / 10), (4, 1.0), (10, 1.0)],
+)  # fmt: skip
+def test_vqa_ten_choose_nine_average(matches, expected):
+    answers = ["cat"] * matches + ["dog"] * (10 - matches)
+    assert sc.judge_vqa(sc.parse_vqa("cat"), answers) == pytest.approx(expected)
+
+
+def test_vqa_two_of_ten_is_0_6_and_normalisation_applies():
+    answers = ["two"] * 2 + ["3"] * 8
+    assert sc.judge_vqa(sc.parse_vqa("Two."), answers) == pytest.approx(0.6)
+    metrics = sc.vqa_scores(["2", "3", "cat"], [answers, answers, answers], [{}, {}, {}])
+    assert value(metrics, "accuracy") == pytest.approx((0.6 + 1.0 + 0.0) / 3)
+    assert metrics["accuracy"]["n"] == 3 and metrics["accuracy"]["stderr"] > 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Two.", "2"), ("The cat", "cat"), ("an apple!", "apple"), ("dont", "don't"), ("1,000", "1000"),
+     ("black-and-white", "black and white"), ("yes\n", "yes"), ("3.5", "3.5"), ("none", "0")],
+)  # fmt: skip
+def test_vqa_normalisation(raw, expected):
+    assert nz.vqa_normalize(raw) == expected
+
+
+# ---- MME ----
+def test_mme_acc_plus_and_sums():
+    rows = [  # (subtask, image, prediction, answer)
+        ("existence", "1.jpg", "Yes, there is.", "yes"), ("existence", "1.jpg", "No", "no"),  # image right
+        ("existence", "2.jpg", "yes", "yes"), ("existence", "2.jpg", "Maybe yes", "no"),  # one wrong
+        ("OCR", "3.jpg", "no", "yes"), ("OCR", "3.jpg", "yes", "no"),  # both wrong
+        ("code_reasoning", "4.jpg", "YES.", "yes"), ("code_reasoning", "4.jpg", "No.", "no"),
+    ]  # fmt: skip
+    m = sc.mme_scores([r[2] for r in rows], [r[3] for r in rows], [{"subtask": r[0], "image": r[1]} for r in rows])
+    assert value(m, "existence/acc") == pytest.approx(75.0)  # 3 of 4 questions
+    assert value(m, "existence/acc_plus") == pytest.approx(50.0)  # 1 of 2 images
+    assert value(m, "existence/score") == pytest.approx(125.0)
+    assert value(m, "OCR/score") == 0.0
+    assert value(m, "perception") == pytest.approx(125.0)
+    assert value(m, "cognition") == pytest.approx(200.0)
+    assert value(m, "accuracy") == pytest.approx(5 / 8)
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("Yes", "yes"), ("no.", "no"), ("NO, it is not", "no"),
+                                             ("The answer is yes", "other"), ("", "other")])  # fmt: skip
+def test_mme_first_word(raw, parsed):
+    assert sc.parse_mme(raw) == parsed
+
+
+# ---- POPE ----
+def test_pope_metrics_by_hand():
+    preds = ["Yes.", "No, there is not.", "yes", "There is not a dog.", "Yes"]
+    gold = ["yes", "yes", "yes", "no", "no"]
+    # parsed: yes no yes no yes -> TP=2 FN=1 TN=1 FP=1
+    m = sc.pope_scores(preds, gold, [{}] * 5)
+    assert value(m, "accuracy") == pytest.approx(3 / 5)
+    assert value(m, "precision") == pytest.approx(2 / 3)
+    assert value(m, "recall") == pytest.approx(2 / 3)
+    assert value(m, "f1") == pytest.approx(2 / 3)
+    assert value(m, "yes_ratio") == pytest.approx(3 / 5)
+    assert m["precision"]["n"] == 3 and m["recall"]["n"] == 3
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [("Not really. Yes.", "no"), ("I see no dog", "no"),
+                                             ("Nothing suggests a dog", "yes"), ("Yes. No.", "yes"),
+                                             ("NO", "no"), ("Yes, not a cat but a dog", "no")])  # fmt: skip
+def test_pope_first_sentence_rule(raw, parsed):
+    assert sc.parse_pope(raw) == parsed
+
+
+def test_pope_average_over_splits():
+    # random: all right (acc 1, f1 1); popular: all "yes" on yes,no -> acc .5, p .5, r 1, f1 2/3, yes-ratio 1
+    preds = ["yes", "no", "yes", "yes"]
+    gold = ["yes", "no", "yes", "no"]
+    metas = [{"split": "random"}] * 2 + [{"split": "popular"}] * 2
+    m = sc.pope_scores(preds, gold, metas)
+    assert value(m, "popular/f1") == pytest.approx(2 / 3)
+    assert value(m, "random/f1") == pytest.approx(1.0)
+    assert value(m, "f1") == pytest.approx((1 + 2 / 3) / 2)
+    assert value(m, "yes_ratio") == pytest.approx((0.5 + 1.0) / 2)
+
+
+# ---- option letters ----
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("B", "B"), ("B. a cat", "B"), ("The answer is C.", "C"), ("The answer is C", None), ("b", None),
+     ("The answer is A. The answer is B.", None), ("E", None), ("B.", None), ("  A ", "A")],
+)  # fmt: skip
+def test_scienceqa_letter(raw, expected):
+    assert nz.parse_letter_scienceqa(raw, ["A", "B", "C", "D"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("A", "A"), ("(B)", "B"), ("The answer is C", "C"), ("A or B", None), ("Answer: D", None),
+     ("I think it is the red circle", "A"), ("B. blue square", "B"), ("circle", None)],
+)  # fmt: skip
+def test_infer_option(raw, expected):
+    choices = {"A": "red circle", "B": "blue square", "C": "green circle"}
+    assert nz.infer_option(raw, choices) == expected
+
+
+def test_rotations_move_the_answer():
+    rots = rotations("q", ["a", "b", "c"], 1)
+    assert [r[2] for r in rots] == ["B", "A", "C"]
+    assert rots[1][1] == {"A": "b", "B": "c", "C": "a"}
+    assert all(r[1][r[2]] == "b" for r in rots)
+
+
+def test_circular_mc_counts_question_only_if_every_rotation_right():
+    q1 = rotations("q1", ["x", "y", "z"], 0)
+    q2 = rotations("q2", ["x", "y", "z"], 2)
+    metas = [{"choices": c, "group": g, "rotation": k} for g, rs in (("q1", q1), ("q2", q2)) for _, c, _, k in rs]
+    targets = [a for rs in (q1, q2) for _, _, a, _ in rs]
+    preds = list(targets)
+    preds[4] = "A" if targets[4] != "A" else "B"  # q2 rotation 1 wrong
+    m = sc.multiple_choice_scores(preds, targets, metas)
+    assert value(m, "accuracy") == pytest.approx(0.5) and m["accuracy"]["n"] == 2
+    assert value(m, "vanilla_accuracy") == pytest.approx(1.0)  # rotation 0 of both is right
+
+
+# ---- REC ----
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [([0, 0, 1, 1], [0, 0, 1, 1], 1.0), ([0, 0, 1, 1], [2, 2, 3, 3], 0.0), ([0, 0, 1, 1], [1, 0, 2, 1], 0.0),
+     ([0, 0, 2, 2], [1, 0, 3, 2], 1 / 3), ([0, 0, 1, 1], [0, 0, 2, 2], 0.25), ([2, 2, 0, 0], [0, 0, 2, 1], 0.5),
+     ([0, 0, 0, 0], [0, 0, 0, 0], 0.0)],
+)  # fmt: skip
+def test_iou(a, b, expected):
+    assert nz.iou(a, b) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "box"),
+    [("The box is [0.1, 0.2, 0.5, 0.6].", [0.1, 0.2, 0.5, 0.6]), ("[1,2,3]", None), ("(10, 20, 30, 40)",
+     [10, 20, 30, 40]), ("no box", None), ("[-1, 0, 2.5, 3]", [-1, 0, 2.5, 3])],
+)  # fmt: skip
+def test_parse_box(raw, box):
+    assert nz.parse_box(raw) == box
+
+
+def test_rec_acc_at_half():
+    gt = [[0, 0, 2, 2]]
+    preds = ["[0, 0, 2, 1]", "[0, 0, 1, 1]", "I don't know"]  # IoU .5 (counts), .25, unparseable
+    m = sc.rec_scores(preds, [gt] * 3, [{}] * 3)
+    assert value(m, "acc@0.5") == pytest.approx(1 / 3)
+    assert value(m, "mean_iou") == pytest.approx((0.5 + 0.25 + 0) / 3)
+    assert value(m, "parse_rate") == pytest.approx(2 / 3)
+
+
+# ---- exact / normalised ----
+def test_gqa_and_normalised_match():
+    assert value(sc.gqa_scores(["Yes.", "left", "a dog"], ["yes", "right", "dog"], [{}] * 3), "accuracy") == \
+        pytest.approx(1 / 3)  # fmt: skip
+    m = sc.normalized_match_scores(["Red.", "the circle", "three", "top-left"], ["red", "circle", "3", "top left"],
+                                   [{"type": "color"}, {"type": "shape"}, {"type": "count"}, {"type": "position"}])
+    assert value(m, "accuracy") == 1.0 and value(m, "count/accuracy") == 1.0
+    assert value(sc.exact_match_scores(["Red", "red "], ["red", "red"], [{}, {}]), "accuracy") == 0.5

@@ -1,0 +1,52 @@
+from PIL import Image
+
+from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
+
+
+def _conversations():
+    red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (48, 20), (0, 0, 255))
+    return [
+        Conversation.single_turn("what colour is it?", [red]),
+        Conversation.single_turn("how many objects are there in this picture?", [blue]),
+        Conversation.single_turn("say something"),  # text-only rows mix with image rows
+    ]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_llava):
+    vlm = VisionLanguageModel.from_pretrained(tiny_llava)
+    params = SamplingParams(max_new_tokens=6)
+    batched = vlm.generate(_conversations(), params)
+    single = [vlm.generate([conv], params)[0] for conv in _conversations()]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert [c.prompt_tokens for c in batched] == [c.prompt_tokens for c in single]
+    assert all(c.completion_tokens <= 6 for c in batched)
+
+
+def test_stream_concatenates_to_the_generated_text(tiny_llava):
+    vlm = VisionLanguageModel.from_pretrained(tiny_llava)
+    params = SamplingParams(max_new_tokens=6)
+    pieces = ["", "", ""]
+    for deltas in vlm.stream(_conversations(), params):
+        pieces = [p + d for p, d in zip(pieces, deltas, strict=True)]
+    assert [p.strip() for p in pieces] == [c.text for c in vlm.generate(_conversations(), params)]
+
+
+def test_stop_strings_cut_the_answer(tiny_llava):
+    vlm = VisionLanguageModel.from_pretrained(tiny_llava)
+    full = vlm.generate(_conversations()[:1], SamplingParams(max_new_tokens=8))[0].text
+    if len(full) < 2:
+        return
+    stop = full[1:3]
+    cut = vlm.generate(_conversations()[:1], SamplingParams(max_new_tokens=8, stop=[stop]))[0]
+    assert stop not in cut.text and cut.finish_reason == "stop"
+
+
+def test_load_generator_answers_eval_requests(tiny_llava):
+    class Request:
+        def __init__(self, prompt, images):
+            self.prompt, self.images, self.max_new_tokens = prompt, images, 4
+
+    generate = load_generator(tiny_llava, batch_size=2)
+    requests = [Request("a?", [Image.new("RGB", (32, 32))]), Request("b?", []), Request("c?", [])]
+    answers = generate(requests)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
