@@ -1,0 +1,162 @@
+"""Load test for `vlmforge serve`: N concurrent clients on loopback, dynamic batching vs none.
+
+    python bench/serve_load.py                      # tiny random LLaVA, 20 s per scenario
+    python bench/serve_load.py --model runs/lab/bunny --duration 30 --max-tokens 32
+
+Each scenario starts its own server (a subprocess on 127.0.0.1), runs the clients for --duration seconds and
+reports throughput, p50/p99 latency and errors. The default scenarios answer two questions: how much does
+dynamic batching buy at 16 clients (vs --max-batch-size 1), and does the server stay error-free at 64?
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+from vlmforge.serve.runner import free_port
+
+HOST = "127.0.0.1"  # loopback only: this tool never loads anything but its own server
+
+
+@dataclass
+class Result:
+    clients: int
+    max_batch_size: int
+    requests: int
+    tokens: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def _image_url(i: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def start_server(model: str, port: int, max_batch_size: int, max_queue: int, threads: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "vlmforge.cli", "serve", "--model", model, "--host", HOST, "--port", str(port),
+               "--max-batch-size", str(max_batch_size), "--max-queue", str(max_queue), "--no-ui"]
+    command += ["--threads", str(threads)] if threads else []
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not become healthy in 120 s")
+
+
+async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int):
+    """(requests, completion tokens, errors, latencies) of ``clients`` loops posting for ``duration`` s."""
+    images = [_image_url(i) for i in range(clients)]
+    latencies: list[float] = []
+    errors = tokens = 0
+    stop_at = time.monotonic() + duration
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors, tokens
+        body = {"model": model, "temperature": 0, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": images[i]}}, {"type": "text", "text": f"what is shape {i}?"}]}]}
+        while time.monotonic() < stop_at:
+            start = time.monotonic()
+            try:
+                response = await http.post(f"{url}/v1/chat/completions", json=body)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.monotonic() - start)
+                tokens += response.json()["usage"]["completion_tokens"]
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+    return len(latencies), tokens, errors, latencies
+
+
+def scenario(model: str, clients: int, max_batch_size: int, duration: float, max_tokens: int, threads: int) -> Result:
+    port = free_port(HOST)
+    server = start_server(model, port, max_batch_size, max(64, 2 * clients), threads)
+    try:
+        url = f"http://{HOST}:{port}"
+        name = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        asyncio.run(run_clients(url, name, min(clients, 4), 2.0, max_tokens))  # warm-up, not counted
+        start = time.monotonic()
+        requests, tokens, errors, latencies = asyncio.run(run_clients(url, name, clients, duration, max_tokens))
+        return Result(clients, max_batch_size, requests, tokens, errors, time.monotonic() - start, latencies)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint folder (default: build a tiny random LLaVA)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=16, help="tokens per answer (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=16, help="--max-batch-size when batching (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="server's torch CPU threads, 0 = torch's default (default: %(default)s: on a small shared "
+                        "machine more threads spin-wait on each other)")
+    parser.add_argument("--scenarios", default="16:batch,16:1,64:batch",
+                        help="CLIENTS:MAX_BATCH pairs, 'batch' = --batch (default: %(default)s)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from vlmforge.testing.tiny import save_tiny_llava
+
+            model = str(save_tiny_llava(Path(tmp) / "tiny-llava"))
+        results = []
+        for spec in args.scenarios.split(","):
+            clients, batch = spec.split(":")
+            results.append(scenario(model, int(clients), args.batch if batch == "batch" else int(batch),
+                                    args.duration, args.max_tokens, args.threads))
+            r = results[-1]
+            print(f"  done: {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s", file=sys.stderr)
+    print(f"\nmodel: {args.model or 'tiny random LLaVA'}   max_tokens: {args.max_tokens}   "
+          f"duration: {args.duration:.0f} s   server threads: {args.threads or 'default'}\n")
+    print(f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in results:
+        print(f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
+              f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}")
+    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
+    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
+    if batched and single and single.throughput:
+        print(f"\ndynamic batching at 16 clients: {batched.throughput / single.throughput:.1f}x the throughput of "
+              f"--max-batch-size 1 (goal >= 3x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Dynamic batching: requests that arrive together are generated together, in one worker thread.
+
+Requests wait in a queue; the worker takes the oldest, waits a short window for more with the same sampling
+settings (a batch shares one ``SamplingParams``), and runs them as one batched ``generate`` or ``stream``.
+Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+
+from vlmforge.runtime import Completion, Conversation, SamplingParams
+from vlmforge.serve.engine import TextEngine, count_tokens, prompt_token_counts
+from vlmforge.serve.streaming import StreamText
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the server accepts."""
+
+
+@dataclass
+class Delta:
+    text: str
+
+
+@dataclass
+class Done:
+    completion: Completion
+
+
+@dataclass
+class Failed:
+    error: Exception
+
+
+def batch_key(params: SamplingParams, stream: bool) -> tuple:
+    """Requests with equal keys may share a batch."""
+    if params.temperature > 0 and params.seed is not None:
+        # a seeded sample is reproducible only if it runs alone: batch mates would shift the random stream
+        return ("seeded", object())
+    return (stream, params.max_new_tokens, params.temperature, params.top_p, tuple(params.stop))
+
+
+@dataclass(eq=False)
+class Job:
+    conversation: Conversation
+    params: SamplingParams
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    key: tuple
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+
+    def emit(self, event: Delta | Done | Failed) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the request's event loop is gone (client and server shut down)
+            self.cancelled = True
+
+    async def events(self) -> AsyncIterator[Delta | Done | Failed]:
+        """Deltas (streaming requests only), then one Done or Failed."""
+        try:
+            while True:
+                event = await self.queue.get()
+                yield event
+                if not isinstance(event, Delta):
+                    return
+        finally:
+            self.cancelled = True  # the consumer left: skip this job if it has not started yet
+
+    async def result(self) -> Completion:
+        async for event in self.events():
+            if isinstance(event, Done):
+                return event.completion
+            if isinstance(event, Failed):
+                raise event.error
+        raise RuntimeError("generation ended without a result")
+
+
+class DynamicBatcher:
+    def __init__(self, engine: TextEngine, max_batch_size: int = 8, window_ms: float = 10.0, max_queue: int = 64,
+                 on_batch: Callable[[int], None] | None = None):
+        self.engine = engine
+        self.max_batch_size = max(1, max_batch_size)
+        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch  # observer of batch sizes (tests, metrics)
+        self._pending: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.running = 0  # requests in the batch being generated now
+        self._thread: threading.Thread | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def submit(self, conversation: Conversation, params: SamplingParams, stream: bool = False) -> Job:
+        """Queue a request (call from a running event loop). Raises QueueFull when the queue is full."""
+        if params.temperature <= 0:
+            params = replace(params, seed=None, top_p=1.0)  # greedy ignores both: let such requests batch together
+        job = Job(conversation, params, stream, asyncio.get_running_loop(), batch_key(params, stream))
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                # started lazily, so an app whose lifespan ran before (tests, reloads) serves again
+                self._closed = False
+                self._thread = threading.Thread(target=self._work, name="vlmforge-batcher", daemon=True)
+                self._thread.start()
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(f"{len(self._pending)} requests are already waiting")
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def close(self) -> None:
+        """Stop the worker after its current batch; requests still waiting fail."""
+        with self._cond:
+            self._closed = True
+            waiting, self._pending = list(self._pending), deque()
+            self._cond.notify_all()
+        for job in waiting:
+            job.emit(Failed(QueueFull("the server is shutting down")))
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _next_batch(self) -> list[Job] | None:
+        with self._cond:
+            while True:
+                while self._pending and self._pending[0].cancelled:
+                    self._pending.popleft()
+                if self._closed:
+                    return None
+                if self._pending:
+                    break
+                self._cond.wait()
+            key = self._pending[0].key
+            deadline = time.monotonic() + self.window_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                if sum(job.key == key for job in self._pending) >= self.max_batch_size:
+                    break
+                self._cond.wait(remaining)
+            batch = [job for job in self._pending if job.key == key][: self.max_batch_size]
+            for job in batch:
+                self._pending.remove(job)
+            batch = [job for job in batch if not job.cancelled]
+            self.running = len(batch)
+            return batch
+
+    def _run(self, batch: list[Job]) -> None:
+        if self.on_batch:
+            self.on_batch(len(batch))
+        try:
+            if batch[0].stream:
+                self._stream(batch)
+            else:
+                completions = self.engine.generate([job.conversation for job in batch], batch[0].params)
+                for job, completion in zip(batch, completions, strict=True):
+                    job.emit(Done(completion))
+        except Exception as err:  # a failed batch fails its requests, never the worker
+            for job in batch:
+                job.emit(Failed(err))
+        finally:
+            self.running = 0
+
+    def _stream(self, batch: list[Job]) -> None:
+        params = batch[0].params
+        conversations = [job.conversation for job in batch]
+        texts = [StreamText(params.stop) for _ in batch]
+        last_output_step = [0] * len(batch)
+        steps = 0
+        for deltas in self.engine.stream(conversations, params):
+            steps += 1
+            for row, (job, text, delta) in enumerate(zip(batch, texts, deltas, strict=True)):
+                if delta:
+                    last_output_step[row] = steps
+                if (released := text.feed(delta)) and not job.cancelled:
+                    job.emit(Delta(released))
+            if all(job.cancelled for job in batch):
+                break  # every client left; the model finishes this batch in the background
+        prompt_tokens = prompt_token_counts(self.engine, conversations)
+        for row, (job, text) in enumerate(zip(batch, texts, strict=True)):
+            if released := text.finish():
+                job.emit(Delta(released))
+            # a row still producing text at the last allowed step was cut by the length limit
+            cut = not text.stopped and steps >= params.max_new_tokens and last_output_step[row] == steps
+            completion = Completion(text.text, prompt_tokens[row], count_tokens(self.engine, text.text),
+                                    "length" if cut else "stop")
+            job.emit(Done(completion))
