@@ -72,7 +72,9 @@ class VisionLanguageModel:
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        import vlmforge.models  # noqa: F401  registers vlmforge's own model types with the Auto classes
+        from vlmforge.models import register_models
+
+        register_models()  # vlmforge's own model types load through the Auto classes too
 
         path = Path(path)
         if not (path / "config.json").exists():

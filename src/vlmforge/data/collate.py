@@ -8,11 +8,18 @@ import torch
 
 from vlmforge.data.chat import IGNORE_INDEX
 
+# Per-image model inputs: processed pixels, or precomputed image embeddings (the embedding-input VLM).
+IMAGE_INPUT_KEYS = ("pixel_values", "image_embeds")
 
-def stack_pixel_values(samples: list[dict]) -> torch.Tensor | None:
-    """All images of the batch, in sample order: LLaVA fills its image tokens with image features in that order."""
-    images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
-    return torch.cat(images) if images else None
+
+def stack_image_inputs(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """All images of the batch per input kind, in sample order: the model fills its image tokens in that order."""
+    batch = {}
+    for key in IMAGE_INPUT_KEYS:
+        parts = [s[key] for s in samples if s.get(key) is not None]
+        if parts:
+            batch[key] = torch.cat(parts)
+    return batch
 
 
 def as_long(values) -> torch.Tensor:
@@ -21,7 +28,7 @@ def as_long(values) -> torch.Tensor:
 
 @dataclass
 class PaddingCollator:
-    """``list of {"input_ids", "labels", "pixel_values"?}`` -> a padded batch with ``attention_mask``.
+    """``list of {"input_ids", "labels", "pixel_values"? / "image_embeds"?}`` -> a padded batch with ``attention_mask``.
 
     ``None`` items (records a dataset skipped with ``on_error="skip"``) are dropped.
     """
@@ -45,7 +52,4 @@ class PaddingCollator:
             labels[row, :n] = as_long(sample["labels"])
             attention_mask[row, :n] = 1
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        pixel_values = stack_pixel_values(samples)
-        if pixel_values is not None:
-            batch["pixel_values"] = pixel_values
-        return batch
+        return {**batch, **stack_image_inputs(samples)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 from vlmforge.data.chat import EncodedSample, Template, encode_conversation, image_seq_length
 from vlmforge.data.images import DEFAULT_MAX_PIXELS, load_image
 from vlmforge.data.records import OnError, Rejections, check_on_error, read_records, record_where, reject
-from vlmforge.data.validate import image_paths, validate_record
-from vlmforge.errors import DataError
+from vlmforge.data.validate import image_paths, record_embedding, validate_record
+from vlmforge.errors import ConfigError, DataError
 
 
 class ConversationDataset(Dataset):
@@ -25,6 +25,9 @@ class ConversationDataset(Dataset):
     counted in ``rejections``; an item that fails only when loaded (corrupt image, too long) comes back as
     ``None``, which the vlmforge collators drop. With DataLoader workers, those late rejections are counted in the
     worker processes; call :meth:`compute_lengths` first (packing does) to catch ``too_long`` up front.
+
+    Records with ``image_embedding`` (an id) instead of ``image`` read their vector from ``embeddings`` (an
+    ``EmbeddingStore`` or any id -> tensor mapping) and yield ``image_embeds`` [1, D] for the embedding-input VLM.
     """
 
     def __init__(
@@ -39,10 +42,11 @@ class ConversationDataset(Dataset):
         rejections: Rejections | None = None,
         source: str = "records",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        embeddings: Mapping[str, torch.Tensor] | None = None,
     ):
         check_on_error(on_error)
         self.processor, self.template, self.max_length = processor, template, max_length
-        self.on_error, self.max_pixels = on_error, max_pixels
+        self.on_error, self.max_pixels, self.embeddings = on_error, max_pixels, embeddings
         self.rejections = rejections if rejections is not None else Rejections()
         if isinstance(records, (str, Path)):
             located = read_records(records, on_error=on_error, rejections=self.rejections)
@@ -53,8 +57,13 @@ class ConversationDataset(Dataset):
         self.image_folder = image_folder
         self.items: list[tuple[str, dict]] = []
         for where, record in located:
+            if embeddings is None and isinstance(record, dict) and record.get("image_embedding") is not None:
+                raise ConfigError(
+                    f"{where}: the record has 'image_embedding' but no embedding store is configured "
+                    "(set the stage's data.embeddings to the store folder)"
+                )
             try:
-                self.items.append((where, validate_record(record, where, image_folder)))
+                self.items.append((where, validate_record(record, where, image_folder, embeddings)))
             except DataError as err:
                 reject(err, on_error, self.rejections)
         self._lengths: list[int] | None = None
@@ -65,8 +74,11 @@ class ConversationDataset(Dataset):
     def _encode(self, index: int, pixel_values=None) -> EncodedSample:
         where, record = self.items[index]
         image_tokens = None
-        if pixel_values is None and record.get("image"):
+        embedding = record_embedding(record, where)
+        if pixel_values is None and (record.get("image") or embedding):
             image_tokens = self._image_tokens()
+        if embedding is not None:  # chat encoding counts image slots in "image"; the embedding fills this one
+            record = {**record, "image": [embedding]}
         return encode_conversation(
             record,
             self.processor,
@@ -104,6 +116,9 @@ class ConversationDataset(Dataset):
         }
         if pixel_values is not None:
             item["pixel_values"] = pixel_values
+        embedding = record_embedding(self.items[index][1])
+        if embedding is not None:
+            item["image_embeds"] = self.embeddings[embedding].float().reshape(1, -1)
         return item
 
     def compute_lengths(self) -> list[int]:

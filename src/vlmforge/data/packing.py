@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from transformers import DataCollatorWithFlattening
 
 from vlmforge.data.chat import IGNORE_INDEX
-from vlmforge.data.collate import stack_pixel_values
+from vlmforge.data.collate import stack_image_inputs
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.errors import DataError
 
@@ -87,7 +87,7 @@ class PackedDataset(Dataset):
 
 @dataclass
 class PackingCollator:
-    """``list of rows (lists of samples)`` -> ``input_ids``, ``labels``, ``position_ids`` (and ``pixel_values``),
+    """``list of rows (lists of samples)`` -> ``input_ids``, ``labels``, ``position_ids`` (and image inputs),
     no ``attention_mask``. Rows shorter than ``row_length`` (default: the longest row of the batch) end with a
     padding segment of its own (positions from 0, labels -100), which no real token attends to."""
 
@@ -119,7 +119,4 @@ class PackingCollator:
             for key in ("input_ids", "labels", "position_ids"):
                 batch[key][index, :n] = row[key][0]
             batch["position_ids"][index, n:] = torch.arange(length - n)
-        pixel_values = stack_pixel_values([s for row in rows for s in row])
-        if pixel_values is not None:
-            batch["pixel_values"] = pixel_values
-        return batch
+        return {**batch, **stack_image_inputs([s for row in rows for s in row])}

@@ -2,7 +2,11 @@
 
 Error codes (``DataError.code``): ``bad_record`` (not an object / bad ``image`` field), ``bad_conversation``
 (empty, wrong roles, not alternating, not ending with gpt, non-text value, ``<image>`` in a gpt turn),
-``image_count_mismatch`` (``<image>`` markers in human turns != number of images), ``missing_image``.
+``image_count_mismatch`` (``<image>`` markers in human turns != number of images), ``missing_image``,
+``missing_embedding`` (an ``image_embedding`` id absent from the embedding store).
+
+An image is either a file (``image``) or a precomputed embedding (``image_embedding``: an id in an embedding store,
+as Unicorn's text-only records carry); a record has one kind or the other.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from vlmforge.errors import DataError
 
 IMAGE_TOKEN = "<image>"  # the marker in records; same string as the LLaVA processor's image token
+EMBEDDING_FIELD = "image_embedding"
 ROLES = ("human", "gpt")
 
 
@@ -25,6 +30,18 @@ def record_images(record: dict, where: str = "record") -> list[str]:
     if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
         raise DataError(where, "'image' must be a path or a list of paths", code="bad_record")
     return images
+
+
+def record_embedding(record: dict, where: str = "record") -> str | None:
+    """The record's ``image_embedding`` id (one image slot filled from an embedding store), or None."""
+    value = record.get(EMBEDDING_FIELD)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise DataError(where, f"'{EMBEDDING_FIELD}' must be a non-empty id string", code="bad_record")
+    if record.get("image") is not None:
+        raise DataError(where, f"a record has 'image' or '{EMBEDDING_FIELD}', not both", code="bad_record")
+    return value
 
 
 def image_paths(record: dict, image_folder: str | Path | None, where: str = "record") -> list[Path]:
@@ -62,23 +79,27 @@ def _check_turns(conversations, where: str) -> None:
         raise bad("the conversation must end with a gpt turn (nothing to learn otherwise)")
 
 
-def validate_record(record: dict, where: str, image_folder: str | Path | None = None) -> dict:
+def validate_record(record: dict, where: str, image_folder: str | Path | None = None, embeddings=None) -> dict:
     """Return a normalised copy of ``record`` or raise :class:`DataError` naming ``where``.
 
     Text-only records (no ``image`` and no ``<image>``) are valid. Image files are checked for existence only;
-    decoding them is :func:`vlmforge.data.images.load_image`'s job, at load time.
+    decoding them is :func:`vlmforge.data.images.load_image`'s job, at load time. ``embeddings`` (anything
+    supporting ``id in embeddings``) checks that an ``image_embedding`` id exists.
     """
     if not isinstance(record, dict):
         raise DataError(where, "a record must be a JSON object", code="bad_record")
     _check_turns(record.get("conversations"), where)
     paths = image_paths(record, image_folder, where)
+    embedding = record_embedding(record, where)
     markers = sum(turn["value"].count(IMAGE_TOKEN) for turn in record["conversations"])
-    if markers != len(paths):
+    if markers != len(paths) + (embedding is not None):
         raise DataError(
             where,
-            f"{markers} {IMAGE_TOKEN} marker(s) in human turns but {len(paths)} image(s)",
+            f"{markers} {IMAGE_TOKEN} marker(s) in human turns but {len(paths) + (embedding is not None)} image(s)",
             "image_count_mismatch",
         )
+    if embedding is not None and embeddings is not None and embedding not in embeddings:
+        raise DataError(where, f"no embedding for id {embedding!r} in the embedding store", code="missing_embedding")
     for path in paths:
         if not path.is_file():
             raise DataError(where, f"image file {path} does not exist", code="missing_image")

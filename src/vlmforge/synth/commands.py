@@ -88,6 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="c3: noise seed")
     p.set_defaults(handler=_transfer)
 
+    from vlmforge.synth.unicorn.calibrate_command import add_calibrate_parser
+
+    add_calibrate_parser(stages)
+
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
     return {

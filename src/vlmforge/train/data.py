@@ -12,6 +12,7 @@ from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.data.packing import PackedDataset, PackingCollator
 from vlmforge.data.records import Rejections
+from vlmforge.train.embedding_data import open_embeddings
 from vlmforge.train.recipe import StageConfig
 from vlmforge.train.trainer import SAMPLE_IDS
 
@@ -51,6 +52,7 @@ def build_training_data(stage: StageConfig, processor, model_config, on_error: s
     """Pretrain stages use the "plain" template (image then caption); finetune stages the chat template."""
     rejections = Rejections()
     template = "plain" if stage.kind == "pretrain" else "chat"
+    embeddings = open_embeddings(stage.data.embeddings, model_config)
     paths = [(stage.data.path, stage.data.image_folder)]
     if stage.data.text_only_path:
         paths.append((stage.data.text_only_path, None))
@@ -58,10 +60,14 @@ def build_training_data(stage: StageConfig, processor, model_config, on_error: s
     for path, image_folder in paths:
         part = ConversationDataset(
             path, processor, image_folder=image_folder, template=template, max_length=stage.max_length,
-            on_error=on_error, rejections=rejections,
+            on_error=on_error, rejections=rejections, embeddings=embeddings,
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]
+        if on_error == "skip":
+            # Drop records that cannot be encoded (too_long, ...) now: counted once, not once per epoch, and
+            # the sample count and schedule see only what trains.
+            part.compute_lengths()
         parts.append(part)
 
     pad_id = processor.tokenizer.pad_token_id

@@ -23,15 +23,18 @@ TUNE_MODES = ("full", "lora")
 
 @dataclass
 class ModelConfig:
-    """The parts to assemble (hub ids or local folders), or an existing LLaVA checkpoint to continue from."""
+    """The parts to assemble (hub ids or local folders), or an existing checkpoint to continue from."""
 
-    vision_model: str = ""
+    architecture: str = "llava"  # llava | embedding_vlm (see vlmforge.models.architectures)
+    vision_model: str = ""  # llava: the vision tower; embedding_vlm: the paired image encoder (optional)
     language_model: str = ""
     projector: str = "mlp2x_gelu"
     vision_feature_layer: int = -2
     vision_feature_select_strategy: str | None = None  # None: "full" for SigLIP, "default" (drop CLS) for CLIP
     init_from: str | None = None  # a saved LLaVA checkpoint; skips assembly
     dtype: str = "float32"
+    embed_dim: int | None = None  # embedding_vlm: size of one image embedding (default: the encoder's output size)
+    num_visual_tokens: int = 16  # embedding_vlm: <image> tokens one embedding fills
 
 
 @dataclass
@@ -39,6 +42,7 @@ class DataConfig:
     path: str = ""  # JSONL / JSON / Parquet of LLaVA records
     image_folder: str | None = None  # image paths in records are relative to this (default: the file's folder)
     text_only_path: str | None = None  # optional text-only records mixed in
+    embeddings: str | None = None  # EmbeddingStore folder that records' "image_embedding" ids point into
     max_samples: int | None = None
 
 
@@ -104,8 +108,8 @@ class Recipe:
                 "finetune stage — reorder them"
             )
         _check_choice("on_error", self.on_error, ("raise", "skip"))
-        if not self.model.init_from and not (self.model.vision_model and self.model.language_model):
-            raise ConfigError("model needs vision_model and language_model (or init_from: a LLaVA checkpoint)")
+        if not self.model.init_from and not self.model.language_model:
+            raise ConfigError("model needs language_model (and, for llava, vision_model), or init_from: a checkpoint")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,15 +175,22 @@ def _coerce(hint, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot use {value!r} as {hint}")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides, validate."""
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), variables: dict[str, str] | None = None) -> Recipe:
+    """Read a YAML recipe, substitute ``${name}`` variables, apply ``key.sub=value`` overrides, validate."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"recipe '{path}' does not exist")
+    text = path.read_text()
+    for name, value in (variables or {}).items():
+        text = text.replace("${" + name + "}", str(value))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return recipe_from_dict(data, overrides)
+
+
+def recipe_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:

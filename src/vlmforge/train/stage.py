@@ -13,15 +13,18 @@ Layout of ``output_dir``::
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
-from vlmforge.models.assemble import AssemblySpec, assemble_llava, resolve_model_path
+from vlmforge.models.architectures import get_architecture
+from vlmforge.models.assemble import resolve_model_path
 from vlmforge.train.data import build_training_data
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
@@ -46,14 +49,15 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, ca
 
 
 def load_starting_model(recipe: Recipe, previous: str | None):
-    if previous:
-        path = resolve_model_path(previous, "starting checkpoint")
-        return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path)
-    m = recipe.model
-    return assemble_llava(
-        AssemblySpec(m.vision_model, m.language_model, m.projector, m.vision_feature_layer,
-                     m.vision_feature_select_strategy, m.dtype)
-    )
+    try:
+        if previous:
+            path = resolve_model_path(previous, "starting checkpoint")
+            return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path)
+        return get_architecture(recipe.model.architecture).assemble(recipe.model)
+    except OSError as err:  # hub ids not found / not cached offline: transformers' message is a page of advice
+        m = recipe.model
+        what = previous or " and ".join(repr(p) for p in (m.vision_model, m.language_model) if p)
+        raise ConfigError(f"cannot load {what}: {str(err).splitlines()[0]}") from err
 
 
 def gradient_accumulation(stage: StageConfig, world_size: int) -> int:
@@ -66,9 +70,26 @@ def gradient_accumulation(stage: StageConfig, world_size: int) -> int:
     return stage.global_batch_size // per_step
 
 
-def training_arguments(stage: StageConfig, stage_dir: Path, seed: int, world_size: int) -> TrainingArguments:
+def launched_on_cpu() -> bool:
+    """Whether this process should train on CPU with gloo, even when started as one of several processes.
+
+    accelerate picks its multi-process CPU backend only when told ``cpu`` (``ACCELERATE_USE_CPU``, set by
+    ``accelerate launch --cpu``). A job started by torchrun, or by accelerate's multi-process launcher, on a machine
+    without an accelerator would otherwise run every process alone on the whole data set, racing on the same files.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or (several and not has_accelerator)
+
+
+def training_arguments(
+    stage: StageConfig, stage_dir: Path, seed: int, world_size: int, use_cpu: bool = False
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(stage_dir),
+        use_cpu=use_cpu,
         per_device_train_batch_size=stage.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation(stage, world_size),
         learning_rate=stage.learning_rate,
@@ -103,7 +124,8 @@ def run_stage(
     if last_checkpoint and not (resume or overwrite):
         raise ConfigError(f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue or --overwrite")
     stage_dir.mkdir(parents=True, exist_ok=True)
-    state = PartialState()
+    use_cpu = launched_on_cpu()
+    state = PartialState(cpu=use_cpu)
 
     set_seed(recipe.seed)  # the projector's random init is part of the run: same recipe, same model
     model, processor = load_starting_model(recipe, previous)
@@ -116,11 +138,11 @@ def run_stage(
     data = build_training_data(stage, processor, model.config, on_error=recipe.on_error)
     model.config.use_cache = False  # packed rows rely on position_ids-derived masks, which a cache disables
     model = configure_trainable(model, stage)
-    args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes)
+    args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes, use_cpu=use_cpu)
 
     order_log = stage_dir / "data_order.jsonl"
     resume_from = last_checkpoint if resume else None
-    if resume_from:
+    if resume_from and state.is_main_process:
         truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
     elif state.is_main_process:
         order_log.unlink(missing_ok=True)
@@ -148,6 +170,8 @@ def run_stage(
                 "samples": len(data.dataset),
                 "steps": trainer.state.global_step,
                 "epochs": trainer.state.epoch,
+                "processes": state.num_processes,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
                 "real_tokens_this_process": trainer.real_tokens,
                 **{f"params_{k}": v for k, v in count_parameters(model).items()},
                 **data.stats,

@@ -12,37 +12,34 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlmforge.errors import ConfigError
+from vlmforge.models.architectures import architecture_of, model_parts
 from vlmforge.train.recipe import StageConfig
 
 PROJECTOR = "multi_modal_projector"
 
 
-def llava_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(vision tower, projector, language model) of a LlavaForConditionalGeneration (or a PEFT wrapper of one)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    core = inner.model
-    return core.vision_tower, getattr(core, PROJECTOR), core.language_model
-
-
 def lm_linear_module_names(model: nn.Module) -> list[str]:
     """Full names of every nn.Linear inside the language model: the LoRA targets, for any LM architecture."""
-    _, _, lm = llava_parts(model)
+    lm = model_parts(model).language_model
     lm_ids = {id(m) for m in lm.modules()}
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and id(module) in lm_ids]
 
 
 def configure_trainable(model: nn.Module, stage: StageConfig) -> nn.Module:
     """Freeze / unfreeze per the stage and, for LoRA, wrap with PEFT. Returns the model to train."""
-    vision, projector, lm = llava_parts(model)
+    parts = model_parts(model)
     model.requires_grad_(False)
-    projector.requires_grad_(True)
+    parts.projector.requires_grad_(True)
     if stage.kind == "pretrain":
         return model
     if stage.unfreeze_vision:
-        vision.requires_grad_(True)
+        if parts.encoder is None or not architecture_of(model).trainable_encoder:
+            raise ConfigError(f"unfreeze_vision is not supported for architecture {architecture_of(model).name}")
+        parts.encoder.requires_grad_(True)
     if stage.tune == "full":
-        lm.requires_grad_(True)
-        model.lm_head.requires_grad_(True)
+        parts.language_model.requires_grad_(True)
+        parts.lm_head.requires_grad_(True)
         return model
 
     from peft import LoraConfig, get_peft_model
@@ -82,8 +79,6 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Fold a LoRA adapter into its base LLaVA and save a plain LLaVA checkpoint (model + processor)."""
     from peft import PeftConfig, PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from vlmforge.errors import ConfigError
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():

@@ -39,10 +39,11 @@ class VlmTrainer(Trainer):
         transformers 5 saves LLaVA in the llava-hf key layout (``language_model.model.*``) but the Trainer reloads
         checkpoints with a raw non-strict ``load_state_dict``: every key misses and the run silently restarts from
         the stage's initial weights. ``from_pretrained`` applies the key mapping; strict loading proves it fit.
-        PEFT checkpoints store adapter keys and take the Trainer's own path.
+        PEFT checkpoints store adapter keys and take the Trainer's own path; so do FSDP runs, whose Trainer passes
+        the FSDP-wrapped model (no ``from_pretrained``) and reloads its own sharded/full FSDP state.
         """
         model = model or self.model
-        if hasattr(model, "peft_config"):
+        if hasattr(model, "peft_config") or self.is_fsdp_enabled:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)

@@ -1,0 +1,84 @@
+"""Test-time centring of the embedding-input VLM: compute the image mean with the model's own encoder.
+
+The paper centres image embeddings with the mean of the test-set image embeddings; any calibration set of
+unlabelled images from the same distribution works the same way. The mean is stored in the checkpoint
+(buffer ``image_mean``; ``config.image_mean_count`` = images used), so inference needs nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vlmforge.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def calibration_image_paths(source: str | Path, n: int | None = 256) -> list[Path]:
+    """The first ``n`` images of a folder (sorted by name, searched recursively) or of a records file (their
+    ``image`` fields, resolved against the file's folder)."""
+    from vlmforge.data.records import read_records
+    from vlmforge.data.validate import image_paths
+
+    source = Path(source)
+    if source.is_dir() and not any(source.glob("*.jsonl")) and not any(source.glob("*.parquet")):
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.exists():
+        folder = source if source.is_dir() else source.parent
+        paths = [p for where, record in read_records(source) for p in image_paths(record, folder, where)]
+        paths = list(dict.fromkeys(paths))  # several records may share an image
+    else:
+        raise ConfigError(f"calibration images '{source}' do not exist (give an image folder or a records file)")
+    if not paths:
+        raise ConfigError(f"no images found in '{source}'")
+    return paths[:n] if n else paths
+
+
+@torch.no_grad()
+def calibrate_image_mean(model, processor, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
+    """Set ``model.image_mean`` to the mean of the L2-normalised encoder embeddings of ``images``; returns it."""
+    from vlmforge.synth.unicorn.transfer import compute_stats
+
+    if model.vision_tower is None:
+        raise ConfigError("this model has no image encoder to calibrate")
+    if not images:
+        raise ConfigError("calibration needs at least one image")
+    from vlmforge.models.embedding_vlm.modeling import pooled_embedding
+
+    model.eval()
+    device, dtype = model.device, next(model.vision_tower.parameters()).dtype
+    rows = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor.image_processor(list(images[start : start + batch_size]), return_tensors="pt")
+        rows.append(pooled_embedding(model.vision_tower(pixel_values=pixels["pixel_values"].to(device, dtype))).float().cpu())
+    stats = compute_stats(torch.cat(rows))
+    model.image_mean.copy_(stats.mean.to(model.image_mean.device, model.image_mean.dtype))
+    model.config.image_mean_count = stats.n
+    return stats.mean
+
+
+def calibrate_checkpoint(model_dir: str | Path, images: str | Path, n: int = 256, out_dir: str | Path | None = None) -> dict:
+    """Load a saved embedding-input VLM, calibrate its image mean on ``images`` and save it (in place by default)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmforge.data.images import load_image
+    from vlmforge.models.embedding_vlm.configuration import MODEL_TYPE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model '{model_dir}' not found: expected a folder with config.json")
+    model = AutoModelForImageTextToText.from_pretrained(model_dir)
+    if model.config.model_type != MODEL_TYPE:
+        raise ConfigError(f"'{model_dir}' is a {model.config.model_type} model; calibration is for embedding_vlm models")
+    processor = AutoProcessor.from_pretrained(model_dir)
+    paths = calibration_image_paths(images, n)
+    mean = calibrate_image_mean(model, processor, [load_image(p, str(p)) for p in paths])
+    out = Path(out_dir) if out_dir else model_dir
+    model.save_pretrained(out)
+    if out != model_dir:
+        processor.save_pretrained(out)
+    return {"model": str(out), "images": len(paths), "mean_norm": float(mean.norm())}
