@@ -116,5 +116,7 @@ def test_resume_replays_the_same_steps_and_data_order(tmp_path, tiny_data, tiny_
     assert logged_steps[:-1] == list(range(1, 9))  # no step logged twice after the resume (last line: summary)
     steps = [json.loads((r / "finetune" / "manifest.json").read_text())["counts"]["steps"] for r in (tmp_path / "a", tmp_path / "b")]
     assert steps == [8, 8]
+    pickles = [p for p in (tmp_path / "b").rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    assert not pickles, f"checkpoints must hold no pickles: {pickles}"
     a, b = _state(straight), _state(resumed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -7,12 +7,14 @@ this subclass adds only what LLaVA-style recipes need on top.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 
+from vlmforge.train import checkpoint_state
 from vlmforge.train.recipe import StageConfig
 from vlmforge.train.trainable import parameter_groups
 
@@ -47,6 +49,36 @@ class VlmTrainer(Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)
+
+    # --- checkpoint state without pickles (see checkpoint_state.py); DeepSpeed/FSDP keep their own formats ---
+    def _own_state_format(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._own_state_format():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            checkpoint_state.save_optimizer(self.optimizer, self.lr_scheduler, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint and self._own_state_format() and checkpoint_state.has_optimizer_state(checkpoint):
+            checkpoint_state.load_optimizer(self.optimizer, self.lr_scheduler, checkpoint, self.args.device)
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        checkpoint_state.save_rng_state(output_dir, self.args.process_index, self.args.world_size)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint and not checkpoint_state.load_rng_state(checkpoint, self.args.process_index, self.args.world_size):
+            super()._load_rng_state(checkpoint)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        # The Trainer pickles its TrainingArguments next to every save; the resolved recipe.yaml records them.
+        args_file = os.path.join(output_dir or self.args.output_dir, "training_args.bin")
+        if self.args.should_save and os.path.exists(args_file):
+            os.remove(args_file)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sample_ids = inputs.pop(SAMPLE_IDS, None)
