@@ -1,0 +1,59 @@
+"""`vlmforge foundation`: build (or reuse) the tiny foundation models of a shapes world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "foundation",
+        help="train the tiny tokenizer, language model and vision tower on a shapes world (cached)",
+        description=(
+            "Train the small stand-ins for a hub LM and a SigLIP-style vision tower on a shapes world's train "
+            "split: a BPE tokenizer with a chat template, a Qwen2 language model pretrained on the world's "
+            "text, and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings. Writes "
+            "OUT/lm, OUT/vision (ordinary Hugging Face model folders) and OUT/manifest.json. A second run "
+            "with the same world, seed and settings reuses the saved models."
+        ),
+    )
+    parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
+    parser.add_argument("--out", required=True, help="output folder for lm/, vision/ and manifest.json")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--lm-steps", type=int, help="language-model training steps (default: the built-in spec)"
+    )
+    parser.add_argument(
+        "--vision-epochs", type=int, help="vision-tower training epochs (default: the built-in spec)"
+    )
+    parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
+    parser.set_defaults(handler=run_foundation)
+
+
+def run_foundation(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from vlmforge.errors import ConfigError
+    from vlmforge.models.foundation import FoundationSpec, build_foundation, read_manifest
+
+    spec = FoundationSpec()
+    for flag, value in (("--lm-steps", args.lm_steps), ("--vision-epochs", args.vision_epochs)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if args.lm_steps is not None:
+        spec.lm = replace(spec.lm, steps=args.lm_steps)
+    if args.vision_epochs is not None:
+        spec.vision = replace(spec.vision, epochs=args.vision_epochs)
+    paths = build_foundation(args.world, args.out, spec, seed=args.seed, force=args.force)
+    manifest = read_manifest(paths.root) or {}
+    summary = {
+        "lm": str(paths.lm),
+        "vision": str(paths.vision),
+        "reused": paths.reused,
+        "lm_final_loss": manifest.get("lm", {}).get("final_loss"),
+        "vision_retrieval": manifest.get("vision", {}).get("retrieval"),
+        "wall_seconds": manifest.get("wall_seconds"),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

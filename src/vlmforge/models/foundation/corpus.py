@@ -1,0 +1,110 @@
+"""Read what the foundation models learn from out of a shapes-world folder.
+
+Only this module knows the world's layout (``world.json``; ``{split}/captions.jsonl``, ``instruct.jsonl``,
+``conversations.jsonl``; image paths relative to the world folder). The trainers take plain lists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from vlmforge.errors import DataError
+from vlmforge.models.assemble import IMAGE_TOKEN
+
+RECORD_FILES = ("captions.jsonl", "instruct.jsonl", "conversations.jsonl")
+ROLES = {"human": "user", "gpt": "assistant"}
+
+
+@dataclass
+class WorldText:
+    """One split of a world: image paths with their two captions, and every conversation (as chat messages)."""
+
+    image_paths: list[Path] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    detailed: list[str] = field(default_factory=list)
+    conversations: list[list[dict[str, str]]] = field(default_factory=list)
+
+
+def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Records of a JSONL file, each with its ``file:line`` location for error messages. Blank lines are skipped."""
+    if not path.is_file():
+        raise DataError(
+            str(path), "file not found: is this a shapes-world folder (vlmforge world)?", "missing"
+        )
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, f"not valid JSON ({err.msg})", "json") from err
+            if not isinstance(record, dict):
+                raise DataError(where, "a record must be a JSON object", "type")
+            rows.append((where, record))
+    return rows
+
+
+def to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """LLaVA turns -> chat messages, with the ``<image>`` placeholder removed (the LM learns text only)."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise DataError(where, "'conversations' must be a non-empty list of turns", "conversations")
+    messages = []
+    for turn in turns:
+        role = ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        value = turn.get("value") if isinstance(turn, dict) else None
+        if role is None or not isinstance(value, str):
+            raise DataError(
+                where, f"bad turn {turn!r}: need 'from' in human/gpt and a string 'value'", "turn"
+            )
+        messages.append({"role": role, "content": value.replace(IMAGE_TOKEN, "").strip()})
+    return messages
+
+
+def _text_field(record: dict[str, Any], key: str, where: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(where, f"missing or empty '{key}'", key)
+    return value
+
+
+def read_world(world_dir: str | Path, split: str = "train") -> WorldText:
+    """Captions, detailed captions, image paths and conversations of one split of a world folder."""
+    root = Path(world_dir)
+    if not (root / "world.json").is_file():
+        raise DataError(str(root / "world.json"), "not found: is this a shapes-world folder?", "missing")
+    out = WorldText()
+    for name in RECORD_FILES:
+        for where, record in read_jsonl(root / split / name):
+            out.conversations.append(to_messages(record, where))
+            if name != "captions.jsonl":
+                continue
+            image = root / _text_field(record, "image", where)
+            if not image.is_file():
+                raise DataError(where, f"image '{image}' not found", "image")
+            out.image_paths.append(image)
+            out.captions.append(_text_field(record, "caption", where))
+            out.detailed.append(_text_field(record, "detailed_caption", where))
+    if not out.image_paths:
+        raise DataError(str(root / split / "captions.jsonl"), "no captioned images", "empty")
+    return out
+
+
+def tokenizer_texts(world: WorldText) -> list[str]:
+    """Plain text the tokenizer learns merges from (special tokens are added separately)."""
+    turns = [m["content"] for conv in world.conversations for m in conv]
+    return world.captions + world.detailed + turns
+
+
+def lm_texts(world: WorldText, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """LM pretraining documents: every caption, and every conversation rendered through the chat template."""
+    chats = tokenizer.apply_chat_template(world.conversations, tokenize=False)
+    return world.captions + world.detailed + list(chats)
