@@ -157,7 +157,7 @@ def test_gqa_vqav2_scienceqa_llava_jsonl(tmp_path):
             {"id": "u2", "task": "pick", "answer": "dog", "choices": ["cat", "dog"],
              "conversations": [{"from": "human", "value": "Which barks?"}]}]
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "{not json\n")
-    with pytest.raises(DataError, match=r"mine\.jsonl:3: invalid JSON"):
+    with pytest.raises(DataError, match=r"mine\.jsonl:3: malformed JSON"):
         get_task("jsonl").load({"jsonl": str(tmp_path / "mine.jsonl")})
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     u = get_task("jsonl").load({"jsonl": str(tmp_path / "mine.jsonl")})

@@ -32,12 +32,8 @@ def world(tmp_path_factory) -> WorldPaths:
 
 
 def world_bytes(root: Path) -> dict[str, bytes]:
-    """Every record file and image, by relative path (world.json holds a wall time, so it is left out)."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "world.json"
-    }
+    """Every file of the world, world.json included (caches are keyed on it), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
@@ -282,3 +278,11 @@ def test_parquet_format_holds_the_same_records(tmp_path):
     assert [r["answer"] for r in rows] == [r["answer"] for r in expected]
     mc = [(r["choices"], e["choices"]) for r, e in zip(rows, expected, strict=True) if e["task"] == "mc"]
     assert mc and all(a == b for a, b in mc)
+
+
+def test_conversation_turn_order_varies_between_images(tmp_path):
+    root = build_world(WorldConfig(seed=0, train_size=40, test_size=4), tmp_path / "w", progress=False).root
+    records = [json.loads(line) for line in (root / "train" / "conversations.jsonl").read_text().splitlines()]
+    first_tasks = {r["tasks"][0] for r in records}
+    # A fixed order would let a model learn answer types from the turn position instead of the question.
+    assert len(first_tasks) >= 4

@@ -114,6 +114,17 @@ def _read_jsonl(path: Path) -> Iterable[tuple[str, Any]]:
                 )
 
 
+def iter_jsonl_objects(path: str | Path) -> Iterable[tuple[str, dict]]:
+    """``(file:line, record)`` for every non-empty line of a JSONL file, whatever its suffix; a malformed line or
+    a non-object record raises a :class:`DataError` naming it. For readers that take no skip option."""
+    for where, record in _read_jsonl(Path(path)):
+        if isinstance(record, DataError):
+            raise record
+        if not isinstance(record, dict):
+            raise DataError(where, "a record must be a JSON object", "bad_record")
+        yield where, record
+
+
 def _read_json(path: Path) -> Iterable[tuple[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

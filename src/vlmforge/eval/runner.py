@@ -8,29 +8,19 @@ the parts into ``samples_<task>.jsonl`` (in task order), scores, and writes ``re
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import platform
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from vlmforge.errors import DataError, VlmforgeError
 from vlmforge.eval.tasks import resolve
 from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
+from vlmforge.manifest import PACKAGES, package_versions
 
-_VERSIONED = ("vlmforge", "torch", "transformers", "accelerate", "peft", "pillow", "numpy")
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
+_VERSIONED = (*PACKAGES, "pillow", "numpy")
 
 
 def limit_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
@@ -216,7 +206,7 @@ def evaluate(
             "tasks": task_results,
             "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
                        "world_size": world, "data": data},  # fmt: skip
-            "versions": package_versions(),
+            "versions": package_versions(_VERSIONED),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         tmp = results_file.with_suffix(".json.tmp")

@@ -52,7 +52,7 @@ class AssemblySpec:
     vision_model: str
     language_model: str
     projector: str = "mlp2x_gelu"
-    vision_feature_layer: int = -2
+    vision_feature_layer: int | list[int] = -2  # a list concatenates those layers (LLaVA does this natively)
     # "full" keeps every patch token (SigLIP, no CLS); "default" drops the first token (CLIP's CLS).
     vision_feature_select_strategy: str | None = None
     dtype: str = "float32"

@@ -29,7 +29,7 @@ class ModelConfig:
     vision_model: str = ""  # llava: the vision tower; embedding_vlm: the paired image encoder (optional)
     language_model: str = ""
     projector: str = "mlp2x_gelu"
-    vision_feature_layer: int = -2
+    vision_feature_layer: int | list[int] = -2  # a list concatenates those layers (LLaVA does this natively)
     vision_feature_select_strategy: str | None = None  # None: "full" for SigLIP, "default" (drop CLS) for CLIP
     init_from: str | None = None  # a saved LLaVA checkpoint; skips assembly
     dtype: str = "float32"

@@ -13,8 +13,8 @@ interrupted build is simply redone.
 from __future__ import annotations
 
 import json
+import random
 import shutil
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,8 +136,14 @@ def instruct_records(scene_id: str, image: str, questions: list[Question]) -> li
     ]
 
 
-def conversation_record(scene_id: str, image: str, questions: list[Question]) -> dict[str, Any]:
-    """All of an image's questions as one multi-turn record: the image is encoded once for all of them."""
+def conversation_record(scene_id: str, image: str, questions: list[Question], seed: int) -> dict[str, Any]:
+    """All of an image's questions as one multi-turn record: the image is encoded once for all of them.
+
+    Turns are shuffled (deterministically per scene): in a fixed task order a model learns "the first answer is a
+    colour" from the turn's position instead of reading the question, and then fails single-question prompts.
+    """
+    questions = list(questions)
+    random.Random(f"turns-{seed}").shuffle(questions)
     turns = []
     for k, q in enumerate(questions):
         prompt = f"{IMAGE_TOKEN}\n{q.prompt}" if k == 0 else q.prompt
@@ -188,7 +194,7 @@ def _build_split(
         files["captions"].append(caption_record(scene_rec, config))
         files["instruct"] += instruct_records(scene.id, image, questions)
         if questions:
-            files["conversations"].append(conversation_record(scene.id, image, questions))
+            files["conversations"].append(conversation_record(scene.id, image, questions, scene.seed))
     for name, records in files.items():
         write_records(records, paths.records(split, name), paths.format)
     exist = [r for r in files["instruct"] if r["task"] == "exist"]
@@ -226,7 +232,6 @@ def build_world(
         for sub in ("images", *SPLITS):
             shutil.rmtree(paths.root / sub, ignore_errors=True)
     paths.root.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     scenes = sample_scenes(config)
     counts = {split: _build_split(split, scenes[split], paths, config, progress) for split in SPLITS}
     info = {
@@ -241,8 +246,9 @@ def build_world(
             split: {n: str(paths.records(split, n).relative_to(paths.root)) for n in RECORD_FILES}
             for split in SPLITS
         },
+        # No timestamps or timings: world.json is part of the world's identity (the foundation cache hashes it),
+        # and the same config must give a byte-identical world.
         "software": {"vlmforge": __version__, "pillow": PIL.__version__},
-        "build_seconds": round(time.perf_counter() - start, 2),
     }
     paths.world_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return paths

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmforge.data.records import iter_jsonl_objects
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.eval.types import Sample
 
@@ -38,18 +39,7 @@ def read_json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``file:line``, record) for every non-empty line; a malformed line is a DataError naming it."""
-    with path.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{i}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, f"invalid JSON: {err.msg}") from err
-            if not isinstance(record, dict):
-                raise DataError(where, "expected a JSON object per line")
-            yield where, record
+    yield from iter_jsonl_objects(path)
 
 
 def read_json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -19,10 +19,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vlmforge.manifest import package_versions
 from vlmforge.models.foundation.lm import LMSpec
 from vlmforge.models.foundation.vision import VisionSpec
 
@@ -75,15 +75,6 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 def _paths(out: Path, reused: bool) -> FoundationPaths:
     return FoundationPaths(out, out / "lm", out / "vision", out / MANIFEST, reused)
 
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def _count(model: Any) -> int:
@@ -180,7 +171,7 @@ def build_foundation(
         "wall_seconds": round(time.perf_counter() - start, 1),
         # CPU seconds of all threads: on a shared machine, wall time alone overstates the cost.
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "versions": _versions(),
+        "versions": package_versions(VERSIONED_PACKAGES),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return _paths(out, reused=False)

@@ -6,13 +6,13 @@ Only this module knows the world's layout (``world.json``; ``{split}/captions.js
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from vlmforge.data.records import iter_jsonl_objects
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 
@@ -36,20 +36,7 @@ def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
         raise DataError(
             str(path), "file not found: is this a shapes-world folder (vlmforge world)?", "missing"
         )
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, f"not valid JSON ({err.msg})", "json") from err
-            if not isinstance(record, dict):
-                raise DataError(where, "a record must be a JSON object", "type")
-            rows.append((where, record))
-    return rows
+    return list(iter_jsonl_objects(path))
 
 
 def to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:

@@ -1,0 +1,73 @@
+"""The lab's report: a markdown table per recipe and one PNG plot of accuracy per question type vs chance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    se = f" ± {entry['se']:.3f}" if entry.get("se") is not None else ""
+    return f"{entry['mean']:.3f}{se}"
+
+
+def write_lab_report(results: dict[str, Any], out: Path) -> Path:
+    lines = ["# vlmforge shapes lab", ""]
+    lines.append(
+        f"Seeds: {', '.join(map(str, results['seeds']))}. Every model is evaluated on the same held-out test images "
+        "of the shapes world (never seen in training). Accuracy is the mean over seeds ± its standard error; "
+        "`rec` is Acc@0.5 (IoU ≥ 0.5)."
+    )
+    lines.append("")
+    for name, recipe in results["recipes"].items():
+        lines += [f"## {name}", "", "| question type | accuracy | chance | questions per seed | per seed |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for task, entry in recipe["summary"].items():
+            chance = f"{entry['chance']:.3f}" if entry.get("chance") is not None else "n/a"
+            seeds = ", ".join(f"{v:.3f}" for v in entry["per_seed"])
+            lines.append(f"| {task} | {_cell(entry)} | {chance} | {entry['n']} | {seeds} |")
+        train = [run["train_seconds"] for run in recipe["runs"]]
+        lines += ["", f"Training wall time per seed: {', '.join(f'{t:.0f} s' for t in train)}.", ""]
+    timings = results["timings_seconds"]
+    lines.append(
+        "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + (" (foundation models reused from cache)" if results["foundation"]["reused"] else "")
+    )
+    plot = plot_lab(results, out / "accuracy.png")
+    if plot:
+        lines += ["", f"![accuracy per question type]({plot.name})"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def plot_lab(results: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    recipes = results["recipes"]
+    if not recipes:
+        return None
+    tasks = list(next(iter(recipes.values()))["summary"])
+    width = 0.8 / len(recipes)
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 4))
+    for i, (name, recipe) in enumerate(recipes.items()):
+        summary = recipe["summary"]
+        xs = [t + (i - (len(recipes) - 1) / 2) * width for t in range(len(tasks))]
+        ax.bar(xs, [summary[t]["mean"] for t in tasks], width, yerr=[summary[t]["se"] or 0 for t in tasks],
+               capsize=3, label=name)  # fmt: skip
+    for t, task in enumerate(tasks):
+        chance = next(iter(recipes.values()))["summary"][task].get("chance")
+        if chance is not None:
+            ax.hlines(chance, t - 0.45, t + 0.45, colors="black", linestyles="dashed", label="chance" if t == 0 else None)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy on held-out images")
+    ax.legend(loc="lower right")
+    ax.set_title("shapes lab: accuracy per question type (mean ± SE over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
