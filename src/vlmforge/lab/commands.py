@@ -22,19 +22,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1,2; quick: 0)")
     demo.add_argument("--foundation", default=None, help="foundation models folder to build or reuse (default: OUT/foundation)")
     demo.add_argument(
+        "--recipes", default="bunny",
+        help="comma-separated lab recipes (default: bunny); 'unicorn' adds the text-only Unicorn models "
+        "(transfer none / mean_shift / c3) and their image-trained control, e.g. --recipes bunny,unicorn",
+    )
+    demo.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a value of the lab's recipe, e.g. --set stages.finetune.epochs=3 (repeatable)",
+        help="override a value of the lab's recipes (all of them), e.g. --set stages.finetune.epochs=3 (repeatable)",
     )
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from vlmforge.lab.run import LabConfig, run_lab
+    from vlmforge.lab.run import LabConfig, expand_recipes, run_lab
 
     out = Path(args.out)
     config = LabConfig.quick(out) if args.quick else LabConfig(out=out)
     if args.seeds:
         config.seeds = tuple(int(s) for s in args.seeds.split(","))
+    config.recipes = expand_recipes(args.recipes)
     if args.foundation:
         config.foundation_dir = Path(args.foundation)
     config.recipe_overrides = (*config.recipe_overrides, *args.overrides)

@@ -28,6 +28,10 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
             lines.append(f"| {task} | {_cell(entry)} | {chance} | {entry['n']} | {seeds} |")
         train = [run["train_seconds"] for run in recipe["runs"]]
         lines += ["", f"Training wall time per seed: {', '.join(f'{t:.0f} s' for t in train)}.", ""]
+    if results.get("unicorn"):
+        from vlmforge.lab.unicorn import unicorn_report_lines
+
+        lines += unicorn_report_lines(results)
     timings = results["timings_seconds"]
     lines.append(
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())

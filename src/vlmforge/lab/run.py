@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vlmforge.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
+
 LAB_TASKS = ("shapes_color", "shapes_shape", "shapes_count", "shapes_position", "shapes_exist", "shapes_mc", "shapes_rec")
 RECIPES = {"bunny": "shapes-bunny.yaml"}
+RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
 
 
 @dataclass
@@ -31,6 +35,7 @@ class LabConfig:
     foundation_overrides: dict[str, Any] = field(default_factory=dict)
     recipe_overrides: tuple[str, ...] = ()
     eval_batch_size: int = 64
+    eval_max_new_tokens: int | None = None  # None: each task's own limit (tests cap it for speed)
 
     @classmethod
     def quick(cls, out: Path, **kwargs) -> LabConfig:
@@ -60,11 +65,7 @@ def _foundation_spec(overrides: dict[str, Any]):
 
 
 def run_lab(config: LabConfig) -> dict[str, Any]:
-    from vlmforge.eval.runner import evaluate
     from vlmforge.models.foundation.build import build_foundation
-    from vlmforge.runtime import load_generator
-    from vlmforge.train.recipe import load_recipe
-    from vlmforge.train.stage import run_recipe
     from vlmforge.world import WorldConfig, build_world
 
     started = time.perf_counter()
@@ -86,28 +87,19 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     timings["foundation"] = time.perf_counter() - tick
 
     per_recipe: dict[str, Any] = {}
+    variables = {"world": str(world.root), "foundation": str(foundation.root)}
     for name in config.recipes:
-        runs = []
-        for seed in config.seeds:
-            tick = time.perf_counter()
-            run_dir = out / "runs" / f"{name}-seed{seed}"
-            recipe = load_recipe(
-                recipe_path(name),
-                [f"output_dir={run_dir}", f"seed={seed}", *config.recipe_overrides],
-                variables={"world": str(world.root), "foundation": str(foundation.root)},
-            )
-            final = run_recipe(recipe, resume=True)
-            train_seconds = time.perf_counter() - tick
-            tick = time.perf_counter()
-            generator = load_generator(final, batch_size=config.eval_batch_size)
-            results = evaluate(
-                generator, LAB_TASKS, out / "eval" / f"{name}-seed{seed}", batch_size=config.eval_batch_size,
-                data={"world": str(world.root), "world_split": "test"},
-                model={"name": f"{name}-seed{seed}", "path": str(final)}, progress=True,
-            )  # fmt: skip
-            runs.append({"seed": seed, "model": str(final), "train_seconds": train_seconds,
-                         "eval_seconds": time.perf_counter() - tick, "tasks": results["tasks"]})  # fmt: skip
+        if name in UNICORN_RECIPES:
+            continue  # trained below, after their shared caption-embedding stores are prepared
+        runs = [train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs)}
+    unicorn = None
+    if any(name in UNICORN_RECIPES for name in config.recipes):
+        from vlmforge.lab.unicorn import run_unicorn
+
+        names = [name for name in config.recipes if name in UNICORN_RECIPES]
+        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names)
+        per_recipe.update(unicorn_runs)
 
     from vlmforge.lab.report import write_lab_report
 
@@ -116,11 +108,61 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "foundation": {"path": str(foundation.root), "reused": foundation.reused},
         "seeds": list(config.seeds),
         "recipes": per_recipe,
+        **({"unicorn": unicorn} if unicorn else {}),
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_lab_report(results, out)
     return results
+
+
+def expand_recipes(names: str | Sequence[str]) -> tuple[str, ...]:
+    """'bunny,unicorn' -> the lab's recipe names ('unicorn' is its four recipes); an unknown name is a ConfigError."""
+    from vlmforge.errors import ConfigError
+
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    out: list[str] = []
+    for name in items:
+        group = RECIPE_GROUPS.get(name, (name,))
+        unknown = [n for n in group if n not in RECIPES and n not in UNICORN_RECIPES]
+        if unknown:
+            raise ConfigError(f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES])}")
+        out += [n for n in group if n not in out]
+    return tuple(out)
+
+
+def train_and_evaluate(
+    config: LabConfig, name: str, recipe_file: Path, seed: int, world_root: Path, variables: dict[str, str],
+    overrides: Sequence[str] = (), before_eval: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
+    ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
+    training and evaluation (e.g. test-time calibration)."""
+    from vlmforge.eval.runner import evaluate
+    from vlmforge.runtime import load_generator
+    from vlmforge.train.recipe import load_recipe
+    from vlmforge.train.stage import run_recipe
+
+    out = Path(config.out)
+    tick = time.perf_counter()
+    run_dir = out / "runs" / f"{name}-seed{seed}"
+    recipe = load_recipe(
+        recipe_file, [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides], variables=variables
+    )
+    final = run_recipe(recipe, resume=True)
+    if before_eval is not None:
+        before_eval(final)
+    train_seconds = time.perf_counter() - tick
+    tick = time.perf_counter()
+    generator = load_generator(final, batch_size=config.eval_batch_size)
+    results = evaluate(
+        generator, LAB_TASKS, out / "eval" / f"{name}-seed{seed}", batch_size=config.eval_batch_size,
+        max_new_tokens=config.eval_max_new_tokens,
+        data={"world": str(world_root), "world_split": "test"},
+        model={"name": f"{name}-seed{seed}", "path": str(final)}, progress=True,
+    )  # fmt: skip
+    return {"seed": seed, "model": str(final), "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - tick, "tasks": results["tasks"]}  # fmt: skip
 
 
 def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:

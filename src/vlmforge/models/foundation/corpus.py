@@ -28,6 +28,8 @@ class WorldText:
     captions: list[str] = field(default_factory=list)
     detailed: list[str] = field(default_factory=list)
     conversations: list[list[dict[str, str]]] = field(default_factory=list)
+    # The same conversations with the image replaced by the scene's detailed description: reading comprehension.
+    grounded: list[list[dict[str, str]]] = field(default_factory=list)
 
 
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -69,20 +71,32 @@ def read_world(world_dir: str | Path, split: str = "train") -> WorldText:
     if not (root / "world.json").is_file():
         raise DataError(str(root / "world.json"), "not found: is this a shapes-world folder?", "missing")
     out = WorldText()
+    described: dict[str, str] = {}
     for name in RECORD_FILES:
         for where, record in read_jsonl(root / split / name):
             out.conversations.append(to_messages(record, where))
+            description = described.get(record.get("image", ""))
+            if description and name != "captions.jsonl":
+                out.grounded.append(to_messages(_describe_image(record, description), where))
             if name != "captions.jsonl":
                 continue
             image = root / _text_field(record, "image", where)
             if not image.is_file():
                 raise DataError(where, f"image '{image}' not found", "image")
             out.image_paths.append(image)
+            described[record["image"]] = record["detailed_caption"]
             out.captions.append(_text_field(record, "caption", where))
             out.detailed.append(_text_field(record, "detailed_caption", where))
     if not out.image_paths:
         raise DataError(str(root / split / "captions.jsonl"), "no captioned images", "empty")
     return out
+
+
+def _describe_image(record: dict[str, Any], description: str) -> dict[str, Any]:
+    """The record with its ``<image>`` replaced by a text description of the same scene."""
+    turns = [dict(turn) for turn in record["conversations"]]
+    turns[0]["value"] = turns[0]["value"].replace(IMAGE_TOKEN, description, 1)
+    return {**record, "conversations": turns}
 
 
 def tokenizer_texts(world: WorldText) -> list[str]:
@@ -92,6 +106,12 @@ def tokenizer_texts(world: WorldText) -> list[str]:
 
 
 def lm_texts(world: WorldText, tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """LM pretraining documents: every caption, and every conversation rendered through the chat template."""
-    chats = tokenizer.apply_chat_template(world.conversations, tokenize=False)
+    """LM pretraining documents: every caption, and every conversation rendered through the chat template, once
+    as asked (the question alone) and once grounded (the scene's description where the image was).
+
+    The grounded copies teach the LM to answer from what precedes the question. A real LM (Qwen, Phi) brings that
+    skill from pretraining; without it, a tiny LM answers from priors and LLaVA training cannot teach it to look
+    at the image tokens in minutes.
+    """
+    chats = tokenizer.apply_chat_template(world.conversations + world.grounded, tokenize=False)
     return world.captions + world.detailed + list(chats)

@@ -1,0 +1,71 @@
+"""The shapes lab end to end on a tiny world: results.json, report.md and the plot, and reruns reuse work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_lab_unicorn import TINY_TRAINING, tiny_foundation_overrides
+from vlmforge.cli import main
+from vlmforge.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
+
+
+def _config(out):
+    return LabConfig(
+        out=out, seeds=(0, 1), recipes=("bunny",), train_images=40, test_images=8,
+        foundation_overrides=tiny_foundation_overrides(),
+        recipe_overrides=tuple(o for o in TINY_TRAINING if "num_visual_tokens" not in o), eval_batch_size=32,
+        eval_max_new_tokens=4,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab")
+    return out, run_lab(_config(out))
+
+
+def test_lab_writes_results_report_and_plot(lab):
+    out, results = lab
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["seeds"] == [0, 1]
+    summary = on_disk["recipes"]["bunny"]["summary"]
+    assert set(summary) == {t.removeprefix("shapes_") for t in LAB_TASKS}
+    for entry in summary.values():
+        assert len(entry["per_seed"]) == 2 and 0.0 <= entry["mean"] <= 1.0
+        assert entry["se"] is not None and entry["n"] > 0
+    assert summary["exist"]["chance"] == 0.5 and summary["mc"]["chance"] == 0.25
+    report = (out / "report.md").read_text()
+    assert "| color |" in report and "accuracy.png" in report
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    # every evaluated sample is a held-out test image
+    samples = (out / "eval" / "bunny-seed1" / "samples_shapes_count.jsonl").read_text().splitlines()
+    assert samples and all(json.loads(s)["id"].startswith("test-") for s in samples)
+
+
+def test_rerun_reuses_world_foundation_and_finished_stages(lab):
+    out, _ = lab
+    final = out / "runs" / "bunny-seed0" / "finetune" / "final" / "model.safetensors"
+    before = final.stat().st_mtime_ns
+    again = run_lab(_config(out))
+    assert again["foundation"]["reused"] is True
+    assert final.stat().st_mtime_ns == before  # the finished stage was not retrained
+
+
+def test_summary_mean_and_standard_error_over_seeds():
+    def run(value):
+        return {"tasks": {"shapes_color": {"metrics": {"accuracy": {"value": value, "n": 10}}, "primary": "accuracy",
+                                           "chance": 1 / 6}}}  # fmt: skip
+
+    entry = summarize([run(0.5), run(0.7), run(0.9)])["color"]
+    assert entry["mean"] == pytest.approx(0.7)
+    assert entry["se"] == pytest.approx(0.2 / 3**0.5)  # sample sd 0.2 over sqrt(3)
+    assert entry["n"] == 10
+
+
+def test_demo_help_explains_itself(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    assert "--quick" in text and "held-out" in text
