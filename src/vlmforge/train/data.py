@@ -64,10 +64,10 @@ def build_training_data(stage: StageConfig, processor, model_config, on_error: s
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]
-        if on_error == "skip":
-            # Drop records that cannot be encoded (too_long, ...) now: counted once, not once per epoch, and
-            # the sample count and schedule see only what trains.
-            part.compute_lengths()
+        # Encode every record once before training (a tokenizer pass, no images): a record that cannot be
+        # encoded (too_long, ...) fails the run before its first step, or with on_error=skip is dropped and
+        # counted once, not once per epoch, so the sample count and schedule see only what trains.
+        part.compute_lengths()
         parts.append(part)
 
     pad_id = processor.tokenizer.pad_token_id
