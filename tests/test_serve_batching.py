@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serve_support import FakeEngine, chatty_llava, image, user_message, vlm  # noqa: F401, F811
-from vlmforge.runtime import Conversation, SamplingParams, _apply_stop
+from vlmforge.runtime import Conversation, SamplingParams, apply_stop
 from vlmforge.serve.app import create_app
 from vlmforge.serve.batcher import DynamicBatcher, batch_key
 from vlmforge.serve.runner import ServerThread
@@ -99,4 +99,4 @@ def test_stream_text_releases_exactly_the_generated_text(text, cuts, stop):
     bounds = sorted({0, len(text), *[min(c, len(text)) for c in cuts]})
     stream = StreamText(stop)
     released = "".join(stream.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) + stream.finish()
-    assert released == _apply_stop(text, stop)[0].strip()
+    assert released == apply_stop(text, stop)[0].strip()

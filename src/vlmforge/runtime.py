@@ -131,7 +131,7 @@ class VisionLanguageModel:
         if finished:
             ids = ids[: ids.index(eos)]
         ids = [i for i in ids if i not in special]
-        text, stopped = _apply_stop(self.tokenizer.decode(ids), params.stop)
+        text, stopped = apply_stop(self.tokenizer.decode(ids), params.stop)
         finish = "stop" if finished or stopped or len(tokens) < params.max_new_tokens else "length"
         return Completion(text.strip(), prompt_tokens, len(ids), finish)
 
@@ -154,7 +154,7 @@ class VisionLanguageModel:
         yield from streamer
 
 
-def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cut = min((text.find(s) for s in stop if s and s in text), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
 

@@ -69,11 +69,11 @@ def _image_embeddings(vision_dir: Path, paths: Sequence[Path], batch_size: int =
     from transformers import AutoImageProcessor
 
     from vlmforge.data.images import load_image
-    from vlmforge.models.embedding_vlm.assemble import _encoder_config, _load_encoder
+    from vlmforge.models.embedding_vlm.assemble import load_image_encoder
     from vlmforge.models.embedding_vlm.modeling import pooled_embedding
 
     # the same encoder (tower + projection) the embedding VLM assembles from this folder
-    model = _load_encoder(str(vision_dir), _encoder_config(str(vision_dir))).eval()
+    model = load_image_encoder(str(vision_dir)).eval()
     processor = AutoImageProcessor.from_pretrained(vision_dir)
     rows = []
     with torch.no_grad():

@@ -74,7 +74,8 @@ def resolve_model_path(name_or_path: str, what: str) -> str:
     return str(path) if path.exists() else name_or_path
 
 
-def _vision_config(vision_model: str):
+def vision_config_of(vision_model: str):
+    """The vision config of a vision model folder or hub id."""
     config = AutoConfig.from_pretrained(vision_model)
     # Full CLIP/SigLIP checkpoints carry text+vision; LLaVA wants the vision half only.
     return getattr(config, "vision_config", config)
@@ -118,7 +119,7 @@ def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, L
     vision_path = resolve_model_path(spec.vision_model, "vision model")
     lm_path = resolve_model_path(spec.language_model, "language model")
 
-    vision_config = _vision_config(vision_path)
+    vision_config = vision_config_of(vision_path)
     text_config = AutoConfig.from_pretrained(lm_path)
     strategy = spec.vision_feature_select_strategy or _default_select_strategy(vision_config)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(lm_path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vlmforge.runtime import _apply_stop  # the runtime's own stop rule, so both paths cut identically
+from vlmforge.runtime import apply_stop  # the runtime's own stop rule, so both paths cut identically
 
 
 def _partial_stop_length(text: str, stop: Sequence[str]) -> int:
@@ -34,14 +34,14 @@ class StreamText:
         if self.stopped or not delta:
             return ""
         self.raw += delta
-        text, self.stopped = _apply_stop(self.raw, self.stop)
+        text, self.stopped = apply_stop(self.raw, self.stop)
         if not self.stopped:
             text = text[: len(text) - _partial_stop_length(text, self.stop)]
         return self._release(text.strip())
 
     def finish(self) -> str:
         """The generation ended: release what was held back."""
-        return self._release(_apply_stop(self.raw, self.stop)[0].strip())
+        return self._release(apply_stop(self.raw, self.stop)[0].strip())
 
     @property
     def text(self) -> str:

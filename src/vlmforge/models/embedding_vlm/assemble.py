@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 from vlmforge.errors import ConfigError
-from vlmforge.models.assemble import IMAGE_TOKEN, prepare_tokenizer, resolve_model_path
+from vlmforge.models.assemble import IMAGE_TOKEN, prepare_tokenizer, resolve_model_path, vision_config_of
 from vlmforge.models.embedding_vlm.configuration import PROJECTORS, EmbeddingVLMConfig
 from vlmforge.models.embedding_vlm.modeling import EmbeddingVLMForConditionalGeneration, build_image_encoder
 from vlmforge.models.embedding_vlm.processing import EmbeddingVLMProcessor
-
-
-def _encoder_config(path: str):
-    config = AutoConfig.from_pretrained(path)
-    return getattr(config, "vision_config", config)  # a full CLIP/SigLIP checkpoint: keep its image half
 
 
 def _encoder_dim(config) -> int:
     return int(getattr(config, "projection_dim", None) or config.hidden_size)
 
 
-def _load_encoder(path: str, config):
+def load_image_encoder(path: str, config=None):
     """The paired encoder with its pretrained weights (CLIP: tower + visual projection)."""
-    encoder = build_image_encoder(config)
+    encoder = build_image_encoder(config if config is not None else vision_config_of(path))
     source = type(encoder).from_pretrained(path)
     missing, _ = encoder.load_state_dict(source.state_dict(), strict=False)
     if missing:
@@ -48,7 +43,7 @@ def assemble_embedding_vlm(
     encoder_config = encoder_path = None
     if image_encoder:
         encoder_path = resolve_model_path(image_encoder, "image encoder")
-        encoder_config = _encoder_config(encoder_path)
+        encoder_config = vision_config_of(encoder_path)
         if embed_dim is not None and embed_dim != _encoder_dim(encoder_config):
             raise ConfigError(
                 f"embed_dim {embed_dim} differs from the image encoder's output size {_encoder_dim(encoder_config)}"
@@ -72,7 +67,7 @@ def assemble_embedding_vlm(
     model = EmbeddingVLMForConditionalGeneration(config)
     model.language_model.load_state_dict(lm.state_dict())
     if encoder_path is not None:
-        model.vision_tower.load_state_dict(_load_encoder(encoder_path, encoder_config).state_dict())
+        model.vision_tower.load_state_dict(load_image_encoder(encoder_path, encoder_config).state_dict())
     model = model.to(getattr(torch, dtype))
 
     image_processor = AutoImageProcessor.from_pretrained(encoder_path) if encoder_path else None
