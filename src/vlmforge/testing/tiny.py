@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -14,7 +13,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from vlmforge.models.assemble import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN, AssemblySpec, assemble_llava
+from vlmforge.models.assemble import AssemblySpec, assemble_llava
+from vlmforge.models.foundation.tokenizer import train_tokenizer
 
 TINY_TEXT = [
     "a red circle at the top left",
@@ -24,24 +24,10 @@ TINY_TEXT = [
     "Is there a yellow star in the image? No",
     "Answer the question using a single word or phrase.",
 ] * 20
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
 
 
 def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(TINY_TEXT, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-        chat_template=DEFAULT_CHAT_TEMPLATE,
-    )
+    return train_tokenizer(TINY_TEXT, vocab_size=vocab_size)
 
 
 def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2) -> Path:
