@@ -33,7 +33,15 @@ from vlmforge.models.foundation import (
     train_vision_tower,
 )
 from vlmforge.models.foundation.corpus import read_world
-from vlmforge.models.foundation.vision import load_text_encoder, sigmoid_loss
+from vlmforge.models.foundation.vision import (
+    BACKGROUND,
+    embed_texts,
+    image_processor,
+    load_text_encoder,
+    patch_embeddings,
+    patch_targets,
+    sigmoid_loss,
+)
 
 COLORS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220)}
 CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
@@ -93,11 +101,15 @@ def write_world(root: Path, n: int = 32) -> Path:
     (root / "images" / "train").mkdir(parents=True)
     (root / "train").mkdir()
     (root / "world.json").write_text(json.dumps({"seed": 0}))
-    captions, instruct = [], []
+    captions, instruct, scene_rows = [], [], []
     for i, (image, short, detailed) in enumerate(scenes(n)):
         rel = f"images/train/s{i}.png"
         image.save(root / rel)
-        color = short.split()[1]
+        color, shape = short.split()[1:]
+        cell = CELLS.index(detailed.split(" at the ")[1])
+        row, col = divmod(cell, 3)
+        box = [(col * 21 + 3) / 64, (row * 21 + 3) / 64, (col * 21 + 18) / 64, (row * 21 + 18) / 64]
+        scene_rows.append({"id": f"s{i}", "objects": [{"shape": shape, "color": color, "box": box}]})
         human = {"from": "human", "value": f"{IMAGE_TOKEN}\nWhat color is the shape?"}
         captions.append(
             {
@@ -117,7 +129,13 @@ def write_world(root: Path, n: int = 32) -> Path:
                 "conversations": [human, {"from": "gpt", "value": color}],
             }
         )
-    for name, rows in (("captions", captions), ("instruct", instruct), ("conversations", instruct[:5])):
+    files = (
+        ("captions", captions),
+        ("instruct", instruct),
+        ("conversations", instruct[:5]),
+        ("scenes", scene_rows),
+    )
+    for name, rows in files:
         (root / "train" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -195,6 +213,40 @@ def test_vision_tower_learns_and_loads_with_plain_transformers(tmp_path, text_mo
     assert embeds.shape == (3, 384)
 
 
+def test_patch_targets_put_each_object_in_the_patch_of_its_box_centre():
+    spec = VisionSpec(image_size=64, patch_size=21)
+    regions = [[([0.7, 0.35, 0.95, 0.6], "a red circle"), ([0.0, 0.0, 0.2, 0.2], "a blue square")], []]
+    phrases, targets = patch_targets(regions, spec)
+    assert phrases == [BACKGROUND, "a red circle", "a blue square"]
+    # centre (0.825, 0.475) * 64 = (52.8, 30.4) -> column 2, row 1 -> patch 5; (0.1, 0.1) -> patch 0.
+    assert targets.tolist() == [[2, 0, 0, 0, 0, 1, 0, 0, 0], [0] * 9]
+
+
+def test_dense_loss_teaches_patch_tokens_their_object(text_model):
+    data = scenes(96, seed=1)
+    regions = []
+    for _, short, detailed in data:
+        row, col = divmod(CELLS.index(detailed.split(" at the ")[1]), 3)
+        regions.append(
+            [([(col * 21 + 3) / 64, (row * 21 + 3) / 64, (col * 21 + 18) / 64, (row * 21 + 18) / 64], short)]
+        )
+    spec = replace(TINY_VISION, epochs=30)
+    images, captions = [d[0] for d in data], [(d[1], d[2]) for d in data]
+
+    def patch_accuracy(model) -> float:
+        phrases, targets = patch_targets(regions, spec)
+        pixels = image_processor(spec)(images=images, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            patches = patch_embeddings(model, model(pixel_values=pixels).last_hidden_state)
+        nearest = (patches @ embed_texts(phrases, text_model).T).argmax(-1)
+        return float((nearest == targets).float().mean())
+
+    dense, _ = train_vision_tower(images, captions, text_model, spec, seed=0, progress=False, regions=regions)
+    pooled, _ = train_vision_tower(images, captions, text_model, spec, seed=0, progress=False)
+    # Every patch (objects and background) nearest to its own phrase: the dense loss does it, the pooled one not.
+    assert patch_accuracy(dense) > 0.9 > patch_accuracy(pooled)
+
+
 def test_build_writes_manifest_and_is_reused(built, world, text_model, capsys):
     manifest = read_manifest(built.root)
     assert not built.reused and manifest["lm"]["final_loss"] < manifest["lm"]["first_loss"]
@@ -240,6 +292,18 @@ def test_bad_record_names_file_and_line(world, tmp_path):
     with pytest.raises(DataError) as err:
         read_world(broken)
     assert err.value.where.endswith("captions.jsonl:2")
+
+
+def test_world_regions_come_from_the_scene_annotations(world, tmp_path):
+    read = read_world(world)
+    assert len(read.regions) == len(read.image_paths)
+    ((box, phrase),) = read.regions[0]
+    assert phrase == read.captions[0] and len(box) == 4
+    broken = shutil.copytree(world, tmp_path / "w")
+    (broken / "train" / "scenes.jsonl").write_text('{"id": "s0", "objects": [{"box": [0, 0, 1, 1]}]}\n')
+    with pytest.raises(DataError) as err:
+        read_world(broken)
+    assert err.value.where.endswith("scenes.jsonl:1")
 
 
 def test_cli_reports_a_missing_world_as_one_line(tmp_path, capsys):

@@ -76,7 +76,6 @@ def _paths(out: Path, reused: bool) -> FoundationPaths:
     return FoundationPaths(out, out / "lm", out / "vision", out / MANIFEST, reused)
 
 
-
 def _count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -143,6 +142,7 @@ def build_foundation(
         spec.vision,
         seed,
         progress,
+        regions=[world.regions[i] for i in train_idx],
     )
     processor = vision.image_processor(spec.vision)
     recall = {}

@@ -1,7 +1,7 @@
 """Read what the foundation models learn from out of a shapes-world folder.
 
 Only this module knows the world's layout (``world.json``; ``{split}/captions.jsonl``, ``instruct.jsonl``,
-``conversations.jsonl``; image paths relative to the world folder). The trainers take plain lists.
+``conversations.jsonl``, ``scenes.jsonl``; image paths relative to the world folder). The trainers take plain lists.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ class WorldText:
     """One split of a world: image paths with their two captions, and every conversation (as chat messages)."""
 
     image_paths: list[Path] = field(default_factory=list)
+    scene_ids: list[str] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
     detailed: list[str] = field(default_factory=list)
     conversations: list[list[dict[str, str]]] = field(default_factory=list)
     # The same conversations with the image replaced by the scene's detailed description: reading comprehension.
     grounded: list[list[dict[str, str]]] = field(default_factory=list)
+    # Per captioned image, its objects as (normalised box, phrase such as "a small red circle").
+    regions: list[list[tuple[list[float], str]]] = field(default_factory=list)
 
 
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -84,12 +87,33 @@ def read_world(world_dir: str | Path, split: str = "train") -> WorldText:
             if not image.is_file():
                 raise DataError(where, f"image '{image}' not found", "image")
             out.image_paths.append(image)
+            out.scene_ids.append(str(record.get("scene_id", record.get("id"))))
             described[record["image"]] = record["detailed_caption"]
             out.captions.append(_text_field(record, "caption", where))
             out.detailed.append(_text_field(record, "detailed_caption", where))
     if not out.image_paths:
         raise DataError(str(root / split / "captions.jsonl"), "no captioned images", "empty")
+    out.regions = _read_regions(root / split / "scenes.jsonl", out.scene_ids)
     return out
+
+
+def _read_regions(path: Path, scene_ids: list[str]) -> list[list[tuple[list[float], str]]]:
+    """The objects of each captioned scene, in caption order, from the world's exact scene annotations."""
+    objects: dict[str, list[tuple[list[float], str]]] = {}
+    for where, scene in read_jsonl(path):
+        try:
+            objects[scene["id"]] = [
+                (list(o["box"]), " ".join(["a", *(o[k] for k in ("size", "color") if k in o), o["shape"]]))
+                for o in scene["objects"]
+            ]
+        except (KeyError, TypeError) as exc:
+            raise DataError(
+                where, f"scene needs 'id' and 'objects' with 'box' and 'shape' ({exc!r})", "scene"
+            ) from exc
+    missing = [sid for sid in scene_ids if sid not in objects]
+    if missing:
+        raise DataError(str(path), f"no scene for captioned image(s) {missing[:3]}", "scene")
+    return [objects[sid] for sid in scene_ids]
 
 
 def _describe_image(record: dict[str, Any], description: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 LiT-style: the text side is the real, frozen all-MiniLM-L6-v2; caption embeddings are computed once, and only
 the image tower learns, with SigLIP's pairwise sigmoid loss (learnable temperature, init log 10, and bias, init
--10). The tower is a standard ``CLIPVisionModelWithProjection``: its ``image_embeds`` output is the pooled
+-10). Where the world gives object boxes, a second, dense sigmoid loss aligns each patch token with the phrase of
+the object in it (fine-grained alignment in the spirit of SPARC / region-text losses): LLaVA reads patch tokens,
+not the pooled embedding, and the pooled loss alone leaves shape weakly encoded in them. The tower is a standard ``CLIPVisionModelWithProjection``: its ``image_embeds`` output is the pooled
 image -> text-space projection (384-d, MiniLM's space), while ``AutoModel.from_pretrained`` gives the plain
 ``CLIPVisionModel`` that LLaVA uses for patch features.
 """
@@ -44,10 +46,19 @@ class VisionSpec:
     mlp_ratio: int = 4
     projection_dim: int = TEXT_EMBED_DIM
     batch_size: int = 128
-    epochs: int = 20
-    lr: float = 2e-3
+    # Measured on the default world (linear probe of the shape of the object in a patch token, layer -2, held-out
+    # images): pooled loss only, 20 epochs 0.60, 60 epochs 0.80; with the dense loss, 40 epochs at 3e-3 0.92.
+    epochs: int = 40
+    lr: float = 3e-3
     warmup_steps: int = 20
     weight_decay: float = 0.05
+    # Weight of the per-patch (dense) loss, a mean over patch tokens, next to the pooled loss; 0 turns it off.
+    dense_weight: float = 0.1
+
+
+BACKGROUND = "background"
+# An object region: its box (x0, y0, x1, y1, normalised to 0..1) and the phrase naming it, e.g. "a small red circle".
+Region = tuple[Sequence[float], str]
 
 
 def load_text_encoder() -> Any:
@@ -70,7 +81,8 @@ def embed_texts(
             normalize_embeddings=True,
             show_progress_bar=progress,
         )
-    return emb.float().cpu()
+    # encode() runs in inference mode; a clone is an ordinary tensor that autograd may use in the losses.
+    return emb.float().cpu().clone()
 
 
 def vision_config(spec: VisionSpec) -> CLIPVisionConfig:
@@ -139,6 +151,34 @@ def sigmoid_loss(
     return -F.logsigmoid(signs * logits).sum() / len(image_emb)
 
 
+def patch_targets(regions: Sequence[Sequence[Region]], spec: VisionSpec) -> tuple[list[str], torch.Tensor]:
+    """Phrases (index 0 is ``background``) and, per image, the phrase index of each patch token (row-major).
+
+    An object belongs to the patch holding its box centre; a patch with no object centre is background.
+    """
+    side = spec.image_size // spec.patch_size
+    phrases, index = [BACKGROUND], {BACKGROUND: 0}
+    targets = torch.zeros(len(regions), side * side, dtype=torch.long)
+    for i, image_regions in enumerate(regions):
+        for box, phrase in image_regions:
+            x0, y0, x1, y1 = box
+            col, row = (
+                min(int((a + b) / 2 * spec.image_size) // spec.patch_size, side - 1)
+                for a, b in ((x0, x1), (y0, y1))
+            )
+            if phrase not in index:
+                index[phrase] = len(phrases)
+                phrases.append(phrase)
+            targets[i, row * side + col] = index[phrase]
+    return phrases, targets
+
+
+def patch_embeddings(model: CLIPVisionModelWithProjection, last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """Patch tokens mapped into the text space the way the pooled token is (post-layernorm, then projection)."""
+    patches = model.vision_model.post_layernorm(last_hidden_state[:, 1:])
+    return F.normalize(model.visual_projection(patches), dim=-1)
+
+
 def _caption_table(captions: Sequence[str | Sequence[str]]) -> tuple[list[str], list[list[int]]]:
     """Unique caption strings, and per image the indices of its alternative captions."""
     index: dict[str, int] = {}
@@ -158,11 +198,14 @@ def train_vision_tower(
     spec: VisionSpec | None = None,
     seed: int = 0,
     progress: bool = True,
+    regions: Sequence[Sequence[Region]] | None = None,
 ) -> tuple[CLIPVisionModelWithProjection, TrainLog]:
     """Train a fresh tower so its pooled embedding of each image matches the frozen embedding of its caption.
 
     ``captions[i]`` is one caption or several alternatives for ``images[i]`` (e.g. short and detailed); each
     epoch samples one alternative per image. Unique strings are embedded once with ``text_model``.
+    ``regions[i]`` (optional) lists the objects of ``images[i]``; with it and ``spec.dense_weight > 0`` each patch
+    token also learns the embedding of its object's phrase (or of ``background``).
     """
     spec = spec or VisionSpec()
     if len(images) != len(captions) or len(images) < 2:
@@ -178,11 +221,20 @@ def train_vision_tower(
             f"text encoder gives {text_emb.shape[1]}-d embeddings, spec expects {spec.projection_dim}"
         )
     pixels = pixel_values(image_processor(spec), images)
+    dense = regions is not None and spec.dense_weight > 0
+    if dense:
+        if len(regions) != len(images):
+            raise ConfigError(f"need one region list per image, got {len(regions)} for {len(images)} images")
+        phrases, targets = patch_targets(regions, spec)
+        phrase_emb = embed_texts(phrases, text_model)
 
     model = CLIPVisionModelWithProjection(vision_config(spec))
     model.train()
     log_t = torch.nn.Parameter(torch.tensor(math.log(10.0)))
     bias = torch.nn.Parameter(torch.tensor(-10.0))
+    # The dense loss has its own temperature and bias: ~73 phrases per patch is a different problem from captions.
+    dense_log_t = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+    dense_bias = torch.nn.Parameter(torch.tensor(-10.0))
     n, batch = len(images), min(spec.batch_size, len(images))
     # Drop each epoch's ragged tail: every step then sees a full batch of negatives.
     per_epoch = max(1, n // batch)
@@ -194,10 +246,19 @@ def train_vision_tower(
             order[:] = rng.sample(range(n), n)
         idx = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
         cap = torch.tensor([rng.choice(per_image[i]) for i in idx])
-        emb = F.normalize(model(pixel_values=pixels[idx]).image_embeds, dim=-1)
-        return sigmoid_loss(emb, text_emb[cap], cap[:, None] == cap[None, :], log_t, bias)
+        out = model(pixel_values=pixels[idx])
+        emb = F.normalize(out.image_embeds, dim=-1)
+        loss = sigmoid_loss(emb, text_emb[cap], cap[:, None] == cap[None, :], log_t, bias)
+        if dense:
+            patches = patch_embeddings(model, out.last_hidden_state).flatten(0, 1)
+            labels = targets[idx].flatten()
+            positives = labels[:, None] == torch.arange(len(phrases))[None, :]
+            loss = loss + spec.dense_weight * sigmoid_loss(
+                patches, phrase_emb, positives, dense_log_t, dense_bias
+            )
+        return loss
 
-    params = [*model.parameters(), log_t, bias]
+    params = [*model.parameters(), log_t, bias, *([dense_log_t, dense_bias] if dense else [])]
     log = run_steps(
         params, loss_fn, steps, spec.lr, spec.weight_decay, spec.warmup_steps, "train vision", progress
     )
