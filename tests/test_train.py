@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from transformers import AutoModelForImageTextToText, TrainerCallback
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
 from vlmforge.errors import ConfigError
 from vlmforge.train.recipe import load_recipe
@@ -103,7 +103,10 @@ def test_resume_replays_the_same_steps_and_data_order(tmp_path, tiny_data, tiny_
     recipe = load_recipe(write_recipe(tmp_path / "b.yaml", tiny_data, tiny_parts, tmp_path / "b", **extra))
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, callbacks=[CrashAfter(5)])  # checkpoint-3 exists, steps 4-5 are lost
-    assert (tmp_path / "b" / "finetune" / "checkpoint-3").exists()
+    checkpoint = tmp_path / "b" / "finetune" / "checkpoint-3"
+    assert checkpoint.exists()
+    # An intermediate checkpoint is a complete model folder: the processor (with its chat template) is saved too.
+    assert AutoProcessor.from_pretrained(checkpoint).chat_template
     with pytest.raises(ConfigError, match="--resume"):
         run_recipe(recipe)
     resumed = run_recipe(recipe, resume=True)

@@ -153,6 +153,8 @@ def run_stage(
         args=args,
         train_dataset=data.dataset,
         data_collator=data.collator,
+        # Saved into every checkpoint-N too, so an intermediate checkpoint is a model `vlmforge eval` / `chat` load.
+        processing_class=processor,
         stage=stage,
         data_order_log=order_log,
         callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
