@@ -8,6 +8,7 @@ import pytest
 
 from test_lab_unicorn import TINY_TRAINING, tiny_foundation_overrides
 from vlmforge.cli import main
+from vlmforge.lab.blind import question_only_baseline
 from vlmforge.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
 
 
@@ -36,8 +37,10 @@ def test_lab_writes_results_report_and_plot(lab):
         assert len(entry["per_seed"]) == 2 and 0.0 <= entry["mean"] <= 1.0
         assert entry["se"] is not None and entry["n"] > 0
     assert summary["exist"]["chance"] == 0.5 and summary["mc"]["chance"] == 0.25
+    assert summary["count"]["question_only"] == on_disk["question_only_baseline"]["count"]
+    assert summary["mc"]["question_only"] is None  # scored circularly: no exact-match baseline
     report = (out / "report.md").read_text()
-    assert "| color |" in report and "accuracy.png" in report
+    assert "| color |" in report and "accuracy.png" in report and "| question only |" in report
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     # every evaluated sample is a held-out test image
     samples = (out / "eval" / "bunny-seed1" / "samples_shapes_count.jsonl").read_text().splitlines()
@@ -58,10 +61,31 @@ def test_summary_mean_and_standard_error_over_seeds():
         return {"tasks": {"shapes_color": {"metrics": {"accuracy": {"value": value, "n": 10}}, "primary": "accuracy",
                                            "chance": 1 / 6}}}  # fmt: skip
 
-    entry = summarize([run(0.5), run(0.7), run(0.9)])["color"]
-    assert entry["mean"] == pytest.approx(0.7)
+    entry = summarize([run(0.5), run(0.7), run(0.9)], {"color": 0.3})["color"]
+    assert entry["mean"] == pytest.approx(0.7) and entry["question_only"] == 0.3
     assert entry["se"] == pytest.approx(0.2 / 3**0.5)  # sample sd 0.2 over sqrt(3)
     assert entry["n"] == 10
+
+
+def test_question_only_baseline_answers_from_the_wording(tmp_path):
+    def write(split, rows):
+        (tmp_path / split).mkdir()
+        lines = [
+            json.dumps({"id": f"{split}{i}", "task": task, "answer": answer,
+                        "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": answer}]})
+            for i, (task, q, answer) in enumerate(rows)
+        ]  # fmt: skip
+        (tmp_path / split / "instruct.jsonl").write_text("\n".join(lines) + "\n")
+
+    write("train", [("count", "How many stars?", "1")] * 3 + [("count", "How many stars?", "2"),
+                    ("count", "How many objects?", "3"), ("color", "What colour is the star?", "red"),
+                    ("mc", "Which? A. x B. y", "A")])  # fmt: skip
+    write("test", [("count", "How many stars?", "1"), ("count", "How many stars?", "2"),
+                   ("count", "How many objects?", "3"), ("color", "What colour is the circle?", "red"),
+                   ("color", "What colour is the star?", "blue")])  # fmt: skip
+    # count: "1" for stars (1 of 2 right), "3" for objects (right) -> 2/3; colour: the unseen question falls back
+    # to the type's most frequent answer "red" (right), the seen one answers "red" (wrong) -> 1/2; no mc entry.
+    assert question_only_baseline(tmp_path) == pytest.approx({"count": 2 / 3, "color": 0.5})
 
 
 def test_demo_help_explains_itself(capsys):

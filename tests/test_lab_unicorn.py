@@ -106,7 +106,7 @@ def test_statements_follow_the_numbers():
         CONTROL: control,
     })  # fmt: skip
     text = " ".join(good)
-    assert "reaches >= 90% of the image-trained control on 2 of 2 question types where the control is above chance" in text
+    assert "reaches >= 90% of the image-trained control on 2 of 2 question types where the control is above chance and the question-only baseline" in text
     assert "mean_shift beats none" in text
     assert "does not carry `rec`" in text and "does not carry `color`" not in text
     assert "stand in for the LLM" in good[0]
@@ -116,12 +116,17 @@ def test_statements_follow_the_numbers():
         "unicorn-none": summary({"color": 0.6, "position": 0.7, "rec": 0.3}, se=0.01),
         CONTROL: summary({"color": 0.9, "position": 0.8, "rec": 0.9}, chance=0.2),
     }))  # fmt: skip
-    assert "on 1 of 3 question types where the control is above chance (position); it falls short on color, rec" in bad
+    assert "on 1 of 3 question types where the control is above chance and the question-only baseline (position); it falls short on color, rec" in bad
     assert "mean_shift does not beat none" in bad
     assert "color -0.100 (more than 2 standard errors)" in bad
-    assert "does not carry" not in bad and "rises more than 0.1 above chance on every question type" in bad
+    assert "does not carry" not in bad and "rises more than 0.1 above chance and the question-only baseline on every question type" in bad
     at_chance = " ".join(unicorn_statements({CONTROL: summary({"color": 0.2, "rec": 0.2}, chance=0.2)}))
     assert "undertrained" in at_chance and "does not carry" not in at_chance
+    # Far above uniform chance, but no better than answering from the question's wording: not image use.
+    by_wording = summary({"count": 0.64}, chance=0.25)
+    by_wording["count"]["question_only"] = 0.64
+    wording = " ".join(unicorn_statements({"unicorn-mean_shift": summary({"count": 0.64}), CONTROL: by_wording}))
+    assert "on 0 of 0 question types" in wording and "undertrained" in wording
 
 
 def test_recipe_names_expand_and_unknown_names_are_refused():

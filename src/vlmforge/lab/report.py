@@ -11,6 +11,10 @@ def _cell(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:.3f}{se}"
 
 
+def _number(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "n/a"
+
+
 def write_lab_report(results: dict[str, Any], out: Path) -> Path:
     lines = ["# vlmforge shapes lab", ""]
     lines.append(
@@ -18,14 +22,19 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         "of the shapes world (never seen in training). Accuracy is the mean over seeds ± its standard error; "
         "`rec` is Acc@0.5 (IoU ≥ 0.5)."
     )
+    lines.append(
+        "*Question only* is the accuracy of answering each test question with the most frequent training answer to "
+        "the same question text, without the image: a model at that level has learnt nothing from the images."
+    )
     lines.append("")
     for name, recipe in results["recipes"].items():
-        lines += [f"## {name}", "", "| question type | accuracy | chance | questions per seed | per seed |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"## {name}", "",
+                  "| question type | accuracy | chance | question only | questions per seed | per seed |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for task, entry in recipe["summary"].items():
-            chance = f"{entry['chance']:.3f}" if entry.get("chance") is not None else "n/a"
+            chance, blind = (_number(entry.get(key)) for key in ("chance", "question_only"))
             seeds = ", ".join(f"{v:.3f}" for v in entry["per_seed"])
-            lines.append(f"| {task} | {_cell(entry)} | {chance} | {entry['n']} | {seeds} |")
+            lines.append(f"| {task} | {_cell(entry)} | {chance} | {blind} | {entry['n']} | {seeds} |")
         train = [run["train_seconds"] for run in recipe["runs"]]
         lines += ["", f"Training wall time per seed: {', '.join(f'{t:.0f} s' for t in train)}.", ""]
     if results.get("unicorn"):

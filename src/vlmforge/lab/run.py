@@ -86,19 +86,22 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     )
     timings["foundation"] = time.perf_counter() - tick
 
+    from vlmforge.lab.blind import question_only_baseline
+
     per_recipe: dict[str, Any] = {}
     variables = {"world": str(world.root), "foundation": str(foundation.root)}
+    blind = question_only_baseline(world.root)
     for name in config.recipes:
         if name in UNICORN_RECIPES:
             continue  # trained below, after their shared caption-embedding stores are prepared
         runs = [train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds]
-        per_recipe[name] = {"runs": runs, "summary": summarize(runs)}
+        per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind)}
     unicorn = None
     if any(name in UNICORN_RECIPES for name in config.recipes):
         from vlmforge.lab.unicorn import run_unicorn
 
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
-        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names)
+        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, blind)
         per_recipe.update(unicorn_runs)
 
     from vlmforge.lab.report import write_lab_report
@@ -107,6 +110,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "world": str(world.root),
         "foundation": {"path": str(foundation.root), "reused": foundation.reused},
         "seeds": list(config.seeds),
+        "question_only_baseline": blind,
         "recipes": per_recipe,
         **({"unicorn": unicorn} if unicorn else {}),
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
@@ -172,8 +176,9 @@ def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:
     return float(headline["value"]), int(headline.get("n") or task_result.get("n_questions") or 0)
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per question type: mean accuracy over seeds, its standard error, chance level, questions per seed."""
+def summarize(runs: list[dict[str, Any]], question_only: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per question type: mean accuracy over seeds, its standard error, chance level, the question-only baseline
+    (``question_only``, see :mod:`vlmforge.lab.blind`; None where a type has none), questions per seed."""
     summary = {}
     for task in runs[0]["tasks"]:
         values = [task_accuracy(run["tasks"][task])[0] for run in runs]
@@ -182,5 +187,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         summary[task.removeprefix("shapes_")] = {
             "mean": mean, "se": se, "per_seed": values, "chance": runs[0]["tasks"][task].get("chance"),
             "n": task_accuracy(runs[0]["tasks"][task])[1],
+            "question_only": (question_only or {}).get(task.removeprefix("shapes_")),
         }  # fmt: skip
     return summary
