@@ -22,6 +22,7 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         "of the shapes world (never seen in training). Accuracy is the mean over seeds ± its standard error; "
         "`rec` is Acc@0.5 (IoU ≥ 0.5)."
     )
+    lines.append("")
     lines.append(
         "*Question only* is the accuracy of answering each test question with the most frequent training answer to "
         "the same question text, without the image: a model at that level has learnt nothing from the images."
@@ -36,7 +37,8 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
             seeds = ", ".join(f"{v:.3f}" for v in entry["per_seed"])
             lines.append(f"| {task} | {_cell(entry)} | {chance} | {blind} | {entry['n']} | {seeds} |")
         train = [run["train_seconds"] for run in recipe["runs"]]
-        lines += ["", f"Training wall time per seed: {', '.join(f'{t:.0f} s' for t in train)}.", ""]
+        seconds = ", ".join(f"{t:.0f} s" for t in train)
+        lines += ["", f"Training wall time per seed (as recorded when each stage ran): {seconds}.", ""]
     if results.get("unicorn"):
         from vlmforge.lab.unicorn import unicorn_report_lines
 

@@ -156,7 +156,13 @@ def train_and_evaluate(
     final = run_recipe(recipe, resume=True)
     if before_eval is not None:
         before_eval(final)
-    train_seconds = time.perf_counter() - tick
+    # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
+    train_seconds = sum(
+        json.loads((run_dir / stage / "manifest.json").read_text()).get("wall_seconds", 0.0)
+        for stage in recipe.stages
+    )
+    if not train_seconds:  # stages without manifests (should not happen): fall back to this call's wall time
+        train_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     generator = load_generator(final, batch_size=config.eval_batch_size)
     results = evaluate(
