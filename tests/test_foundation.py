@@ -32,7 +32,8 @@ from vlmforge.models.foundation import (
     train_tokenizer,
     train_vision_tower,
 )
-from vlmforge.models.foundation.corpus import read_world
+from vlmforge.models.foundation.corpus import grounded_questions, read_world
+from vlmforge.models.foundation.reading import score_reading
 from vlmforge.models.foundation.vision import (
     BACKGROUND,
     embed_texts,
@@ -251,9 +252,32 @@ def test_build_writes_manifest_and_is_reused(built, world, text_model, capsys):
     manifest = read_manifest(built.root)
     assert not built.reused and manifest["lm"]["final_loss"] < manifest["lm"]["first_loss"]
     assert {"short", "detailed"} <= set(manifest["vision"]["retrieval"])
+    assert manifest["lm"]["reading_accuracy"] is None  # no test split in this world: nothing to read
     again = build_foundation(world, built.root, BUILD_SPEC, seed=0, text_model=text_model, progress=False)
     assert again.reused and "reusing" in capsys.readouterr().out
     assert read_manifest(built.root)["build_id"] == manifest["build_id"]
+
+
+def test_reading_test_puts_the_description_before_the_question(world):
+    questions = grounded_questions(world, "train", ("color",))
+    assert len(questions) == 32 and all(q.task == "color" for q in questions)
+
+    def oracle(conversations):  # reads the colour from the description, as a model that can read would
+        return [next(c for c in COLORS if f"a {c} " in conv[0]["content"]) for conv in conversations]
+
+    assert score_reading(questions, oracle, batch_size=5) == {"color": 1.0}
+    truth = [q.answer for q in questions]
+    assert score_reading(questions, lambda convs: ["RED"] * len(convs)) == {"color": truth.count("red") / 32}
+
+
+def test_build_records_the_lm_reading_accuracy_when_the_world_has_a_test_split(world, tmp_path, text_model):
+    with_test = shutil.copytree(world, tmp_path / "w")
+    shutil.copytree(with_test / "train", with_test / "test")
+    built = build_foundation(
+        with_test, tmp_path / "f", BUILD_SPEC, seed=0, text_model=text_model, progress=False
+    )
+    reading = read_manifest(built.root)["lm"]["reading_accuracy"]
+    assert set(reading) == {"color"} and 0.0 <= reading["color"] <= 1.0
 
 
 def test_build_retrains_when_the_seed_changes(built, world, tmp_path, text_model):

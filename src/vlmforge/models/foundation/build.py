@@ -97,6 +97,7 @@ def build_foundation(
     from PIL import Image
 
     from vlmforge.models.foundation import corpus, lm, tokenizer, vision
+    from vlmforge.models.foundation.reading import reading_accuracy
 
     spec = spec or FoundationSpec()
     out = Path(out_dir)
@@ -126,6 +127,14 @@ def build_foundation(
     model.save_pretrained(out / "lm")
     tok.save_pretrained(out / "lm")
     lm_params = _count(model)
+    reading = None
+    held_out = Path(world_dir) / "test"
+    if (held_out / "captions.jsonl").is_file() and (held_out / "instruct.jsonl").is_file():
+        # Reads only the test split's text; no vision model or VLM is trained on it.
+        t = time.perf_counter()
+        reading = {k: round(v, 4) for k, v in reading_accuracy(model, tok, world_dir, "test").items()}
+        timings["lm_reading_test"] = time.perf_counter() - t
+        say(f"foundation: LM reading test (test-scene description -> answer, exact match): {reading}")
     del model
 
     t = time.perf_counter()
@@ -165,7 +174,7 @@ def build_foundation(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {"images": len(images), "held_out_images": n_hold, "lm_documents": len(texts)},
         "tokenizer": {"vocab_size": len(tok)},
-        "lm": {"parameters": lm_params, **lm_log.summary()},
+        "lm": {"parameters": lm_params, **lm_log.summary(), "reading_accuracy": reading},
         "vision": {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall},
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - start, 1),

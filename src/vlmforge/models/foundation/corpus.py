@@ -139,3 +139,38 @@ def lm_texts(world: WorldText, tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """
     chats = tokenizer.apply_chat_template(world.conversations + world.grounded, tokenize=False)
     return world.captions + world.detailed + list(chats)
+
+
+@dataclass
+class GroundedQuestion:
+    """One test question with the scene's description in place of the image, and its exact answer."""
+
+    task: str
+    messages: list[dict[str, str]]
+    answer: str
+
+
+def grounded_questions(
+    world_dir: str | Path, split: str = "test", tasks: tuple[str, ...] = (), limit: int | None = None
+) -> list[GroundedQuestion]:
+    """The split's single-question records (``instruct.jsonl``) of the given ``tasks`` (all when empty), with each
+    ``<image>`` replaced by the scene's detailed description: the LM's reading-comprehension test."""
+    root = Path(world_dir)
+    described = {
+        record["image"]: _text_field(record, "detailed_caption", where)
+        for where, record in read_jsonl(root / split / "captions.jsonl")
+    }
+    out = []
+    for where, record in read_jsonl(root / split / "instruct.jsonl"):
+        task, answer = record.get("task"), record.get("answer")
+        if (
+            (tasks and task not in tasks)
+            or not isinstance(answer, str)
+            or record.get("image") not in described
+        ):
+            continue
+        grounded = _describe_image(record, described[record["image"]])
+        out.append(GroundedQuestion(str(task), to_messages(grounded, where)[:1], answer))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
