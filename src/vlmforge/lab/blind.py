@@ -13,20 +13,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from vlmforge.data.records import iter_jsonl_objects
-
-EXACT_MATCH_TYPES = ("color", "shape", "count", "position", "exist")
+from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, iter_questions, to_messages
 
 
-def _questions(path: Path) -> list[tuple[str, str, str]]:
-    """(question type, question text without the image placeholder, answer) of each single-question record."""
-    rows = []
-    for _, record in iter_jsonl_objects(path):
-        task, answer = record.get("task"), record.get("answer")
-        if task in EXACT_MATCH_TYPES and isinstance(answer, str):
-            question = record["conversations"][0]["value"].replace("<image>", "").strip()
-            rows.append((task, question, answer.strip().lower()))
-    return rows
+def _questions(world_dir: Path, split: str) -> list[tuple[str, str, str]]:
+    """(question type, question text without the image placeholder, answer) of each exact-match question."""
+    return [
+        (record["task"], to_messages(record, where)[0]["content"], record["answer"].strip().lower())
+        for where, record in iter_questions(world_dir, split)
+    ]
 
 
 def question_only_baseline(
@@ -37,13 +32,13 @@ def question_only_baseline(
     root = Path(world_dir)
     by_question: dict[str, Counter] = defaultdict(Counter)
     by_type: dict[str, Counter] = defaultdict(Counter)
-    for task, question, answer in _questions(root / train_split / "instruct.jsonl"):
+    for task, question, answer in _questions(root, train_split):
         by_question[question][answer] += 1
         by_type[task][answer] += 1
     hits, totals = Counter(), Counter()
-    for task, question, answer in _questions(root / test_split / "instruct.jsonl"):
+    for task, question, answer in _questions(root, test_split):
         votes = by_question.get(question) or by_type.get(task)
         guess = votes.most_common(1)[0][0] if votes else ""
         hits[task] += guess == answer
         totals[task] += 1
-    return {task: hits[task] / totals[task] for task in EXACT_MATCH_TYPES if totals[task]}
+    return {task: hits[task] / totals[task] for task in EXACT_MATCH_TASKS if totals[task]}

@@ -128,8 +128,7 @@ def build_foundation(
     tok.save_pretrained(out / "lm")
     lm_params = _count(model)
     reading = None
-    held_out = Path(world_dir) / "test"
-    if (held_out / "captions.jsonl").is_file() and (held_out / "instruct.jsonl").is_file():
+    if corpus.has_questions(world_dir, "test"):
         # Reads only the test split's text; no vision model or VLM is trained on it.
         t = time.perf_counter()
         reading = {k: round(v, 4) for k, v in reading_accuracy(model, tok, world_dir, "test").items()}

@@ -6,6 +6,7 @@ Only this module knows the world's layout (``world.json``; ``{split}/captions.js
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,12 @@ def read_world(world_dir: str | Path, split: str = "train") -> WorldText:
             image = root / _text_field(record, "image", where)
             if not image.is_file():
                 raise DataError(where, f"image '{image}' not found", "image")
+            detailed = _text_field(record, "detailed_caption", where)
             out.image_paths.append(image)
             out.scene_ids.append(str(record.get("scene_id", record.get("id"))))
-            described[record["image"]] = record["detailed_caption"]
+            described[record["image"]] = detailed
             out.captions.append(_text_field(record, "caption", where))
-            out.detailed.append(_text_field(record, "detailed_caption", where))
+            out.detailed.append(detailed)
     if not out.image_paths:
         raise DataError(str(root / split / "captions.jsonl"), "no captioned images", "empty")
     out.regions = _read_regions(root / split / "scenes.jsonl", out.scene_ids)
@@ -141,6 +143,26 @@ def lm_texts(world: WorldText, tokenizer: PreTrainedTokenizerBase) -> list[str]:
     return world.captions + world.detailed + list(chats)
 
 
+# Question types whose answer is one exact string (multiple choice is scored circularly, boxes by IoU).
+EXACT_MATCH_TASKS = ("color", "shape", "count", "position", "exist")
+
+
+def has_questions(world_dir: str | Path, split: str) -> bool:
+    """Whether ``split`` has the captions and single-question records that question readers need."""
+    folder = Path(world_dir) / split
+    return (folder / "captions.jsonl").is_file() and (folder / "instruct.jsonl").is_file()
+
+
+def iter_questions(
+    world_dir: str | Path, split: str, tasks: tuple[str, ...] = EXACT_MATCH_TASKS
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file:line, record)`` of the split's single-question records (``instruct.jsonl``) of ``tasks`` that carry
+    a string ``answer``."""
+    for where, record in read_jsonl(Path(world_dir) / split / "instruct.jsonl"):
+        if record.get("task") in tasks and isinstance(record.get("answer"), str):
+            yield where, record
+
+
 @dataclass
 class GroundedQuestion:
     """One test question with the scene's description in place of the image, and its exact answer."""
@@ -151,26 +173,23 @@ class GroundedQuestion:
 
 
 def grounded_questions(
-    world_dir: str | Path, split: str = "test", tasks: tuple[str, ...] = (), limit: int | None = None
+    world_dir: str | Path,
+    split: str = "test",
+    tasks: tuple[str, ...] = EXACT_MATCH_TASKS,
+    limit: int | None = None,
 ) -> list[GroundedQuestion]:
-    """The split's single-question records (``instruct.jsonl``) of the given ``tasks`` (all when empty), with each
-    ``<image>`` replaced by the scene's detailed description: the LM's reading-comprehension test."""
-    root = Path(world_dir)
+    """The split's single-question records of ``tasks``, with each ``<image>`` replaced by the scene's detailed
+    description: the LM's reading-comprehension test."""
     described = {
-        record["image"]: _text_field(record, "detailed_caption", where)
-        for where, record in read_jsonl(root / split / "captions.jsonl")
+        _text_field(record, "image", where): _text_field(record, "detailed_caption", where)
+        for where, record in read_jsonl(Path(world_dir) / split / "captions.jsonl")
     }
     out = []
-    for where, record in read_jsonl(root / split / "instruct.jsonl"):
-        task, answer = record.get("task"), record.get("answer")
-        if (
-            (tasks and task not in tasks)
-            or not isinstance(answer, str)
-            or record.get("image") not in described
-        ):
+    for where, record in iter_questions(world_dir, split, tasks):
+        if record.get("image") not in described:
             continue
         grounded = _describe_image(record, described[record["image"]])
-        out.append(GroundedQuestion(str(task), to_messages(grounded, where)[:1], answer))
+        out.append(GroundedQuestion(record["task"], to_messages(grounded, where)[:1], record["answer"]))
         if limit is not None and len(out) >= limit:
             break
     return out

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from vlmforge.models.foundation.corpus import GroundedQuestion, grounded_questions
 
-READING_TASKS = ("color", "shape", "count", "position", "exist")
-
 
 def score_reading(questions: Sequence[GroundedQuestion], answer: Callable[[list[list[dict]]], list[str]],
                   batch_size: int = 64) -> dict[str, float]:  # fmt: skip
@@ -53,5 +51,5 @@ def reading_accuracy(
     model, tokenizer, world_dir: str | Path, split: str = "test", limit: int = 400
 ) -> dict[str, float]:
     """The LM's reading-comprehension accuracy per question type on the first ``limit`` questions of ``split``."""
-    questions = grounded_questions(world_dir, split, READING_TASKS, limit)
+    questions = grounded_questions(world_dir, split, limit=limit)
     return score_reading(questions, greedy_answerer(model, tokenizer))
