@@ -151,13 +151,18 @@ def sigmoid_loss(
     return -F.logsigmoid(signs * logits).sum() / len(image_emb)
 
 
+def sigmoid_loss_parameters() -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
+    """SigLIP's learnable log-temperature (init log 10) and bias (init -10)."""
+    return torch.nn.Parameter(torch.tensor(math.log(10.0))), torch.nn.Parameter(torch.tensor(-10.0))
+
+
 def patch_targets(regions: Sequence[Sequence[Region]], spec: VisionSpec) -> tuple[list[str], torch.Tensor]:
     """Phrases (index 0 is ``background``) and, per image, the phrase index of each patch token (row-major).
 
     An object belongs to the patch holding its box centre; a patch with no object centre is background.
     """
     side = spec.image_size // spec.patch_size
-    phrases, index = [BACKGROUND], {BACKGROUND: 0}
+    index = {BACKGROUND: 0}  # phrase -> its position in the returned list (dicts keep insertion order)
     targets = torch.zeros(len(regions), side * side, dtype=torch.long)
     for i, image_regions in enumerate(regions):
         for box, phrase in image_regions:
@@ -166,11 +171,8 @@ def patch_targets(regions: Sequence[Sequence[Region]], spec: VisionSpec) -> tupl
                 min(int((a + b) / 2 * spec.image_size) // spec.patch_size, side - 1)
                 for a, b in ((x0, x1), (y0, y1))
             )
-            if phrase not in index:
-                index[phrase] = len(phrases)
-                phrases.append(phrase)
-            targets[i, row * side + col] = index[phrase]
-    return phrases, targets
+            targets[i, row * side + col] = index.setdefault(phrase, len(index))
+    return list(index), targets
 
 
 def patch_embeddings(model: CLIPVisionModelWithProjection, last_hidden_state: torch.Tensor) -> torch.Tensor:
@@ -230,11 +232,9 @@ def train_vision_tower(
 
     model = CLIPVisionModelWithProjection(vision_config(spec))
     model.train()
-    log_t = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-    bias = torch.nn.Parameter(torch.tensor(-10.0))
+    log_t, bias = sigmoid_loss_parameters()
     # The dense loss has its own temperature and bias: ~73 phrases per patch is a different problem from captions.
-    dense_log_t = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-    dense_bias = torch.nn.Parameter(torch.tensor(-10.0))
+    dense_log_t, dense_bias = sigmoid_loss_parameters()
     n, batch = len(images), min(spec.batch_size, len(images))
     # Drop each epoch's ragged tail: every step then sees a full batch of negatives.
     per_epoch = max(1, n // batch)
