@@ -39,6 +39,15 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": digest.hexdigest()}
 
 
+MANIFEST = "manifest.json"
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest a finished job wrote into ``out_dir``, or None when there is none (an unfinished job)."""
+    path = Path(out_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def write_manifest(out_dir: str | Path, *, inputs: list[str] = (), **fields: Any) -> Path:
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -46,6 +55,6 @@ def write_manifest(out_dir: str | Path, *, inputs: list[str] = (), **fields: Any
         "inputs": [file_fingerprint(p) for p in inputs],
         **fields,
     }
-    path = Path(out_dir) / "manifest.json"
+    path = Path(out_dir) / MANIFEST
     path.write_text(json.dumps(record, indent=2, default=str))
     return path

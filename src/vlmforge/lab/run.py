@@ -143,12 +143,12 @@ def train_and_evaluate(
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
     training and evaluation (e.g. test-time calibration)."""
     from vlmforge.eval.runner import evaluate
+    from vlmforge.manifest import read_manifest
     from vlmforge.runtime import load_generator
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
 
     out = Path(config.out)
-    tick = time.perf_counter()
     run_dir = out / "runs" / f"{name}-seed{seed}"
     recipe = load_recipe(
         recipe_file, [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides], variables=variables
@@ -157,12 +157,7 @@ def train_and_evaluate(
     if before_eval is not None:
         before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
-    train_seconds = sum(
-        json.loads((run_dir / stage / "manifest.json").read_text()).get("wall_seconds", 0.0)
-        for stage in recipe.stages
-    )
-    if not train_seconds:  # stages without manifests (should not happen): fall back to this call's wall time
-        train_seconds = time.perf_counter() - tick
+    train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
     tick = time.perf_counter()
     generator = load_generator(final, batch_size=config.eval_batch_size)
     results = evaluate(

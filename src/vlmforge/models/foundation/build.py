@@ -22,11 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vlmforge.manifest import package_versions
+from vlmforge.manifest import MANIFEST, package_versions, read_manifest
 from vlmforge.models.foundation.lm import LMSpec
 from vlmforge.models.foundation.vision import VisionSpec
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 VERSIONED_PACKAGES = ("vlmforge", "torch", "transformers", "tokenizers", "sentence-transformers")
 
@@ -65,11 +64,6 @@ def world_fingerprint(world_dir: str | Path, split: str = "train") -> str:
             digest.update(str(path.relative_to(root)).encode() + b"\0")
             digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(out_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _paths(out: Path, reused: bool) -> FoundationPaths:
