@@ -65,25 +65,18 @@ def prepare_stores(world_root: Path, work: Path) -> dict[str, Any]:
     return {"records": text, "raw": text / "embeddings", "stores": stores, "store_mean_norm": mean_norms}
 
 
-def _image_embeddings(vision_dir: Path, paths: Sequence[Path], batch_size: int = 256):
+def _image_embeddings(vision_dir: Path, paths: Sequence[Path]):
     """The vision tower's pooled projection (``image_embeds``) of each image, [N, D] float32 (not normalised)."""
-    import torch
     from transformers import AutoImageProcessor
 
     from vlmforge.data.images import load_image
     from vlmforge.models.embedding_vlm.assemble import load_image_encoder
-    from vlmforge.models.embedding_vlm.modeling import pooled_embedding
+    from vlmforge.models.embedding_vlm.modeling import encode_images
 
     # the same encoder (tower + projection) the embedding VLM assembles from this folder
     model = load_image_encoder(str(vision_dir)).eval()
     processor = AutoImageProcessor.from_pretrained(vision_dir)
-    rows = []
-    with torch.no_grad():
-        for start in range(0, len(paths), batch_size):
-            images = [load_image(p, str(p)) for p in paths[start : start + batch_size]]
-            pixels = processor(images, return_tensors="pt")["pixel_values"]
-            rows.append(pooled_embedding(model(pixel_values=pixels)).float())
-    return torch.cat(rows)
+    return encode_images(model, processor, [load_image(p, str(p)) for p in paths], batch_size=256)
 
 
 def modality_gap(world_root: Path, vision_dir: Path, prepared: Mapping[str, Any]) -> dict[str, Any]:

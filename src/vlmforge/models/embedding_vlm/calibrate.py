@@ -47,15 +47,10 @@ def calibrate_image_mean(model, processor, images: Sequence[Image.Image], batch_
         raise ConfigError("this model has no image encoder to calibrate")
     if not images:
         raise ConfigError("calibration needs at least one image")
-    from vlmforge.models.embedding_vlm.modeling import pooled_embedding
+    from vlmforge.models.embedding_vlm.modeling import encode_images
 
     model.eval()
-    device, dtype = model.device, next(model.vision_tower.parameters()).dtype
-    rows = []
-    for start in range(0, len(images), batch_size):
-        pixels = processor.image_processor(list(images[start : start + batch_size]), return_tensors="pt")
-        rows.append(pooled_embedding(model.vision_tower(pixel_values=pixels["pixel_values"].to(device, dtype))).float().cpu())
-    stats = compute_stats(torch.cat(rows))
+    stats = compute_stats(encode_images(model.vision_tower, processor.image_processor, images, batch_size))
     model.image_mean.copy_(stats.mean.to(model.image_mean.device, model.image_mean.dtype))
     model.config.image_mean_count = stats.n
     return stats.mean

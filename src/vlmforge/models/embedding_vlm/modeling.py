@@ -39,6 +39,19 @@ def pooled_embedding(output) -> torch.Tensor:
     return embeds if embeds is not None else output.pooler_output
 
 
+@torch.no_grad()
+def encode_images(encoder: nn.Module, image_processor, images, batch_size: int = 64) -> torch.Tensor:
+    """Pooled embeddings of ``images`` (PIL) through an image encoder, in batches: [N, D] float32 on the CPU, not
+    normalised. Inputs go to the encoder's device and dtype."""
+    parameter = next(encoder.parameters())
+    rows = []
+    for start in range(0, len(images), batch_size):
+        pixels = image_processor(list(images[start : start + batch_size]), return_tensors="pt")["pixel_values"]
+        output = encoder(pixel_values=pixels.to(parameter.device, parameter.dtype))
+        rows.append(pooled_embedding(output).float().cpu())
+    return torch.cat(rows)
+
+
 class EmbeddingProjector(nn.Module):
     """[N, embed_dim] -> [N, k, hidden]; see ``configuration.PROJECTORS``."""
 
