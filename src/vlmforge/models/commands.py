@@ -13,9 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the small stand-ins for a hub LM and a SigLIP-style vision tower on a shapes world's train "
             "split: a BPE tokenizer with a chat template, a Qwen2 language model pretrained on the world's "
-            "text, and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings. Writes "
-            "OUT/lm, OUT/vision (ordinary Hugging Face model folders) and OUT/manifest.json. A second run "
-            "with the same world, seed and settings reuses the saved models."
+            "text, and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
+            "per patch against the phrase of the object in it). Writes OUT/lm, OUT/vision (ordinary Hugging "
+            "Face model folders) and OUT/manifest.json, which also records the LM's reading test: how often it "
+            "answers a held-out scene's question from the scene's text description. A second run with the "
+            "same world, seed and settings reuses the saved models."
         ),
     )
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
