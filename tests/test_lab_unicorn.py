@@ -12,6 +12,7 @@ import pytest
 from test_foundation import BUILD_SPEC
 from vlmforge.errors import ConfigError
 from vlmforge.lab.run import LAB_TASKS, LabConfig, expand_recipes, run_lab
+from vlmforge.lab.transfer_probe import ATTRIBUTES
 from vlmforge.lab.unicorn import CONTROL, METHODS, RECIPE_NAMES, unicorn_statements
 from vlmforge.synth.embedding_store import EmbeddingStore
 
@@ -92,6 +93,18 @@ def test_modality_gap_is_measured_before_and_after_transfer(lab):
     assert gap["after"]["none"] == pytest.approx(gap["before"], abs=2e-3)  # none: only normalised on both sides
     assert abs(gap["after"]["mean_shift"] - gap["before"]) > 1e-2  # computed from the transferred vectors
     assert any(str(round(gap["before"], 3)) in s for s in results["unicorn"]["statements"])
+
+
+def test_the_embedding_probe_scores_every_source_on_the_real_test_images(lab):
+    out, results = lab
+    probe = results["unicorn"]["probe"]
+    assert probe["train"] == 40 and probe["test"] == 8
+    assert set(probe["accuracy"]) == {"image", *METHODS}
+    for scores in probe["accuracy"].values():
+        assert set(scores) == set(probe["majority"]) and all(0.0 <= v <= 1.0 for v in scores.values())
+    assert {"count", "colors", "shapes"} <= set(probe["majority"]) <= set(ATTRIBUTES)
+    assert "| probe attribute | trained on image |" in (out / "report.md").read_text()
+    assert any(s.startswith("Linear probe on the pooled vector (40 train vectors") for s in results["unicorn"]["statements"])
 
 
 def summary(values: dict[str, float], chance: float = 0.2, se: float | None = None) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,6 @@ WHY_NOT_CARRIED = {
     "caption names a position only as one of nine grid cells)",
     "position": "where each object is, is a relation between several objects and the grid; pooling into one "
     "vector keeps mostly which objects are present",
-    "count": "the number of objects is only weakly kept when a sentence or an image is pooled into one vector",
     "mc": "the options mix several attributes of several objects, more than one pooled vector keeps",
 }
 
@@ -79,38 +79,89 @@ def _image_embeddings(vision_dir: Path, paths: Sequence[Path]):
     return encode_images(model, processor, [load_image(p, str(p)) for p in paths], batch_size=256)
 
 
-def modality_gap(world_root: Path, vision_dir: Path, prepared: Mapping[str, Any]) -> dict[str, Any]:
-    """Mean paired cosine between each train image's caption embedding and its image embedding, before (both
-    only normalised) and after transfer (the store's transferred caption vector vs the image after the image-side
-    centring used at inference, with the mean of the calibration images)."""
-    import torch
+def _scene_images(world_root: Path, split: str) -> dict[str, Path]:
+    from vlmforge.data.records import read_records
+
+    image_of: dict[str, Path] = {}
+    for _, record in read_records(world_root / split / "captions.jsonl"):
+        image_of.setdefault(record.get("scene_id", record["id"]), world_root / record["image"])
+    return image_of
+
+
+@dataclass
+class ImageSide:
+    """The world's train and test images encoded once, as the embedding VLM sees them at inference: normalised
+    (``none`` and the control) or normalised, centred with the calibration mean and renormalised."""
+
+    train_ids: list[str]
+    train: Any
+    test_ids: list[str]
+    test: Any
+    image_mean: Any
+    calibration_images: int
+
+    def seen_by(self, method: str | None, split: str):
+        import torch.nn.functional as F
+
+        images = self.train if split == "train" else self.test
+        return F.normalize(images - self.image_mean, dim=-1) if method and CENTRE_IMAGES[method] else images
+
+
+def encode_image_side(world_root: Path, vision_dir: Path, train_ids: Sequence[str]) -> ImageSide:
+    """Encode the train images (in ``train_ids`` order: the caption store's) and every test image; the centring
+    mean comes from the calibration images, the first train images by name."""
     import torch.nn.functional as F
 
-    from vlmforge.data.records import read_records
     from vlmforge.models.embedding_vlm.calibrate import calibration_image_paths
-    from vlmforge.synth.embedding_store import EmbeddingStore
     from vlmforge.synth.unicorn.transfer import compute_stats
 
-    raw = EmbeddingStore.open(prepared["raw"])
-    image_of = {}
-    for _, record in read_records(world_root / "train" / "captions.jsonl"):
-        image_of.setdefault(record.get("scene_id", record["id"]), world_root / record["image"])
-    paths = [image_of[i] for i in raw.ids]
-    images = F.normalize(_image_embeddings(vision_dir, paths), dim=-1)
+    train_of, test_of = _scene_images(world_root, "train"), _scene_images(world_root, "test")
+    paths = [train_of[i] for i in train_ids]
+    train = F.normalize(_image_embeddings(vision_dir, paths), dim=-1)
+    test = F.normalize(_image_embeddings(vision_dir, list(test_of.values())), dim=-1)
     calibration = calibration_image_paths(world_root / "images" / "train", CALIBRATION_IMAGES)
     index = {p.resolve(): i for i, p in enumerate(paths)}
-    image_mean = compute_stats(images[[index[p.resolve()] for p in calibration]]).mean
-    centred = F.normalize(images - image_mean, dim=-1)
+    image_mean = compute_stats(train[[index[p.resolve()] for p in calibration]]).mean
+    return ImageSide(list(train_ids), train, list(test_of), test, image_mean, len(calibration))
 
-    def paired(captions: torch.Tensor, imgs: torch.Tensor) -> float:
-        return float((F.normalize(captions.float(), dim=-1) * imgs).sum(-1).mean())
 
-    before = paired(raw.get_many(raw.ids), images)
-    after = {}
+def modality_gap(side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean paired cosine between each train image's caption embedding and its image embedding, before (both
+    only normalised) and after transfer (the store's transferred caption vector vs the image as the model with
+    that store sees it at inference)."""
+    import torch.nn.functional as F
+
+    from vlmforge.synth.embedding_store import EmbeddingStore
+
+    def paired(captions, images) -> float:
+        return float((F.normalize(captions.float(), dim=-1) * images).sum(-1).mean())
+
+    raw = EmbeddingStore.open(prepared["raw"])
+    before = paired(raw.get_many(side.train_ids), side.train)
+    after = {
+        method: paired(EmbeddingStore.open(store_dir).get_many(side.train_ids), side.seen_by(method, "train"))
+        for method, store_dir in prepared["stores"].items()
+    }
+    return {"pairs": len(side.train_ids), "calibration_images": side.calibration_images, "before": before,
+            "after": after}  # fmt: skip
+
+
+def embedding_probe(world_root: Path, side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """The cross-modal transfer probe (:mod:`vlmforge.lab.transfer_probe`) for the control's real image vectors
+    and each method's stored caption vectors, all scored on the real test images."""
+    from vlmforge.lab.transfer_probe import label_vocabulary, read_scene_objects, scene_labels, transfer_probe
+    from vlmforge.synth.embedding_store import EmbeddingStore
+
+    train_scenes = read_scene_objects(world_root / "train" / "scenes.jsonl")
+    vocab = label_vocabulary(train_scenes)
+    train_labels = scene_labels(train_scenes, side.train_ids, vocab)
+    test_labels = scene_labels(read_scene_objects(world_root / "test" / "scenes.jsonl"), side.test_ids, vocab)
+    train = {"image": side.train}
+    test = {"image": side.seen_by(None, "test")}
     for method, store_dir in prepared["stores"].items():
-        store = EmbeddingStore.open(store_dir)
-        after[method] = paired(store.get_many(raw.ids), centred if CENTRE_IMAGES[method] else images)
-    return {"pairs": len(paths), "calibration_images": len(calibration), "before": before, "after": after}
+        train[method] = EmbeddingStore.open(store_dir).get_many(side.train_ids)
+        test[method] = side.seen_by(method, "test")
+    return transfer_probe(train, test, train_labels, test_labels)
 
 
 def run_unicorn(
@@ -124,6 +175,7 @@ def run_unicorn(
     lab's shape, the Unicorn section: stores, modality gap, statements)."""
     from vlmforge.lab.run import summarize, train_and_evaluate
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
+    from vlmforge.synth.embedding_store import EmbeddingStore
 
     work = Path(config.out) / "unicorn"
     prepared = prepare_stores(world_root, work)
@@ -148,7 +200,9 @@ def run_unicorn(
             for seed in config.seeds
         ]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, dict(question_only or {}))}
-    gap = modality_gap(world_root, foundation_root / "vision", prepared)
+    side = encode_image_side(world_root, foundation_root / "vision", EmbeddingStore.open(prepared["raw"]).ids)
+    gap = modality_gap(side, prepared)
+    probe = embedding_probe(world_root, side, prepared)
     section = {
         "note": STAND_IN_NOTE,
         "calibration": f"test-time centring: image mean of the first {CALIBRATION_IMAGES} train images "
@@ -156,7 +210,8 @@ def run_unicorn(
         "uncentred image embeddings",
         "store_mean_norm": prepared["store_mean_norm"],
         "modality_gap": gap,
-        "statements": unicorn_statements({n: r["summary"] for n, r in per_recipe.items()}, gap),
+        "probe": probe,
+        "statements": unicorn_statements({n: r["summary"] for n, r in per_recipe.items()}, gap, probe),
     }
     (work / "unicorn.json").write_text(json.dumps(section, indent=2))
     return per_recipe, section
@@ -171,8 +226,9 @@ def _beats(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def unicorn_statements(summaries: Mapping[str, Mapping[str, dict[str, Any]]],
-                       gap: Mapping[str, Any] | None = None) -> list[str]:
-    """Plain conclusions computed from the per-recipe summaries (``summarize`` output) and the modality gap."""
+                       gap: Mapping[str, Any] | None = None, probe: Mapping[str, Any] | None = None) -> list[str]:
+    """Plain conclusions computed from the per-recipe summaries (``summarize`` output), the modality gap and the
+    embedding-level transfer probe."""
     lines = [STAND_IN_NOTE]
     shift, none, control = (summaries.get(f"unicorn-{m}") for m in ("mean_shift", "none", "control"))
     if shift and control:
@@ -231,6 +287,10 @@ def unicorn_statements(summaries: Mapping[str, Mapping[str, dict[str, Any]]],
             f"Modality gap (mean paired cosine of caption vs image embedding over {gap['pairs']} train images): "
             f"before transfer {gap['before']:.3f}; after transfer and image-side centring: {after}."
         )
+    if probe:
+        from vlmforge.lab.transfer_probe import probe_statements
+
+        lines += probe_statements(probe, PARITY)
     return lines
 
 
@@ -255,5 +315,9 @@ def unicorn_report_lines(results: Mapping[str, Any]) -> list[str]:
     gap = section["modality_gap"]
     lines += ["", "| modality gap (mean paired cosine) | value |", "|---|---|", f"| before transfer | {gap['before']:.3f} |"]
     lines += [f"| after {m} | {v:.3f} |" for m, v in gap["after"].items()]
+    if section.get("probe"):
+        from vlmforge.lab.transfer_probe import probe_report_lines
+
+        lines += ["", *probe_report_lines(section["probe"])]
     lines += ["", *(f"- {s}" for s in section["statements"][1:]), ""]
     return lines
