@@ -57,3 +57,17 @@ def test_docs_document_every_recipe_key():
     expected = {prefix + f.name for prefix, cls in sections.items() for f in dataclasses.fields(cls) if f.name not in nested}
     assert expected - documented == set(), "undocumented recipe keys"
     assert documented - expected == set(), "docs/recipes.md lists keys the recipe does not have"
+
+
+def test_overrides_may_use_the_recipe_variables(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {vision_model: '${foundation}/vision', language_model: '${foundation}/lm'}\n"
+        "stages:\n  finetune:\n    data: {path: '${world}/train/conversations.jsonl'}\n"
+    )
+    variables = {"world": "/w", "foundation": "/f"}
+    loaded = load_recipe(recipe, ["stages.finetune.data.path=${world}/train/instruct.jsonl"], variables=variables)
+    assert loaded.stages["finetune"].data.path == "/w/train/instruct.jsonl"
+    assert loaded.model.vision_model == "/f/vision"
+    with pytest.raises(Exception, match=r"unknown variable \$\{records\} \(known here: foundation, world\)"):
+        load_recipe(recipe, ["stages.finetune.data.path=${records}/x.jsonl"], variables=variables)

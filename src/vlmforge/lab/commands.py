@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a value of the lab's recipes (all of them), e.g. --set stages.finetune.epochs=3 (repeatable)",
+        help="override a value of the lab's recipes (all of them), e.g. --set stages.finetune.epochs=3 "
+        "(repeatable). Values may use ${world}, ${foundation} and ${records} (the folder of the recipe's training "
+        "records), e.g. --set 'stages.finetune.data.path=${records}/instruct.jsonl'",
     )
     demo.set_defaults(handler=_demo)
 

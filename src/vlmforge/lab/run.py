@@ -89,7 +89,9 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     from vlmforge.lab.blind import question_only_baseline
 
     per_recipe: dict[str, Any] = {}
-    variables = {"world": str(world.root), "foundation": str(foundation.root)}
+    # ${records}: the folder of the recipe's training records (the Unicorn recipes point it at their text-only
+    # copies), so one `--set stages.finetune.data.path=${records}/instruct.jsonl` serves every lab recipe
+    variables = {"world": str(world.root), "foundation": str(foundation.root), "records": str(world.root / "train")}
     blind = question_only_baseline(world.root)
     for name in config.recipes:
         if name in UNICORN_RECIPES:

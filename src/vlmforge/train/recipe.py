@@ -7,6 +7,7 @@ error that lists the valid ones, so a typo never silently falls back to a defaul
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -176,7 +177,9 @@ def _coerce(hint, value: Any, where: str) -> Any:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), variables: dict[str, str] | None = None) -> Recipe:
-    """Read a YAML recipe, substitute ``${name}`` variables, apply ``key.sub=value`` overrides, validate."""
+    """Read a YAML recipe, substitute ``${name}`` variables (in the file and in the overrides, so that
+    ``--set stages.finetune.data.path=${world}/train/instruct.jsonl`` works), apply ``key.sub=value`` overrides,
+    validate."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"recipe '{path}' does not exist")
@@ -187,7 +190,16 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), v
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return recipe_from_dict(data, overrides)
+    return recipe_from_dict(data, [_substitute_override(item, variables or {}) for item in overrides])
+
+
+def _substitute_override(item: str, variables: dict[str, str]) -> str:
+    for name, value in variables.items():
+        item = item.replace("${" + name + "}", str(value))
+    left = re.findall(r"\$\{(\w+)\}", item)
+    if left and variables:  # without variables (plain `vlmforge train`) a value is taken literally
+        raise ConfigError(f"--set {item}: unknown variable ${{{left[0]}}} (known here: {', '.join(sorted(variables))})")
+    return item
 
 
 def recipe_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
