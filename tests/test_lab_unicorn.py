@@ -142,6 +142,17 @@ def test_statements_follow_the_numbers():
     assert "on 0 of 0 question types" in wording and "undertrained" in wording
 
 
+def test_a_type_the_control_misses_is_blamed_on_the_vector_only_when_the_probe_agrees():
+    control = summary({"count": 0.9, "color": 0.2, "position": 0.12}, chance=0.2)
+    probe = {"train": 10, "test": 5, "majority": {"count": 0.3, "objects": 0.5, "positions": 0.5},
+             "accuracy": {"image": {"count": 0.99, "objects": 0.9, "positions": 0.52}}}  # fmt: skip
+    text = " ".join(unicorn_statements({CONTROL: control}, probe=probe))
+    # colour needs colour-shape binding, which the probe reads from the vector: the LM is the limit
+    assert "does not learn `color` (0.200, chance 0.200), although the pooled vector carries what it needs" in text
+    assert "does not carry `color`" not in text
+    assert "does not carry `position`" in text  # positions: 0.52 vs 0.5, not carried
+
+
 def test_recipe_names_expand_and_unknown_names_are_refused():
     assert expand_recipes("bunny") == ("bunny",)
     assert expand_recipes("bunny,unicorn") == ("bunny", *RECIPE_NAMES)

@@ -210,12 +210,17 @@ def gain_share(accuracy: float, image: float, majority: float) -> float | None:
     return (accuracy - majority) / (image - majority) if image - majority >= CARRIED_MARGIN else None
 
 
+def carried_by_vector(probe: Mapping[str, Any], attribute: str) -> bool:
+    """Whether the image-trained probe beats the majority baseline on ``attribute`` by CARRIED_MARGIN."""
+    return probe["accuracy"]["image"][attribute] - probe["majority"][attribute] >= CARRIED_MARGIN
+
+
 def probe_statements(probe: Mapping[str, Any], parity: float = 0.9) -> list[str]:
     """Plain conclusions from :func:`transfer_probe`'s result: what the pooled vector carries, and how much of it
     a probe trained on text only keeps on real images."""
     acc, majority = probe["accuracy"], probe["majority"]
     image, attributes = acc["image"], list(majority)
-    carried = [a for a in attributes if image[a] - majority[a] >= CARRIED_MARGIN]
+    carried = [a for a in attributes if carried_by_vector(probe, a)]
     missing = [a for a in attributes if a not in carried]
     lines = [
         f"Linear probe on the pooled vector ({probe['train']} train vectors, scored on {probe['test']} real test "
