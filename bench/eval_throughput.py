@@ -68,7 +68,9 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
 
     same = sum(a == b for a, b in zip(answers["batched"], answers["one at a time"], strict=True))
-    print(f"model: {model}; {len(requests)} questions; batch size {args.batch_size}; torch threads {torch.get_num_threads()}")
+    print(
+        f"model: {model}; {len(requests)} questions; batch size {args.batch_size}; torch threads {torch.get_num_threads()}"
+    )
     print("| arm | median seconds | questions/s |")
     print("|---|---|---|")
     for name, values in times.items():

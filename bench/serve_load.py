@@ -56,11 +56,31 @@ def _image_url(i: int) -> str:
 
 
 def start_server(model: str, port: int, max_batch_size: int, max_queue: int, threads: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "vlmforge.cli", "serve", "--model", model, "--host", HOST, "--port", str(port),
-               "--max-batch-size", str(max_batch_size), "--max-queue", str(max_queue), "--no-ui"]
+    command = [
+        sys.executable,
+        "-m",
+        "vlmforge.cli",
+        "serve",
+        "--model",
+        model,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--max-batch-size",
+        str(max_batch_size),
+        "--max-queue",
+        str(max_queue),
+        "--no-ui",
+    ]
     command += ["--threads", str(threads)] if threads else []
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -83,8 +103,20 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
 
     async def client(i: int, http: httpx.AsyncClient) -> None:
         nonlocal errors, tokens
-        body = {"model": model, "temperature": 0, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": images[i]}}, {"type": "text", "text": f"what is shape {i}?"}]}]}
+        body = {
+            "model": model,
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": images[i]}},
+                        {"type": "text", "text": f"what is shape {i}?"},
+                    ],
+                }
+            ],
+        }
         while time.monotonic() < stop_at:
             start = time.monotonic()
             try:
@@ -125,11 +157,18 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario (default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens per answer (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="--max-batch-size when batching (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="server's torch CPU threads, 0 = torch's default (default: %(default)s: on a small shared "
-                        "machine more threads spin-wait on each other)")
-    parser.add_argument("--scenarios", default="16:batch,16:1,64:batch",
-                        help="CLIENTS:MAX_BATCH pairs, 'batch' = --batch (default: %(default)s)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="server's torch CPU threads, 0 = torch's default (default: %(default)s: on a small shared "
+        "machine more threads spin-wait on each other)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="16:batch,16:1,64:batch",
+        help="CLIENTS:MAX_BATCH pairs, 'batch' = --batch (default: %(default)s)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -140,21 +179,37 @@ def main() -> int:
         results = []
         for spec in args.scenarios.split(","):
             clients, batch = spec.split(":")
-            results.append(scenario(model, int(clients), args.batch if batch == "batch" else int(batch),
-                                    args.duration, args.max_tokens, args.threads))
+            results.append(
+                scenario(
+                    model,
+                    int(clients),
+                    args.batch if batch == "batch" else int(batch),
+                    args.duration,
+                    args.max_tokens,
+                    args.threads,
+                )
+            )
             r = results[-1]
             print(f"  done: {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s", file=sys.stderr)
-    print(f"\nmodel: {args.model or 'tiny random LLaVA'}   max_tokens: {args.max_tokens}   "
-          f"duration: {args.duration:.0f} s   server threads: {args.threads or 'default'}\n")
-    print(f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(
+        f"\nmodel: {args.model or 'tiny random LLaVA'}   max_tokens: {args.max_tokens}   "
+        f"duration: {args.duration:.0f} s   server threads: {args.threads or 'default'}\n"
+    )
+    print(
+        f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    )
     for r in results:
-        print(f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
-              f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}")
+        print(
+            f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
+            f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
+        )
     batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
     single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
     if batched and single and single.throughput:
-        print(f"\ndynamic batching at 16 clients: {batched.throughput / single.throughput:.1f}x the throughput of "
-              f"--max-batch-size 1 (goal >= 3x)")
+        print(
+            f"\ndynamic batching at 16 clients: {batched.throughput / single.throughput:.1f}x the throughput of "
+            f"--max-batch-size 1 (goal >= 3x)"
+        )
     return 0
 
 

@@ -65,8 +65,14 @@ def build_inputs(args):
     from vlmforge.models.foundation.build import build_foundation
     from vlmforge.world import WorldConfig, build_world
 
-    world = Path(args.world) if args.world else build_world(WorldConfig(train_size=400, test_size=20), Path(args.workdir) / "world").root
-    foundation = Path(args.foundation) if args.foundation else build_foundation(world, Path(args.workdir) / "foundation").root
+    world = (
+        Path(args.world)
+        if args.world
+        else build_world(WorldConfig(train_size=400, test_size=20), Path(args.workdir) / "world").root
+    )
+    foundation = (
+        Path(args.foundation) if args.foundation else build_foundation(world, Path(args.workdir) / "foundation").root
+    )
     return world, foundation
 
 
@@ -100,7 +106,9 @@ def main() -> None:
         for name in files:
             records += load_records(world / "train" / name)
         random.Random(0).shuffle(records)
-        dataset = ConversationDataset(records[: args.samples], processor, image_folder=world, max_length=args.max_length)
+        dataset = ConversationDataset(
+            records[: args.samples], processor, image_folder=world, max_length=args.max_length
+        )
         print(f"\n## {label}: {len(dataset)} samples from {' + '.join(files)}")
         compare(model, optimizer, dataset, pad, image_tokens, args)
 
@@ -118,9 +126,14 @@ def compare(model, optimizer, dataset, pad: int, image_tokens: int, args) -> Non
 
     def count(batches):
         real = sum(int((b["labels"] != -100).sum()) for b in batches)  # supervised tokens, for reference
-        non_pad = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else int((b["input_ids"] != pad).sum()) for b in batches)
+        non_pad = sum(
+            int(b["attention_mask"].sum()) if "attention_mask" in b else int((b["input_ids"] != pad).sum())
+            for b in batches
+        )
         total = sum(b["input_ids"].numel() for b in batches)
-        flops = sum(model_flops_per_row(model, b["input_ids"], b["pixel_values"].shape[0], image_tokens) for b in batches)
+        flops = sum(
+            model_flops_per_row(model, b["input_ids"], b["pixel_values"].shape[0], image_tokens) for b in batches
+        )
         return non_pad, total, real, flops
 
     def run(batches) -> float:
@@ -150,7 +163,9 @@ def compare(model, optimizer, dataset, pad: int, image_tokens: int, args) -> Non
         non_pad, total, _real, flops = stats[arm]
         seconds = statistics.median(times[arm])
         rates[arm] = non_pad / seconds
-        print(f"| {arm} | {non_pad / total:.3f} | {rates[arm]:.0f} | {flops / seconds / 1e9:.1f} | {flops / seconds / peak:.2f} |")
+        print(
+            f"| {arm} | {non_pad / total:.3f} | {rates[arm]:.0f} | {flops / seconds / 1e9:.1f} | {flops / seconds / peak:.2f} |"
+        )
     print(f"packing / padding effective tokens/s: {rates['packing'] / rates['padding']:.2f}x "
           f"(per-round ratios: {', '.join(f'{p / q:.2f}' for p, q in zip(times['padding'], times['packing'], strict=True))})")  # fmt: skip
 

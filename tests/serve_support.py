@@ -35,8 +35,9 @@ def make_chatty(base: Path, out: Path, seed: int = 0) -> Path:
             param.add_(torch.randn(param.shape, generator=generator) * 0.3)
     tok = processor.tokenizer
     keep = {tok.eos_token_id}
-    suppress = [i for i in range(len(tok)) if i not in keep
-                and (i in tok.all_special_ids or not set(tok.decode([i])) <= PLAIN)]
+    suppress = [
+        i for i in range(len(tok)) if i not in keep and (i in tok.all_special_ids or not set(tok.decode([i])) <= PLAIN)
+    ]
     model.generation_config.suppress_tokens = suppress
     if out.exists():
         shutil.rmtree(out)

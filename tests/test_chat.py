@@ -36,8 +36,23 @@ def test_one_question_locally_and_via_server_print_the_runtime_answer(vlm, chatt
     assert main(["chat", "--model", str(chatty_llava), "--image", str(picture), "--max-tokens", "10", QUESTION]) == 0
     local = capsys.readouterr().out
     with ServerThread(create_app(vlm, ServeSettings(api_key="secret"), ui=False)) as server:
-        assert main(["chat", "--server", server.url, "--api-key", "secret", "--image", str(picture),
-                     "--max-tokens", "10", QUESTION]) == 0
+        assert (
+            main(
+                [
+                    "chat",
+                    "--server",
+                    server.url,
+                    "--api-key",
+                    "secret",
+                    "--image",
+                    str(picture),
+                    "--max-tokens",
+                    "10",
+                    QUESTION,
+                ]
+            )
+            == 0
+        )
         remote = capsys.readouterr().out
         assert main(["chat", "--server", server.url, "--api-key", "wrong", QUESTION]) == 1
         assert "API key" in capsys.readouterr().err
@@ -48,8 +63,11 @@ def test_repl_keeps_history_attaches_images_and_resets(vlm, chatty_llava, pictur
     backend = LocalChat(str(chatty_llava))
     seen = []
     stream = backend.stream
-    monkeypatch.setattr(backend, "stream", lambda turns, s: (seen.append([(t.role, t.text, len(t.images))
-                                                                          for t in turns]), stream(turns, s))[1])
+    monkeypatch.setattr(
+        backend,
+        "stream",
+        lambda turns, s: (seen.append([(t.role, t.text, len(t.images)) for t in turns]), stream(turns, s))[1],
+    )
     lines = io.StringIO(f"{QUESTION}\n\n/image {picture}\nand now?\n/image /no/such.png\n/reset\nhello\n")
     out = io.StringIO()
     repl(backend, Settings(max_tokens=10), [], lines=lines, out=out)

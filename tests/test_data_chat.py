@@ -35,9 +35,7 @@ def processors(tiny_llava):
         processor = AutoProcessor.from_pretrained(tiny_llava)
         if template:
             extra = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", eot]
-            processor.tokenizer.add_special_tokens(
-                {"additional_special_tokens": extra, "bos_token": extra[0]}
-            )
+            processor.tokenizer.add_special_tokens({"additional_special_tokens": extra, "bos_token": extra[0]})
             processor.chat_template = processor.tokenizer.chat_template = template
         out[name] = processor
     return out
@@ -53,9 +51,7 @@ def image_folder(tmp_path):
 def _record(*turns, image=None):
     record = {
         "id": "r",
-        "conversations": [
-            {"from": "human" if i % 2 == 0 else "gpt", "value": v} for i, v in enumerate(turns)
-        ],
+        "conversations": [{"from": "human" if i % 2 == 0 else "gpt", "value": v} for i, v in enumerate(turns)],
     }
     if image:
         record["image"] = image
@@ -95,9 +91,7 @@ def test_labels_cover_exactly_assistant_content_and_end_of_turn(processors, imag
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert sample.input_ids.count(image_id) == image_seq_length(processor) == 16  # 32 px / patch 8, squared
     assert all(
-        label == IGNORE_INDEX
-        for token, label in zip(sample.input_ids, sample.labels, strict=True)
-        if token == image_id
+        label == IGNORE_INDEX for token, label in zip(sample.input_ids, sample.labels, strict=True) if token == image_id
     )
 
 
@@ -164,9 +158,7 @@ def test_bunny_normalisation_moves_image_to_turn_start(image_folder):
 def test_template_that_rewrites_earlier_turns_is_refused(tiny_llava):
     processor = AutoProcessor.from_pretrained(tiny_llava)
     # Marks only the last message: earlier turns render differently once a later one follows.
-    processor.chat_template = (
-        "{% for m in messages %}{{ m['content'] }}{% if loop.last %}[END]{% endif %}{% endfor %}"
-    )
+    processor.chat_template = "{% for m in messages %}{{ m['content'] }}{% if loop.last %}[END]{% endif %}{% endfor %}"
     with pytest.raises(DataError) as err:
         encode_conversation(_record("hi", "red"), processor, where="f.jsonl:3")
     assert err.value.code == "template_mismatch" and err.value.where == "f.jsonl:3"

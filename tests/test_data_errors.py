@@ -65,9 +65,7 @@ def folder(tmp_path):
 
 def test_malformed_json_line_names_file_and_line(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(
-        json.dumps(TEXT_ONLY) + "\n" + '{"id": "x", "conversations": [\n' + json.dumps(TEXT_ONLY) + "\n"
-    )
+    path.write_text(json.dumps(TEXT_ONLY) + "\n" + '{"id": "x", "conversations": [\n' + json.dumps(TEXT_ONLY) + "\n")
     with pytest.raises(DataError) as err:
         load_records(path)
     assert err.value.where == f"{path}:2" and err.value.code == "malformed_json"

@@ -127,9 +127,7 @@ def test_padding_collator_batches_mixed_image_and_text(setup):
     lengths = [len(s["input_ids"]) for s in samples]
     assert batch["input_ids"].shape == (3, -(-max(lengths) // 8) * 8)
     assert batch["attention_mask"].sum(1).tolist() == lengths
-    assert torch.equal(
-        batch["pixel_values"], torch.cat([samples[0]["pixel_values"], samples[2]["pixel_values"]])
-    )
+    assert torch.equal(batch["pixel_values"], torch.cat([samples[0]["pixel_values"], samples[2]["pixel_values"]]))
     for row, sample in enumerate(samples):
         assert torch.equal(batch["labels"][row, : lengths[row]], sample["labels"])
         assert (batch["labels"][row, lengths[row] :] == -100).all()
@@ -146,6 +144,4 @@ def test_packed_dataset_rows_and_stats(setup):
     rows = [packed[i] for i in range(len(packed))]
     batch = PackingCollator(processor.tokenizer.pad_token_id, row_length=packed.max_length)(rows)
     assert batch["input_ids"].shape == (len(packed), packed.max_length)
-    assert int((batch["labels"] != -100).sum()) == sum(
-        int((dataset[i]["labels"][1:] != -100).sum()) for i in range(3)
-    )
+    assert int((batch["labels"] != -100).sum()) == sum(int((dataset[i]["labels"][1:] != -100).sum()) for i in range(3))

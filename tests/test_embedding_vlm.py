@@ -29,8 +29,13 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), 
 def save_tiny_encoder(out: Path) -> Path:
     """A tiny CLIP vision tower with a projection to EMBED_DIM (the stand-in for the paired image encoder)."""
     config = CLIPVisionConfig(
-        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, projection_dim=EMBED_DIM,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=EMBED_DIM,
     )
     torch.manual_seed(0)
     CLIPVisionModelWithProjection(config).save_pretrained(out)
@@ -90,7 +95,9 @@ def test_pixel_path_equals_embedding_path_and_images_matter(built):
     with torch.no_grad():
         by_pixels = model(**pixels).logits
         own = model.encode_images(pixels["pixel_values"])  # the encoder's own normalised, centred embedding
-        by_embeds = model(input_ids=pixels["input_ids"], attention_mask=pixels["attention_mask"], image_embeds=own).logits
+        by_embeds = model(
+            input_ids=pixels["input_ids"], attention_mask=pixels["attention_mask"], image_embeds=own
+        ).logits
         other = model(input_ids=pixels["input_ids"], image_embeds=F.normalize(torch.randn(1, EMBED_DIM), dim=-1)).logits
     assert torch.allclose(own.norm(dim=-1), torch.ones(1), atol=1e-5)
     assert torch.allclose(by_pixels, by_embeds, atol=1e-6)
@@ -158,14 +165,20 @@ def test_packed_rows_give_each_sample_its_own_logits(built):
     tokenizer = processor.tokenizer
     samples = []
     for question in ("what colour?", "how many shapes are there in the picture?"):
-        inputs = processor(text=[prompt(processor, question)], image_embeds=torch.randn(1, EMBED_DIM), return_tensors="pt")
+        inputs = processor(
+            text=[prompt(processor, question)], image_embeds=torch.randn(1, EMBED_DIM), return_tensors="pt"
+        )
         ids = inputs["input_ids"][0]
         samples.append({"input_ids": ids, "labels": ids.clone(), "image_embeds": inputs["image_embeds"]})
     batch = PackingCollator(tokenizer.pad_token_id)([samples])
     assert batch["image_embeds"].shape == (2, EMBED_DIM) and "attention_mask" not in batch
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       image_embeds=batch["image_embeds"], use_cache=False).logits[0]
+        packed = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            image_embeds=batch["image_embeds"],
+            use_cache=False,
+        ).logits[0]
         start = 0
         for sample in samples:
             n = len(sample["input_ids"])
@@ -203,7 +216,9 @@ def test_calibrate_command(saved, tmp_path, capsys):
     image("red").save(tmp_path / "red.png")
     parser = argparse.ArgumentParser()
     add_calibrate_parser(parser.add_subparsers())
-    args = parser.parse_args(["calibrate", "--model", str(saved), "--images", str(tmp_path), "--out", str(tmp_path / "m")])
+    args = parser.parse_args(
+        ["calibrate", "--model", str(saved), "--images", str(tmp_path), "--out", str(tmp_path / "m")]
+    )
     assert args.handler(args) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "m").config.image_mean_count == 1

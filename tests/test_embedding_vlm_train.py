@@ -34,8 +34,16 @@ def colour_records(kind: str) -> list[dict]:
     for i in range(16):
         colour = list(COLOURS)[i % 4]
         slot = {"image_embedding": colour} if kind == "embedding" else {"image": f"{colour}.png"}
-        records.append({"id": f"r{i}", **slot, "conversations": [
-            {"from": "human", "value": "<image>\nWhat colour is the shape?"}, {"from": "gpt", "value": colour}]})
+        records.append(
+            {
+                "id": f"r{i}",
+                **slot,
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is the shape?"},
+                    {"from": "gpt", "value": colour},
+                ],
+            }
+        )
     return records
 
 
@@ -48,9 +56,16 @@ def text_only_data(tmp_path):
 
 
 def recipe(out: Path, data: Path, model_parts, embeddings: Path | None, packing: bool = False) -> dict:
-    stage = {"data": {"path": str(data), **({"embeddings": str(embeddings)} if embeddings else {})},
-             "learning_rate": 1e-2, "global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2,
-             "logging_steps": 1, "save_steps": 100, "max_length": 128}
+    stage = {
+        "data": {"path": str(data), **({"embeddings": str(embeddings)} if embeddings else {})},
+        "learning_rate": 1e-2,
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "save_steps": 100,
+        "max_length": 128,
+    }
     return {"name": "emb", "output_dir": str(out), "seed": 1,
             "model": {"architecture": "embedding_vlm", "vision_model": str(model_parts[0]),
                       "language_model": str(model_parts[1]),
@@ -116,8 +131,12 @@ def test_dataset_yields_image_embeds_and_reports_store_problems(tmp_path, text_o
     with pytest.raises(DataError, match="no embedding for id 'green'") as err:
         ConversationDataset(data, processor, embeddings=EmbeddingStore.open(other))
     assert err.value.code == "missing_embedding"
-    both = {"id": "x", "image": "a.png", "image_embedding": "red",
-            "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "red"}]}
+    both = {
+        "id": "x",
+        "image": "a.png",
+        "image_embedding": "red",
+        "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "red"}],
+    }
     with pytest.raises(DataError, match="not both"):
         ConversationDataset([both], processor, embeddings=store)
 

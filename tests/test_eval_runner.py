@@ -78,8 +78,9 @@ def test_sharded_ranks_split_work_and_rank0_merges(tmp_path, world):
 def test_predictions_from_another_task_are_rejected(tmp_path, world):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "samples_shapes_color.jsonl").write_text(json.dumps({"id": "c1", "prediction": "red"}) + "\n"
-                                                    + json.dumps({"id": "zz9", "prediction": "red"}) + "\n")
+    (out / "samples_shapes_color.jsonl").write_text(
+        json.dumps({"id": "c1", "prediction": "red"}) + "\n" + json.dumps({"id": "zz9", "prediction": "red"}) + "\n"
+    )
     with pytest.raises(DataError, match=r"samples_shapes_color\.jsonl:2.*another task"):
         evaluate(Oracle(["shapes_color"], world), ["shapes_color"], out, data=world, progress=False)
 

@@ -172,7 +172,10 @@ def test_rec_acc_at_half():
 def test_gqa_and_normalised_match():
     assert value(sc.gqa_scores(["Yes.", "left", "a dog"], ["yes", "right", "dog"], [{}] * 3), "accuracy") == \
         pytest.approx(1 / 3)  # fmt: skip
-    m = sc.normalized_match_scores(["Red.", "the circle", "three", "top-left"], ["red", "circle", "3", "top left"],
-                                   [{"type": "color"}, {"type": "shape"}, {"type": "count"}, {"type": "position"}])
+    m = sc.normalized_match_scores(
+        ["Red.", "the circle", "three", "top-left"],
+        ["red", "circle", "3", "top left"],
+        [{"type": "color"}, {"type": "shape"}, {"type": "count"}, {"type": "position"}],
+    )
     assert value(m, "accuracy") == 1.0 and value(m, "count/accuracy") == 1.0
     assert value(sc.exact_match_scores(["Red", "red "], ["red", "red"], [{}, {}]), "accuracy") == 0.5

@@ -62,8 +62,9 @@ def test_mme_three_layouts(tmp_path):
     # 1) images/ + questions_answers_YN/
     png(root / "artwork" / "images" / "a1.jpg")
     (root / "artwork" / "questions_answers_YN").mkdir(parents=True)
-    (root / "artwork" / "questions_answers_YN" / "a1.txt").write_text("Is it Monet? Please answer yes or no.\tYes\n"
-                                                                   "Is it Dali? Please answer yes or no.\tNo\n")
+    (root / "artwork" / "questions_answers_YN" / "a1.txt").write_text(
+        "Is it Monet? Please answer yes or no.\tYes\nIs it Dali? Please answer yes or no.\tNo\n"
+    )
     # 2) image + same-named txt side by side
     png(root / "existence" / "e1.png")
     (root / "existence" / "e1.txt").write_text("Is there a cat?\tYes\nIs there a dog?\tNo\n")
@@ -83,8 +84,10 @@ def test_mme_three_layouts(tmp_path):
 
 def test_pope_jsonl_and_missing_image(tmp_path):
     png(tmp_path / "img" / "COCO_1.jpg")
-    rows = [{"question_id": 1, "image": "COCO_1.jpg", "text": "Is there a dog in the image?", "label": "yes"},
-            {"question_id": 2, "image": "COCO_1.jpg", "text": "Is there a cat in the image?", "label": "no"}]
+    rows = [
+        {"question_id": 1, "image": "COCO_1.jpg", "text": "Is there a dog in the image?", "label": "yes"},
+        {"question_id": 2, "image": "COCO_1.jpg", "text": "Is there a cat in the image?", "label": "no"},
+    ]
     for split in ("random", "adversarial"):
         (tmp_path / f"coco_pope_{split}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = {"pope": str(tmp_path), "pope_images": str(tmp_path / "img")}
@@ -98,8 +101,10 @@ def test_pope_jsonl_and_missing_image(tmp_path):
 
 def test_vlmevalkit_tsv_mmbench_and_bad_row(tmp_path):
     header = "index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage"
-    rows = [f"0\tWhat color?\tnan\tred\tblue\tgreen\tnan\tB\tcolor\t{b64png('blue')}",
-            "1\tWhat shape?\tA toy.\tcube\tball\tnan\tnan\tA\tshape\t0"]  # image "0" reuses row 0's image
+    rows = [
+        f"0\tWhat color?\tnan\tred\tblue\tgreen\tnan\tB\tcolor\t{b64png('blue')}",
+        "1\tWhat shape?\tA toy.\tcube\tball\tnan\tnan\tA\tshape\t0",
+    ]  # image "0" reuses row 0's image
     tsv = tmp_path / "MMBench_DEV_EN.tsv"
     tsv.write_text("\n".join([header, *rows]) + "\n")
     samples = get_task("mmbench_tsv").load({"mmbench_tsv": str(tsv)})
@@ -123,39 +128,74 @@ def test_vlmevalkit_tsv_mme_pairs_by_image(tmp_path):
 
 def test_gqa_vqav2_scienceqa_llava_jsonl(tmp_path):
     png(tmp_path / "images" / "n1.jpg")
-    (tmp_path / "gqa.json").write_text(json.dumps({"q1": {"imageId": "n1", "question": "Left or right?",
-                                                          "answer": "left", "types": {"structural": "choose"}}}))
+    (tmp_path / "gqa.json").write_text(
+        json.dumps(
+            {"q1": {"imageId": "n1", "question": "Left or right?", "answer": "left", "types": {"structural": "choose"}}}
+        )
+    )
     gqa = get_task("gqa").load({"gqa": str(tmp_path / "gqa.json")})
     assert gqa[0].target == "left" and gqa[0].meta["type"] == "choose"
 
     png(tmp_path / "coco" / "COCO_val2014_000000000042.jpg")
     (tmp_path / "q.json").write_text(json.dumps({"questions": [{"question_id": 7, "image_id": 42, "question": "?"}]}))
-    (tmp_path / "a.json").write_text(json.dumps({"annotations": [
-        {"question_id": 7, "answer_type": "number", "answers": [{"answer": "2"}] * 10}]}))
-    vqa = get_task("vqav2").load({"vqav2_questions": str(tmp_path / "q.json"),
-                                  "vqav2_annotations": str(tmp_path / "a.json"), "vqav2_images": str(tmp_path / "coco")})
+    (tmp_path / "a.json").write_text(
+        json.dumps({"annotations": [{"question_id": 7, "answer_type": "number", "answers": [{"answer": "2"}] * 10}]})
+    )
+    vqa = get_task("vqav2").load(
+        {
+            "vqav2_questions": str(tmp_path / "q.json"),
+            "vqav2_annotations": str(tmp_path / "a.json"),
+            "vqav2_images": str(tmp_path / "coco"),
+        }
+    )
     assert vqa[0].target == ["2"] * 10 and vqa[0].images[0].endswith("000000000042.jpg")
 
     sqa = tmp_path / "sqa"
     png(sqa / "images" / "test" / "5" / "image.png")
-    (sqa / "problems.json").write_text(json.dumps({
-        "5": {"question": "Which is a mammal?", "choices": ["frog", "cow"], "answer": 1, "hint": "Animals.",
-              "image": "image.png", "subject": "natural science"},
-        "6": {"question": "No image here", "choices": ["a", "b"], "answer": 0, "hint": "", "image": None}}))
+    (sqa / "problems.json").write_text(
+        json.dumps(
+            {
+                "5": {
+                    "question": "Which is a mammal?",
+                    "choices": ["frog", "cow"],
+                    "answer": 1,
+                    "hint": "Animals.",
+                    "image": "image.png",
+                    "subject": "natural science",
+                },
+                "6": {"question": "No image here", "choices": ["a", "b"], "answer": 0, "hint": "", "image": None},
+            }
+        )
+    )
     (sqa / "pid_splits.json").write_text(json.dumps({"test": ["5", "6"]}))
     s = get_task("scienceqa_img").load({"scienceqa": str(sqa / "problems.json")})
     assert len(s) == 1 and s[0].target == "B" and s[0].prompt.startswith("Context: Animals.\nWhich is a mammal?")
 
-    (tmp_path / "qs.jsonl").write_text(json.dumps({"question_id": 3, "image": "images/n1.jpg", "text": "Color?"}) + "\n")
+    (tmp_path / "qs.jsonl").write_text(
+        json.dumps({"question_id": 3, "image": "images/n1.jpg", "text": "Color?"}) + "\n"
+    )
     (tmp_path / "ans.jsonl").write_text(json.dumps({"question_id": 3, "answer": "red"}) + "\n")
-    lq = get_task("llava_qa").load({"llava_questions": str(tmp_path / "qs.jsonl"),
-                                    "llava_answers": str(tmp_path / "ans.jsonl")})
+    lq = get_task("llava_qa").load(
+        {"llava_questions": str(tmp_path / "qs.jsonl"), "llava_answers": str(tmp_path / "ans.jsonl")}
+    )
     assert lq[0].target == "red"
 
-    recs = [{"id": "u1", "image": "images/n1.jpg", "task": "color", "answer": "red",
-             "conversations": [{"from": "human", "value": "<image>\nColor?"}]},
-            {"id": "u2", "task": "pick", "answer": "dog", "choices": ["cat", "dog"],
-             "conversations": [{"from": "human", "value": "Which barks?"}]}]
+    recs = [
+        {
+            "id": "u1",
+            "image": "images/n1.jpg",
+            "task": "color",
+            "answer": "red",
+            "conversations": [{"from": "human", "value": "<image>\nColor?"}],
+        },
+        {
+            "id": "u2",
+            "task": "pick",
+            "answer": "dog",
+            "choices": ["cat", "dog"],
+            "conversations": [{"from": "human", "value": "Which barks?"}],
+        },
+    ]
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "{not json\n")
     with pytest.raises(DataError, match=r"mine\.jsonl:3: malformed JSON"):
         get_task("jsonl").load({"jsonl": str(tmp_path / "mine.jsonl")})

@@ -91,9 +91,7 @@ def scenes(n: int, seed: int = 0) -> list[tuple[Image.Image, str, str]]:
     out = []
     for _ in range(n):
         color, shape, cell = rng.choice(list(COLORS)), rng.choice(["circle", "square"]), rng.randrange(9)
-        out.append(
-            (draw_scene(color, shape, cell), f"a {color} {shape}", f"a {color} {shape} at the {CELLS[cell]}")
-        )
+        out.append((draw_scene(color, shape, cell), f"a {color} {shape}", f"a {color} {shape} at the {CELLS[cell]}"))
     return out
 
 
@@ -190,9 +188,7 @@ def test_sigmoid_loss_prefers_matching_pairs():
     emb = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     positives = torch.eye(4, dtype=torch.bool)
     log_t, bias = torch.tensor(2.3), torch.tensor(-1.0)
-    assert sigmoid_loss(emb, emb, positives, log_t, bias) < sigmoid_loss(
-        emb, emb.roll(1, 0), positives, log_t, bias
-    )
+    assert sigmoid_loss(emb, emb, positives, log_t, bias) < sigmoid_loss(emb, emb.roll(1, 0), positives, log_t, bias)
 
 
 def test_vision_tower_learns_and_loads_with_plain_transformers(tmp_path, text_model):
@@ -273,9 +269,7 @@ def test_reading_test_puts_the_description_before_the_question(world):
 def test_build_records_the_lm_reading_accuracy_when_the_world_has_a_test_split(world, tmp_path, text_model):
     with_test = shutil.copytree(world, tmp_path / "w")
     shutil.copytree(with_test / "train", with_test / "test")
-    built = build_foundation(
-        with_test, tmp_path / "f", BUILD_SPEC, seed=0, text_model=text_model, progress=False
-    )
+    built = build_foundation(with_test, tmp_path / "f", BUILD_SPEC, seed=0, text_model=text_model, progress=False)
     reading = read_manifest(built.root)["lm"]["reading_accuracy"]
     assert set(reading) == {"color"} and 0.0 <= reading["color"] <= 1.0
 
@@ -310,9 +304,7 @@ def test_bad_record_names_file_and_line(world, tmp_path):
     for name in ("instruct.jsonl", "conversations.jsonl"):
         (broken / "train" / name).write_text((world / "train" / name).read_text())
     good = (world / "train" / "captions.jsonl").read_text().splitlines()
-    (broken / "train" / "captions.jsonl").write_text(
-        "\n".join([good[0], '{"id": "x", "conversations": []}']) + "\n"
-    )
+    (broken / "train" / "captions.jsonl").write_text("\n".join([good[0], '{"id": "x", "conversations": []}']) + "\n")
     with pytest.raises(DataError) as err:
         read_world(broken)
     assert err.value.where.endswith("captions.jsonl:2")

@@ -104,7 +104,9 @@ def test_the_embedding_probe_scores_every_source_on_the_real_test_images(lab):
         assert set(scores) == set(probe["majority"]) and all(0.0 <= v <= 1.0 for v in scores.values())
     assert {"count", "colors", "shapes"} <= set(probe["majority"]) <= set(ATTRIBUTES)
     assert "| probe attribute | trained on image |" in (out / "report.md").read_text()
-    assert any(s.startswith("Linear probe on the pooled vector (40 train vectors") for s in results["unicorn"]["statements"])
+    assert any(
+        s.startswith("Linear probe on the pooled vector (40 train vectors") for s in results["unicorn"]["statements"]
+    )
 
 
 def summary(values: dict[str, float], chance: float = 0.2, se: float | None = None) -> dict:
@@ -119,7 +121,10 @@ def test_statements_follow_the_numbers():
         CONTROL: control,
     })  # fmt: skip
     text = " ".join(good)
-    assert "reaches >= 90% of the image-trained control on 2 of 2 question types where the control is above chance and the question-only baseline" in text
+    assert (
+        "reaches >= 90% of the image-trained control on 2 of 2 question types where the control is above chance and the question-only baseline"
+        in text
+    )
     assert "mean_shift beats none" in text
     assert "does not carry `rec`" in text and "does not carry `color`" not in text
     assert "stand in for the LLM" in good[0]
@@ -129,10 +134,16 @@ def test_statements_follow_the_numbers():
         "unicorn-none": summary({"color": 0.6, "position": 0.7, "rec": 0.3}, se=0.01),
         CONTROL: summary({"color": 0.9, "position": 0.8, "rec": 0.9}, chance=0.2),
     }))  # fmt: skip
-    assert "on 1 of 3 question types where the control is above chance and the question-only baseline (position); it falls short on color, rec" in bad
+    assert (
+        "on 1 of 3 question types where the control is above chance and the question-only baseline (position); it falls short on color, rec"
+        in bad
+    )
     assert "mean_shift does not beat none" in bad
     assert "color -0.100 (more than 2 standard errors)" in bad
-    assert "does not carry" not in bad and "rises more than 0.1 above chance and the question-only baseline on every question type" in bad
+    assert (
+        "does not carry" not in bad
+        and "rises more than 0.1 above chance and the question-only baseline on every question type" in bad
+    )
     at_chance = " ".join(unicorn_statements({CONTROL: summary({"color": 0.2, "rec": 0.2}, chance=0.2)}))
     assert "undertrained" in at_chance and "does not carry" not in at_chance
     # Far above uniform chance, but no better than answering from the question's wording: not image use.

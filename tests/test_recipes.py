@@ -35,10 +35,17 @@ def test_recipe_parses_without_its_data_or_models_present(path):
     assert recipe.model.projector == "mlp2x_gelu" and recipe.model.vision_feature_layer == -2
     if finetune.tune == "lora":
         assert (finetune.lora.r, finetune.lora.alpha, finetune.learning_rate, finetune.lora.projector_lr) == (
-            128, 256, 2e-4, 2e-5)
+            128,
+            256,
+            2e-4,
+            2e-5,
+        )
     else:
         assert finetune.learning_rate == 2e-5
-    assert load_recipe(path, ["stages.finetune.data.path=/elsewhere.jsonl"]).stages["finetune"].data.path == "/elsewhere.jsonl"
+    assert (
+        load_recipe(path, ["stages.finetune.data.path=/elsewhere.jsonl"]).stages["finetune"].data.path
+        == "/elsewhere.jsonl"
+    )
 
 
 def test_siglip_qwen_recipe_names_the_bunny_parts():
@@ -51,10 +58,17 @@ def test_siglip_qwen_recipe_names_the_bunny_parts():
 def test_docs_document_every_recipe_key():
     doc = (ROOT / "docs" / "recipes.md").read_text()
     documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)`", doc, flags=re.M))
-    sections = {"": Recipe, "model.": ModelConfig, "stages.NAME.": StageConfig, "stages.NAME.data.": DataConfig,
-                "stages.NAME.lora.": LoraConfig}
+    sections = {
+        "": Recipe,
+        "model.": ModelConfig,
+        "stages.NAME.": StageConfig,
+        "stages.NAME.data.": DataConfig,
+        "stages.NAME.lora.": LoraConfig,
+    }
     nested = {"model", "stages", "data", "lora"}
-    expected = {prefix + f.name for prefix, cls in sections.items() for f in dataclasses.fields(cls) if f.name not in nested}
+    expected = {
+        prefix + f.name for prefix, cls in sections.items() for f in dataclasses.fields(cls) if f.name not in nested
+    }
     assert expected - documented == set(), "undocumented recipe keys"
     assert documented - expected == set(), "docs/recipes.md lists keys the recipe does not have"
 

@@ -43,8 +43,9 @@ def test_chat_with_an_image_gives_the_runtime_greedy_answer(client, vlm):  # noq
     red = image((220, 30, 30))
     expected = _greedy(vlm, "what colour is it?", red)
     assert expected.text  # the test model says something, so equality below means something
-    reply = client.chat.completions.create(model=vlm.name, messages=[user_message("what colour is it?", red)],
-                                           temperature=0, max_tokens=12)
+    reply = client.chat.completions.create(
+        model=vlm.name, messages=[user_message("what colour is it?", red)], temperature=0, max_tokens=12
+    )
     assert reply.choices[0].message.content == expected.text
     assert reply.choices[0].finish_reason == expected.finish_reason
     assert reply.usage.prompt_tokens == expected.prompt_tokens
@@ -54,9 +55,16 @@ def test_chat_with_an_image_gives_the_runtime_greedy_answer(client, vlm):  # noq
 def test_streaming_concatenates_to_the_runtime_answer(client, vlm):  # noqa: F811
     blue = image((20, 40, 230), (24, 50))
     expected = _greedy(vlm, "describe the picture", blue)
-    chunks = list(client.chat.completions.create(
-        model=vlm.name, messages=[user_message("describe the picture", blue)], temperature=0, max_tokens=12,
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=vlm.name,
+            messages=[user_message("describe the picture", blue)],
+            temperature=0,
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == expected.text
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # it really streamed
@@ -69,8 +77,13 @@ def test_stop_strings_cut_the_answer_in_both_modes(client, vlm):  # noqa: F811
     full = _greedy(vlm, "what is it?", green).text
     stop = full[len(full) // 2 : len(full) // 2 + 2]
     expected = _greedy(vlm, "what is it?", green, stop=[stop])
-    kwargs = {"model": vlm.name, "messages": [user_message("what is it?", green)], "temperature": 0,
-              "max_tokens": 12, "stop": stop}
+    kwargs = {
+        "model": vlm.name,
+        "messages": [user_message("what is it?", green)],
+        "temperature": 0,
+        "max_tokens": 12,
+        "stop": stop,
+    }
     assert client.chat.completions.create(**kwargs).choices[0].message.content == expected.text
     streamed = client.chat.completions.create(stream=True, **kwargs)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected.text
@@ -78,8 +91,14 @@ def test_stop_strings_cut_the_answer_in_both_modes(client, vlm):  # noqa: F811
 
 
 def test_seeded_sampling_is_reproducible(client, vlm):  # noqa: F811
-    kwargs = {"model": vlm.name, "messages": [user_message("hello", image((1, 2, 3)))], "temperature": 1.0,
-              "top_p": 0.9, "max_tokens": 10, "seed": 7}
+    kwargs = {
+        "model": vlm.name,
+        "messages": [user_message("hello", image((1, 2, 3)))],
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "max_tokens": 10,
+        "seed": 7,
+    }
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     assert client.chat.completions.create(**kwargs).choices[0].message.content == first
 
@@ -92,8 +111,12 @@ def _error(response: httpx.Response) -> dict:
 
 def _post(server, body, key=KEY, content=None):
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-    return httpx.post(server.url + "/v1/chat/completions", headers=headers, timeout=30,
-                      **({"json": body} if body is not None else {"content": content}))
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        **({"json": body} if body is not None else {"content": content}),
+    )
 
 
 def test_wrong_or_missing_key_is_401(server, vlm):  # noqa: F811
@@ -105,19 +128,41 @@ def test_wrong_or_missing_key_is_401(server, vlm):  # noqa: F811
     assert httpx.get(server.url + "/health").json()["status"] == "ok"  # health needs no key
 
 
-@pytest.mark.parametrize("body", [
-    {"messages": [{"role": "user", "content": "hi"}]},  # no model
-    {"model": "llava", "messages": []},
-    {"model": "llava", "messages": [{"role": "robot", "content": "hi"}]},
-    {"model": "llava", "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
-    {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "temperature": 3},
-    {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "n": 2},
-    {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10_000},
-    {"model": "llava", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,not-base64!"}}]}]},
-    {"model": "llava", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"junk").decode()}}]}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": "hi"}]},  # no model
+        {"model": "llava", "messages": []},
+        {"model": "llava", "messages": [{"role": "robot", "content": "hi"}]},
+        {"model": "llava", "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
+        {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "temperature": 3},
+        {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "n": 2},
+        {"model": "llava", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10_000},
+        {
+            "model": "llava",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,not-base64!"}}],
+                }
+            ],
+        },
+        {
+            "model": "llava",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"junk").decode()},
+                        }
+                    ],
+                }
+            ],
+        },
+    ],
+)
 def test_malformed_requests_are_400_in_openai_shape(server, vlm, body):  # noqa: F811
     if "model" in body:
         body = {**body, "model": vlm.name}
@@ -136,16 +181,22 @@ def test_remote_and_local_image_urls_are_refused(client, vlm, tmp_path):  # noqa
     image((1, 1, 1)).save(path)
     for url in ("http://127.0.0.1:1/cat.png", "https://example.com/cat.png", f"file://{path}"):
         with pytest.raises(openai.BadRequestError) as err:
-            client.chat.completions.create(model=vlm.name, max_tokens=4, messages=[
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+            client.chat.completions.create(
+                model=vlm.name,
+                max_tokens=4,
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+            )
         assert err.value.body["code"] == "image_url_refused"
 
 
 def test_too_large_requests_are_413(server, client, vlm):  # noqa: F811
     response = _post(server, {"model": vlm.name, "messages": [{"role": "user", "content": "x" * 200_000}]})
     assert response.status_code == 413 and _error(response)["code"] == "request_too_large"
-    chunked = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                         content=iter([b"{" + b" " * 60_000] * 2))  # no Content-Length: counted as it arrives
+    chunked = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        content=iter([b"{" + b" " * 60_000] * 2),
+    )  # no Content-Length: counted as it arrives
     assert chunked.status_code == 413
     # a small file that decodes to many pixels (decompression bomb) is refused before decoding
     buffer = io.BytesIO()
@@ -153,8 +204,11 @@ def test_too_large_requests_are_413(server, client, vlm):  # noqa: F811
     assert len(buffer.getvalue()) < 50_000
     bomb = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     with pytest.raises(openai.APIStatusError) as err:
-        client.chat.completions.create(model=vlm.name, max_tokens=4, messages=[
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": bomb}}]}])
+        client.chat.completions.create(
+            model=vlm.name,
+            max_tokens=4,
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": bomb}}]}],
+        )
     assert err.value.status_code == 413 and err.value.body["code"] == "image_too_large"
 
 

@@ -51,8 +51,10 @@ def test_concurrent_requests_are_batched_and_answer_as_if_alone(batched_server, 
     server, sizes = batched_server
     sizes.clear()
     answers = asyncio.run(_fire(server.url, vlm.name, stream))
-    alone = [vlm.generate([Conversation.single_turn(q, [i])], SamplingParams(max_new_tokens=10))[0].text
-             for q, i in _requests()]
+    alone = [
+        vlm.generate([Conversation.single_turn(q, [i])], SamplingParams(max_new_tokens=10))[0].text
+        for q, i in _requests()
+    ]
     assert max(sizes) > 1 and sum(sizes) == len(alone)
     assert answers == alone
     assert len(set(alone)) > 1  # different inputs, different answers: rows were not mixed up
@@ -93,8 +95,11 @@ def test_requests_with_different_settings_go_to_different_batches():
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(alphabet=" ab\nc.", max_size=30), cuts=st.lists(st.integers(0, 30), max_size=8),
-       stop=st.lists(st.text(alphabet="abc. ", min_size=1, max_size=3), max_size=2))
+@given(
+    text=st.text(alphabet=" ab\nc.", max_size=30),
+    cuts=st.lists(st.integers(0, 30), max_size=8),
+    stop=st.lists(st.text(alphabet="abc. ", min_size=1, max_size=3), max_size=2),
+)
 def test_stream_text_releases_exactly_the_generated_text(text, cuts, stop):
     bounds = sorted({0, len(text), *[min(c, len(text)) for c in cuts]})
     stream = StreamText(stop)

@@ -41,10 +41,18 @@ json_values = st.recursive(
 )
 FIELDS = {
     "model": st.just("fake") | json_values,
-    "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "tool", 3]),
-                                                "content": json_values}), max_size=3) | json_values,
-    "temperature": json_values, "top_p": json_values, "max_tokens": json_values, "stop": json_values,
-    "seed": st.integers(min_value=-(2**70), max_value=2**70) | json_values, "stream": json_values, "n": json_values,
+    "messages": st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "tool", 3]), "content": json_values}),
+        max_size=3,
+    )
+    | json_values,
+    "temperature": json_values,
+    "top_p": json_values,
+    "max_tokens": json_values,
+    "stop": json_values,
+    "seed": st.integers(min_value=-(2**70), max_value=2**70) | json_values,
+    "stream": json_values,
+    "n": json_values,
 }
 # Bodies close to valid: one or more fields broken, the rest plausible.
 malformed = st.fixed_dictionaries({}, optional=FIELDS) | json_values | st.binary(max_size=64)

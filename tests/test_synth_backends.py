@@ -52,9 +52,7 @@ def test_local_batched_left_padded_equals_one_by_one(lively_lm):
 def test_local_greedy_is_deterministic_and_sampling_is_seeded(lively_lm):
     gen = LocalHFGenerator(lively_lm, batch_size=2, device="cpu")
     kw = {"max_new_tokens": 8}
-    assert gen.generate(PROMPTS, temperature=0.0, seed=1, **kw) == gen.generate(
-        PROMPTS, temperature=0.0, seed=2, **kw
-    )
+    assert gen.generate(PROMPTS, temperature=0.0, seed=1, **kw) == gen.generate(PROMPTS, temperature=0.0, seed=2, **kw)
     a = gen.generate(PROMPTS, temperature=1.5, seed=7, **kw)
     assert a == gen.generate(PROMPTS, temperature=1.5, seed=7, **kw)
     samples = {tuple(gen.generate(PROMPTS, temperature=1.5, seed=s, **kw)) for s in range(4)}
@@ -93,9 +91,7 @@ def test_openai_does_not_retry_client_errors():
 
 
 def test_factory():
-    gen = make_generator(
-        {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "concurrency": 3}
-    )
+    gen = make_generator({"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "concurrency": 3})
     assert isinstance(gen, OpenAIGenerator) and gen.concurrency == 3 and "m" in gen.name
     with pytest.raises(ConfigError, match="base-url"):
         make_generator({"backend": "openai", "model": "m"})

@@ -39,9 +39,7 @@ def test_parse_qa_validates_and_dedupes():
     mc = {"question": "Colour?", "options": ["red", "blue", "green", "pink"], "answer": "(B)"}
     pairs = parse_qa(json.dumps([mc] + [dict(mc, question=f"Q{i}?") for i in range(6)]), "multiple_choice")
     assert len(pairs) == 7 and pairs[0]["answer"] == "B" and pairs[0]["options"]["D"] == "pink"
-    dup = [{"question": "Same?", "answer": "x"}] * 3 + [
-        {"question": f"q{i}", "answer": "y"} for i in range(5)
-    ]
+    dup = [{"question": "Same?", "answer": "x"}] * 3 + [{"question": f"q{i}", "answer": "y"} for i in range(5)]
     assert [p["question"] for p in parse_qa(json.dumps(dup), "open_qa")] == [
         "Same?",
         "q0",
@@ -86,11 +84,7 @@ def test_densify_reads_text_and_jsonl_and_records_manifest(tmp_path):
     out = lines(tmp_path / "d" / "captions.jsonl")
     assert [r["id"] for r in out] == ["line1", "line3", "line4"]  # text duplicates are kept in stage 1
     assert out[1]["seed_caption"] == "two blue squares" and "two blue squares" in out[1]["caption"]
-    assert (
-        m["prompts"]["user"] == DENSIFY_PROMPT
-        and m["backend"] == "scripted"
-        and len(m["inputs"][0]["sha256"]) == 64
-    )
+    assert m["prompts"]["user"] == DENSIFY_PROMPT and m["backend"] == "scripted" and len(m["inputs"][0]["sha256"]) == 64
     assert m["counts"]["written"] == 3 and json.loads((tmp_path / "d" / "manifest.json").read_text()) == m
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": 1, "caption": "ok"}, {"caption": "no id"}])
@@ -116,11 +110,7 @@ def test_instruct_validation_retry_rejection_and_duplicates(tmp_path):
     assert m["counts"]["duplicate_id"] == 1 and m["counts"]["pending"] == 0
 
     rec = out["a"]
-    assert (
-        rec["task"] == "multiple_choice"
-        and rec["image_embedding"] == "a"
-        and rec["caption"] == "a red circle"
-    )
+    assert rec["task"] == "multiple_choice" and rec["image_embedding"] == "a" and rec["caption"] == "a red circle"
     assert rec["provenance"]["seed_caption"] == "circle" and "image" not in rec
     conv = rec["conversations"]
     assert [t["from"] for t in conv] == ["human", "gpt"] * 7
@@ -129,9 +119,7 @@ def test_instruct_validation_retry_rejection_and_duplicates(tmp_path):
 
 
 def test_generation_failures_stay_pending_and_are_retried_on_rerun(tmp_path):
-    src = write_jsonl(
-        tmp_path / "c.jsonl", [{"id": str(i), "caption": f"cap {i} [X{i % 2}]"} for i in range(6)]
-    )
+    src = write_jsonl(tmp_path / "c.jsonl", [{"id": str(i), "caption": f"cap {i} [X{i % 2}]"} for i in range(6)])
     m = instruct(src, tmp_path / "o", ScriptedGenerator(fail_markers=("[X1]",)), kind_ratios=ALL_OPEN)
     assert m["counts"]["written"] == 3 and m["counts"]["pending"] == 3
     assert m["failures_this_run"] == {"generation_failed:ScriptedFailure": 3}
@@ -168,9 +156,7 @@ def test_openai_backend_end_to_end(tmp_path):
     ]
     src = write_jsonl(tmp_path / "c.jsonl", caps)
     with FakeOpenAIServer() as server:
-        gen = OpenAIGenerator(
-            server.base_url, "fake", concurrency=4, max_retries=2, timeout=0.5, backoff_base=0.01
-        )
+        gen = OpenAIGenerator(server.base_url, "fake", concurrency=4, max_retries=2, timeout=0.5, backoff_base=0.01)
         m = instruct(src, tmp_path / "o", gen, kind_ratios=ALL_OPEN, max_attempts=3)
         hits = dict(server.hits)
     written = [r["id"] for r in lines(tmp_path / "o" / "records.jsonl")]
@@ -189,9 +175,7 @@ def test_local_backend_through_densify(tiny_parts, tmp_path):
     gen = LocalHFGenerator(str(lm_dir), batch_size=2, device="cpu")
     m = densify(seeds, tmp_path / "d", gen, batch_size=3, max_new_tokens=8, min_words=0)
     assert m["counts"]["written"] == 3 and m["backend"] == f"local:{lm_dir}"
-    assert [r["seed_caption"] for r in lines(tmp_path / "d" / "captions.jsonl")] == seeds.read_text().split(
-        "\n"
-    )[:3]
+    assert [r["seed_caption"] for r in lines(tmp_path / "d" / "captions.jsonl")] == seeds.read_text().split("\n")[:3]
 
 
 def test_cli_densify_resumes_after_sigkill(tmp_path):

@@ -21,11 +21,23 @@ def tiny_data(tmp_path_factory):
     for i in range(16):
         name, rgb = list(COLOURS.items())[i % 4]
         Image.new("RGB", (32, 32), rgb).save(root / f"{i}.png")
-        captions.append({"id": f"c{i}", "image": f"{i}.png",
-                         "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": f"a {name} square"}]})
-        questions.append({"id": f"q{i}", "image": f"{i}.png",
-                          "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"},
-                                            {"from": "gpt", "value": name}]})
+        captions.append(
+            {
+                "id": f"c{i}",
+                "image": f"{i}.png",
+                "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": f"a {name} square"}],
+            }
+        )
+        questions.append(
+            {
+                "id": f"q{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat colour is it?"},
+                    {"from": "gpt", "value": name},
+                ],
+            }
+        )
     for name, rows in (("captions.jsonl", captions), ("qa.jsonl", questions)):
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -33,14 +45,30 @@ def tiny_data(tmp_path_factory):
 
 def write_recipe(path, data, parts, out, **finetune):
     vision, lm = parts
-    finetune_cfg = {"data": {"path": str(data / "qa.jsonl")}, "learning_rate": 1e-3, "global_batch_size": 4,
-                    "per_device_batch_size": 2, "epochs": 1, "logging_steps": 1, "save_steps": 2, **finetune}
+    finetune_cfg = {
+        "data": {"path": str(data / "qa.jsonl")},
+        "learning_rate": 1e-3,
+        "global_batch_size": 4,
+        "per_device_batch_size": 2,
+        "epochs": 1,
+        "logging_steps": 1,
+        "save_steps": 2,
+        **finetune,
+    }
     recipe = {
-        "name": "tiny", "output_dir": str(out), "seed": 3,
+        "name": "tiny",
+        "output_dir": str(out),
+        "seed": 3,
         "model": {"vision_model": str(vision), "language_model": str(lm)},
         "stages": {
-            "pretrain": {"data": {"path": str(data / "captions.jsonl")}, "learning_rate": 1e-3,
-                         "global_batch_size": 8, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 100},
+            "pretrain": {
+                "data": {"path": str(data / "captions.jsonl")},
+                "learning_rate": 1e-3,
+                "global_batch_size": 8,
+                "per_device_batch_size": 4,
+                "logging_steps": 1,
+                "save_steps": 100,
+            },
             "finetune": finetune_cfg,
         },
     }
@@ -50,7 +78,9 @@ def write_recipe(path, data, parts, out, **finetune):
 
 def test_unknown_recipe_key_lists_the_valid_keys(tmp_path, tiny_data, tiny_parts):
     path = write_recipe(tmp_path / "r.yaml", tiny_data, tiny_parts, tmp_path / "out")
-    with pytest.raises(ConfigError, match=r"unknown recipe key stages.finetune.learning_rat.*valid keys.*learning_rate"):
+    with pytest.raises(
+        ConfigError, match=r"unknown recipe key stages.finetune.learning_rat.*valid keys.*learning_rate"
+    ):
         load_recipe(path, ["stages.finetune.learning_rat=1"])
     recipe = load_recipe(path, ["stages.finetune.learning_rate=5e-4", "stages.finetune.packing=true"])
     assert recipe.stages["finetune"].learning_rate == 5e-4 and recipe.stages["finetune"].packing is True
@@ -72,10 +102,13 @@ def test_two_stage_training_trains_the_right_parts(tmp_path, tiny_data, tiny_par
     base = _state(out / "pretrain" / "final")
     # Stage 1 moved only the projector: vision tower and LM equal the pretrained parts.
     from transformers import AutoModel, AutoModelForCausalLM
+
     lm = AutoModelForCausalLM.from_pretrained(tiny_parts[1]).state_dict()
     vision = AutoModel.from_pretrained(tiny_parts[0]).state_dict()
-    assert torch.equal(base["model.language_model.embed_tokens.weight"][: lm["model.embed_tokens.weight"].shape[0]],
-                       lm["model.embed_tokens.weight"])
+    assert torch.equal(
+        base["model.language_model.embed_tokens.weight"][: lm["model.embed_tokens.weight"].shape[0]],
+        lm["model.embed_tokens.weight"],
+    )
     tower = {k.removeprefix("model.vision_tower."): v for k, v in base.items() if k.startswith("model.vision_tower.")}
     assert tower.keys() <= vision.keys() and all(torch.equal(v, vision[k]) for k, v in tower.items())
     tuned = _state(final)
@@ -99,7 +132,9 @@ class CrashAfter(TrainerCallback):
 
 def test_resume_replays_the_same_steps_and_data_order(tmp_path, tiny_data, tiny_parts):
     extra = {"epochs": 2, "save_steps": 3}
-    straight = run_recipe(load_recipe(write_recipe(tmp_path / "a.yaml", tiny_data, tiny_parts, tmp_path / "a", **extra)))
+    straight = run_recipe(
+        load_recipe(write_recipe(tmp_path / "a.yaml", tiny_data, tiny_parts, tmp_path / "a", **extra))
+    )
     recipe = load_recipe(write_recipe(tmp_path / "b.yaml", tiny_data, tiny_parts, tmp_path / "b", **extra))
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, callbacks=[CrashAfter(5)])  # checkpoint-3 exists, steps 4-5 are lost
@@ -115,9 +150,14 @@ def test_resume_replays_the_same_steps_and_data_order(tmp_path, tiny_data, tiny_
         return (run / "finetune" / "data_order.jsonl").read_text()
 
     assert order(tmp_path / "a") == order(tmp_path / "b")
-    logged_steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    logged_steps = [
+        json.loads(line)["step"] for line in (tmp_path / "b" / "finetune" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert logged_steps[:-1] == list(range(1, 9))  # no step logged twice after the resume (last line: summary)
-    steps = [json.loads((r / "finetune" / "manifest.json").read_text())["counts"]["steps"] for r in (tmp_path / "a", tmp_path / "b")]
+    steps = [
+        json.loads((r / "finetune" / "manifest.json").read_text())["counts"]["steps"]
+        for r in (tmp_path / "a", tmp_path / "b")
+    ]
     assert steps == [8, 8]
     pickles = [p for p in (tmp_path / "b").rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
     assert not pickles, f"checkpoints must hold no pickles: {pickles}"

@@ -48,16 +48,25 @@ def _write(folder, lines):
 
 
 def _record(i, answer="red", image="0.png"):
-    return json.dumps({"id": f"x{i}", "image": image,
-                       "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"},
-                                         {"from": "gpt", "value": answer}]})
+    return json.dumps(
+        {
+            "id": f"x{i}",
+            "image": image,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat colour is it?"},
+                {"from": "gpt", "value": answer},
+            ],
+        }
+    )
 
 
 def test_unknown_recipe_key_lists_valid_keys(tmp_path, tiny_data, tiny_llava, capsys):  # noqa: F811
     recipe = finetune_only_recipe(tmp_path / "out", tiny_data, init_from=tiny_llava)
     recipe["stages"]["finetune"]["lerning_rate"] = 1e-4
     code, err = _train(capsys, write_yaml(tmp_path / "r.yaml", recipe))
-    _assert_one_line_error(code, err, "stages.finetune.lerning_rate", "valid keys", "learning_rate", "global_batch_size")
+    _assert_one_line_error(
+        code, err, "stages.finetune.lerning_rate", "valid keys", "learning_rate", "global_batch_size"
+    )
     recipe["stages"]["finetune"].pop("lerning_rate")
     code, err = _train(capsys, write_yaml(tmp_path / "r.yaml", recipe), "--set", "model.vison_model=x")
     _assert_one_line_error(code, err, "model.vison_model", "vision_model", "language_model")
@@ -100,8 +109,9 @@ def test_on_error_skip_trains_and_counts_rejections(tmp_path, bad_data, tiny_lla
     lines = _lines(bad_data)  # 16 good records; add one of each kind of bad record
     lines += ["{not json", _record(97, image="gone.png"), _record(98, answer=LONG_ANSWER)]
     _write(bad_data, lines)
-    recipe = finetune_only_recipe(tmp_path / "out", bad_data, init_from=tiny_llava, max_length=64, epochs=2,
-                                  top={"on_error": "skip"})
+    recipe = finetune_only_recipe(
+        tmp_path / "out", bad_data, init_from=tiny_llava, max_length=64, epochs=2, top={"on_error": "skip"}
+    )
     code, err = _train(capsys, write_yaml(tmp_path / "r.yaml", recipe))
     assert code == 0, err[-2000:]
     manifest = json.loads((tmp_path / "out" / "finetune" / "manifest.json").read_text())

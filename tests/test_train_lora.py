@@ -21,8 +21,14 @@ from vlmforge.train.recipe import load_recipe
 from vlmforge.train.stage import run_recipe
 
 LR, PROJECTOR_LR, R, ALPHA = 1e-3, 3e-4, 4, 8
-LORA_STAGE = {"tune": "lora", "lora": {"r": R, "alpha": ALPHA, "projector_lr": PROJECTOR_LR},
-              "learning_rate": LR, "epochs": 2, "save_steps": 2, "gradient_checkpointing": True}
+LORA_STAGE = {
+    "tune": "lora",
+    "lora": {"r": R, "alpha": ALPHA, "projector_lr": PROJECTOR_LR},
+    "learning_rate": LR,
+    "epochs": 2,
+    "save_steps": 2,
+    "gradient_checkpointing": True,
+}
 
 
 class OptimizerGroups(TrainerCallback):
@@ -33,8 +39,10 @@ class OptimizerGroups(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         names = {id(p): n for n, p in model.named_parameters()}
-        self.groups = [{"lr": g.get("initial_lr", g["lr"]), "names": [names[id(p)] for p in g["params"]]}
-                       for g in optimizer.param_groups]
+        self.groups = [
+            {"lr": g.get("initial_lr", g["lr"]), "names": [names[id(p)] for p in g["params"]]}
+            for g in optimizer.param_groups
+        ]
 
 
 def lora_recipe(tmp, data, parts, out):
@@ -53,13 +61,17 @@ def lora_run(tmp_path_factory, tiny_data, tiny_parts):  # noqa: F811
 
 def test_lora_stage_writes_adapter_and_merged_model(lora_run):
     stage = lora_run["stage"]
-    assert (stage / "adapter" / "adapter_config.json").exists() and (stage / "adapter" / "processor_config.json").exists()
+    assert (stage / "adapter" / "adapter_config.json").exists() and (
+        stage / "adapter" / "processor_config.json"
+    ).exists()
     assert (stage / "final" / "config.json").exists() and (stage / "final" / "processor_config.json").exists()
     config = json.loads((stage / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == R and config["lora_alpha"] == ALPHA and config["modules_to_save"] == ["multi_modal_projector"]
     assert os.path.samefile(config["base_model_name_or_path"], stage / "base")  # the base the adapter was trained on
     manifest = json.loads((stage / "manifest.json").read_text())
-    assert manifest["counts"]["steps"] == 4 and manifest["counts"]["params_trainable"] < manifest["counts"]["params_total"]
+    assert (
+        manifest["counts"]["steps"] == 4 and manifest["counts"]["params_trainable"] < manifest["counts"]["params_total"]
+    )
 
 
 def test_only_lora_weights_and_projector_change(lora_run):
@@ -83,7 +95,9 @@ def test_only_lora_weights_and_projector_change(lora_run):
             assert b.abs().max() > 0, f"{layer}: LoRA B never trained"
             torch.testing.assert_close(merged[key], base[key] + scale * b @ a, atol=1e-6, rtol=0)
         elif "multi_modal_projector" in key:
-            assert torch.equal(merged[key], adapter[f"base_model.model.{key}"]) and not torch.equal(merged[key], base[key])
+            assert torch.equal(merged[key], adapter[f"base_model.model.{key}"]) and not torch.equal(
+                merged[key], base[key]
+            )
         else:  # vision tower, embeddings, norms, lm_head, LoRA-less biases: untouched
             assert torch.equal(merged[key], base[key]), key
 
@@ -108,7 +122,10 @@ def test_merged_logits_equal_adapter_logits_with_an_image(lora_run):
     stage = lora_run["stage"]
     processor = AutoProcessor.from_pretrained(stage / "final")
     inputs = _inputs(processor)
-    assert "pixel_values" in inputs and (inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).sum() > 1
+    assert (
+        "pixel_values" in inputs
+        and (inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).sum() > 1
+    )
     base = AutoModelForImageTextToText.from_pretrained(stage / "base")
     with torch.no_grad():
         plain = base(**inputs).logits
@@ -133,8 +150,14 @@ def test_merged_model_loads_without_vlmforge(lora_run, tmp_path):
                           "vlmforge_imported": any(m.split(".")[0] == "vlmforge" for m in sys.modules)}))
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, "-c", script, str(lora_run["final"])], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(lora_run["final"])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"class": "LlavaForConditionalGeneration", "finite": True, "vlmforge_imported": False}

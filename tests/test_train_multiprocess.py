@@ -41,7 +41,13 @@ def test_shipped_accelerate_config_parses(name):
     for section, prefix in (("fsdp_config", "fsdp_"), ("deepspeed_config", "")):
         for key in raw.get(section, {}):
             assert (key if key.startswith(prefix) else prefix + key) in launch_options, f"{name}: {section}.{key}"
-    expected = {"ddp": "MULTI_GPU", "multi_cpu": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
+    expected = {
+        "ddp": "MULTI_GPU",
+        "multi_cpu": "MULTI_GPU",
+        "fsdp": "FSDP",
+        "zero2": "DEEPSPEED",
+        "zero3": "DEEPSPEED",
+    }
     assert config.distributed_type.value == expected[name] and config.num_processes >= 2
     if name == "fsdp":
         assert config.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD" and config.mixed_precision == "bf16"
@@ -62,8 +68,19 @@ def test_two_cpu_processes_share_one_training_run(tmp_path, tiny_data, tiny_llav
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("ACCELERATE_USE_CPU", None)  # the config alone must be enough
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_cpu.yaml"),
-               "--main_process_port", str(_free_port()), "-m", "vlmforge.cli", "train", str(recipe_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "multi_cpu.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "vlmforge.cli",
+        "train",
+        str(recipe_path),
+    ]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("final model:") == 2  # both ranks ran the command to its end

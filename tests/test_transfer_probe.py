@@ -54,7 +54,9 @@ def test_labels_are_read_from_the_scene_annotations():
 
 def test_a_bad_scene_record_names_its_line(tmp_path):
     path = tmp_path / "scenes.jsonl"
-    path.write_text(json.dumps({"id": "a", "objects": []}) + "\n" + json.dumps({"id": "b", "objects": [{"color": "red"}]}) + "\n")
+    path.write_text(
+        json.dumps({"id": "a", "objects": []}) + "\n" + json.dumps({"id": "b", "objects": [{"color": "red"}]}) + "\n"
+    )
     with pytest.raises(DataError, match=r"scenes.jsonl:2"):
         read_scene_objects(path)
 
@@ -70,7 +72,10 @@ def encode(labels, basis: torch.Tensor, noise: float, seed: int) -> torch.Tensor
 def test_the_probe_transfers_only_from_vectors_in_the_image_space():
     train_scenes, test_scenes = random_scenes(600, 0), random_scenes(200, 1)
     vocab = label_vocabulary(train_scenes)
-    train, test = scene_labels(train_scenes, list(train_scenes), vocab), scene_labels(test_scenes, list(test_scenes), vocab)
+    train, test = (
+        scene_labels(train_scenes, list(train_scenes), vocab),
+        scene_labels(test_scenes, list(test_scenes), vocab),
+    )
     g = torch.Generator().manual_seed(2)
     basis, other = torch.randn(18, 32, generator=g), torch.randn(18, 32, generator=g)
     gap = 3.0 * torch.randn(32, generator=g)
@@ -113,8 +118,14 @@ def test_statements_follow_the_numbers():
     }  # fmt: skip
     text = " ".join(probe_statements(probe))
     assert "baseline by 0.05 or more on count, colors (" in text and "does not carry shapes" in text
-    assert "(none), scored on real images: it keeps >= 90% of the image probe's gain over the majority baseline on 0 of 2" in text
-    assert "(mean_shift), scored on real images: it keeps >= 90% of the image probe's gain over the majority baseline on 1 of 2 attributes (count)" in text
+    assert (
+        "(none), scored on real images: it keeps >= 90% of the image probe's gain over the majority baseline on 0 of 2"
+        in text
+    )
+    assert (
+        "(mean_shift), scored on real images: it keeps >= 90% of the image probe's gain over the majority baseline on 1 of 2 attributes (count)"
+        in text
+    )
     assert "colors 0.900 (75% of the gain)" in text  # (0.9 - 0.6) / (1.0 - 0.6)
     # count +0.38 > 2 x 0.1; colors +0.2 < 2 x 0.15; shapes +0.0
     assert "higher by more than 2 paired standard errors on count and lower on no attribute" in text

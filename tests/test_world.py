@@ -40,9 +40,7 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
     config = WorldConfig(seed=7, train_size=15, test_size=5)
     a = world_bytes(build_world(config, tmp_path / "a", progress=False).root)
     b = world_bytes(build_world(config, tmp_path / "b", progress=False).root)
-    c = world_bytes(
-        build_world(WorldConfig(seed=8, train_size=15, test_size=5), tmp_path / "c", progress=False).root
-    )
+    c = world_bytes(build_world(WorldConfig(seed=8, train_size=15, test_size=5), tmp_path / "c", progress=False).root)
     assert a == b
     assert a.keys() == c.keys()  # same layout and names ...
     assert a["train/scenes.jsonl"] != c["train/scenes.jsonl"]  # ... other scenes
@@ -141,9 +139,7 @@ def test_every_answer_is_consistent_with_its_scene(world):
             if task == "count":
                 m = re.search(r"How many (\w+) are there", question)
                 expected = (
-                    len(objects)
-                    if m.group(1) == "objects"
-                    else sum(plural(o["shape"]) == m.group(1) for o in objects)
+                    len(objects) if m.group(1) == "objects" else sum(plural(o["shape"]) == m.group(1) for o in objects)
                 )
                 assert answer == str(expected)
             elif task == "exist":
@@ -184,9 +180,7 @@ def test_exist_is_balanced_with_adversarial_negatives(world):
 def test_conversations_repeat_the_single_question_records(world):
     singles = Counter()
     for rec in read_jsonl(world.instruct("test")):
-        singles[
-            (rec["scene_id"], rec["conversations"][0]["value"].removeprefix("<image>\n"), rec["answer"])
-        ] += 1
+        singles[(rec["scene_id"], rec["conversations"][0]["value"].removeprefix("<image>\n"), rec["answer"])] += 1
     multi = Counter()
     for rec in read_jsonl(world.conversations("test")):
         assert rec["task"] == "multi"
@@ -197,9 +191,7 @@ def test_conversations_repeat_the_single_question_records(world):
 
 
 def test_chance_levels_follow_the_config():
-    config = WorldConfig(
-        colors=("red", "green", "blue", "yellow"), shapes=("circle", "square"), max_objects=5
-    )
+    config = WorldConfig(colors=("red", "green", "blue", "yellow"), shapes=("circle", "square"), max_objects=5)
     assert chance_level("color", config) == 1 / 4
     assert chance_level("shape", config) == 1 / 2
     assert chance_level("count", config) == 1 / 5
@@ -226,9 +218,7 @@ def test_bad_config_is_a_config_error(bad):
 
 
 def test_too_small_vocabulary_is_reported():
-    tiny = WorldConfig(
-        shapes=("circle",), colors=("red",), sizes=("small",), max_objects=1, train_size=50, test_size=5
-    )
+    tiny = WorldConfig(shapes=("circle",), colors=("red",), sizes=("small",), max_objects=1, train_size=50, test_size=5)
     with pytest.raises(ConfigError, match="distinct scenes"):
         sample_scenes(tiny)
 

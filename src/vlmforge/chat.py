@@ -1,8 +1,8 @@
 """`vlmforge chat`: ask a checkpoint about an image, once or in a streaming REPL — locally or via a server.
 
-    vlmforge chat --model DIR --image cat.png "What is in the picture?"
-    vlmforge chat --model DIR --image cat.png           # REPL: /image PATH, /reset, Ctrl-D quits
-    vlmforge chat --server http://127.0.0.1:8000 --image cat.png "What is in the picture?"
+vlmforge chat --model DIR --image cat.png "What is in the picture?"
+vlmforge chat --model DIR --image cat.png           # REPL: /image PATH, /reset, Ctrl-D quits
+vlmforge chat --server http://127.0.0.1:8000 --image cat.png "What is in the picture?"
 """
 
 from __future__ import annotations
@@ -48,11 +48,14 @@ class LocalChat:
         from vlmforge.runtime import Conversation, SamplingParams
         from vlmforge.serve.streaming import StreamText
 
-        messages = [{"role": t.role, "content": [{"type": "image"} for _ in t.images] + [{"type": "text", "text": t.text}]}
-                    for t in turns]
+        messages = [
+            {"role": t.role, "content": [{"type": "image"} for _ in t.images] + [{"type": "text", "text": t.text}]}
+            for t in turns
+        ]
         conversation = Conversation(messages, [image for t in turns for image in t.images])
-        params = SamplingParams(max_new_tokens=settings.max_tokens, temperature=settings.temperature,
-                                top_p=settings.top_p)
+        params = SamplingParams(
+            max_new_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p
+        )
         text = StreamText()  # the same whitespace rule as the server, so both print the same answer
         for (delta,) in self.vlm.stream([conversation], params):
             if released := text.feed(delta):
@@ -76,14 +79,24 @@ class RemoteChat:
             raise ConfigError(f"cannot use the server at {base}: {err}") from err
 
     def stream(self, turns: list[Turn], settings: Settings) -> Iterator[str]:
-        messages = [{"role": t.role, "content": [{"type": "image_url", "image_url": {"url": _data_url(i)}} for i in t.images]
-                     + [{"type": "text", "text": t.text}]} for t in turns]
+        messages = [
+            {
+                "role": t.role,
+                "content": [{"type": "image_url", "image_url": {"url": _data_url(i)}} for i in t.images]
+                + [{"type": "text", "text": t.text}],
+            }
+            for t in turns
+        ]
         import openai
 
         try:
             chunks = self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, max_tokens=settings.max_tokens,
-                temperature=settings.temperature, top_p=settings.top_p,
+                model=self.model,
+                messages=messages,
+                stream=True,
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
             )
             for chunk in chunks:
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -142,7 +155,7 @@ def repl(backend, settings: Settings, images: list, lines=None, out=None) -> Non
             print("(conversation cleared)", file=sys.stderr)
         elif line.startswith("/image"):
             try:
-                pending.append(open_image(line[len("/image"):].strip()))
+                pending.append(open_image(line[len("/image") :].strip()))
                 print("(image attached to your next question)", file=sys.stderr)
             except DataError as err:
                 print(f"error: {err}", file=sys.stderr)
@@ -168,8 +181,9 @@ def register(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="checkpoint folder to load in this process")
     source.add_argument("--server", help="URL of a running server, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"the server's API key (default: ${API_KEY_ENV})")
+    parser.add_argument(
+        "--api-key", default=os.environ.get(API_KEY_ENV), help=f"the server's API key (default: ${API_KEY_ENV})"
+    )
     parser.add_argument("--server-model", help="model id on the server (default: the first one it lists)")
     parser.add_argument("--image", help="image to ask about (attached to the first question)")
     parser.add_argument("question", nargs="?", help="the question; leave out for the REPL")

@@ -121,7 +121,9 @@ class VisionLanguageModel:
             output = self.model.generate(**inputs, **self._generate_kwargs(params))
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)]
+        return [
+            self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
+        ]
 
     def _completion(self, tokens: torch.Tensor, prompt_tokens: int, params: SamplingParams) -> Completion:
         ids = tokens.tolist()
@@ -135,7 +137,9 @@ class VisionLanguageModel:
         finish = "stop" if finished or stopped or len(tokens) < params.max_new_tokens else "length"
         return Completion(text.strip(), prompt_tokens, len(ids), finish)
 
-    def stream(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> Iterator[list[str]]:
+    def stream(
+        self, conversations: Sequence[Conversation], params: SamplingParams | None = None
+    ) -> Iterator[list[str]]:
         """Yield, per generation step, the new text of every row (empty string when a row produced none)."""
         params = params or SamplingParams()
         inputs = self.prepare(conversations)

@@ -46,9 +46,7 @@ def _image_token(processor: Any) -> str:
 
 
 def _chat_template(processor: Any) -> str:
-    template = getattr(processor, "chat_template", None) or getattr(
-        get_tokenizer(processor), "chat_template", None
-    )
+    template = getattr(processor, "chat_template", None) or getattr(get_tokenizer(processor), "chat_template", None)
     if not isinstance(template, str) or not template:
         raise ConfigError("the processor/tokenizer has no chat template; use template='plain' or set one")
     return template
@@ -93,9 +91,7 @@ def to_messages(record: dict, *, content_parts: bool = True, image_token: str = 
     return messages
 
 
-def assistant_spans(
-    tokenizer, template: str, messages: list[dict], full: str, where: str
-) -> list[tuple[int, int]]:
+def assistant_spans(tokenizer, template: str, messages: list[dict], full: str, where: str) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of assistant turns in ``full``: from the end of the generation prompt to
     the end of the end-of-turn text (e.g. ``<|im_end|>``), so the model learns to stop. Whitespace the template
     puts between turns is not part of the span."""
@@ -121,9 +117,7 @@ def assistant_spans(
     return spans
 
 
-def _label_by_offsets(
-    ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
-) -> list[int]:
+def _label_by_offsets(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
     # A token is an assistant token if it overlaps an assistant span. Overlap rather than containment, so a token
     # that straddles the prompt/answer boundary (a tokenizer merging a template space into the first word) is
     # still learned: it is what the model must emit.
@@ -136,9 +130,7 @@ def _label_by_offsets(
 
 def _tokenize(tokenizer, text: str, add_special_tokens: bool) -> tuple[list[int], list[tuple[int, int]]]:
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(
-            "label masking needs a fast tokenizer (offset mapping); this one is a slow tokenizer"
-        )
+        raise ConfigError("label masking needs a fast tokenizer (offset mapping); this one is a slow tokenizer")
     encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
     return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
 
@@ -166,9 +158,7 @@ def image_seq_length(processor: Any, pixel_values=None) -> int:
         value = getattr(processor, attribute, None)
         if isinstance(value, int) and value > 0:
             return value
-    raise ConfigError(
-        "cannot tell how many tokens an image takes: the processor has no patch_size/image_seq_length"
-    )
+    raise ConfigError("cannot tell how many tokens an image takes: the processor has no patch_size/image_seq_length")
 
 
 def _expand_images(ids, labels, image_id: int, n_images: int, per_image: int, where: str):

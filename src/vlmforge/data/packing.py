@@ -29,9 +29,7 @@ def pack_samples(lengths: list[int], max_length: int) -> list[list[int]]:
     """
     for index, length in enumerate(lengths):
         if length > max_length:
-            raise DataError(
-                f"sample #{index}", f"{length} tokens, over max_length={max_length}", code="too_long"
-            )
+            raise DataError(f"sample #{index}", f"{length} tokens, over max_length={max_length}", code="too_long")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     size = 1
     while size < max(len(lengths), 1):
@@ -102,9 +100,7 @@ class PackingCollator:
         rows = [row for row in rows if row]
         if not rows:
             raise ValueError("every sample of this batch was skipped; nothing to collate")
-        flat = [
-            self._flatten([{"input_ids": s["input_ids"], "labels": s["labels"]} for s in row]) for row in rows
-        ]
+        flat = [self._flatten([{"input_ids": s["input_ids"], "labels": s["labels"]} for s in row]) for row in rows]
         longest = max(f["input_ids"].shape[1] for f in flat)
         length = self.row_length or longest
         if longest > length:

@@ -93,9 +93,7 @@ def _record_files(path: Path) -> list[Path]:
     if not path.exists():
         raise DataError(str(path), "records file does not exist", code="no_records")
     if path.suffix not in RECORD_SUFFIXES:
-        raise DataError(
-            str(path), f"unknown record file type; use one of {', '.join(RECORD_SUFFIXES)}", "no_records"
-        )
+        raise DataError(str(path), f"unknown record file type; use one of {', '.join(RECORD_SUFFIXES)}", "no_records")
     return [path]
 
 
@@ -168,9 +166,7 @@ def read_records(
     return located
 
 
-def load_records(
-    path: str | Path, *, on_error: OnError = "raise", rejections: Rejections | None = None
-) -> list[dict]:
+def load_records(path: str | Path, *, on_error: OnError = "raise", rejections: Rejections | None = None) -> list[dict]:
     """Records from a .jsonl/.json/.parquet file or a folder of .parquet files (see :func:`read_records`)."""
     return [record for _, record in read_records(path, on_error=on_error, rejections=rejections)]
 

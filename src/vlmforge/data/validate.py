@@ -70,9 +70,7 @@ def _check_turns(conversations, where: str) -> None:
             raise bad(f"turn {index} has no text 'value'")
         expected = ROLES[index % 2]
         if turn["from"] != expected:
-            raise bad(
-                f"turn {index} is from '{turn['from']}' but turns must alternate human, gpt, human, ..."
-            )
+            raise bad(f"turn {index} is from '{turn['from']}' but turns must alternate human, gpt, human, ...")
         if turn["from"] == "gpt" and IMAGE_TOKEN in turn["value"]:
             raise bad(f"turn {index}: {IMAGE_TOKEN} may appear only in human turns")
     if conversations[-1]["from"] != "gpt":

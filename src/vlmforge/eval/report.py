@@ -79,7 +79,9 @@ def summary_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         info = next(res["tasks"][t] for _, res in runs if t in res.get("tasks", {}))
         cells = [_fmt(res.get("tasks", {}).get(t, {}).get("metrics", {}).get(info["primary"])) for _, res in runs]
         chance = info.get("chance")
-        lines.append(f"| {t} | {info['primary']} | " + " | ".join(cells) + f" | {'—' if chance is None else f'{chance:.3f}'} |")
+        lines.append(
+            f"| {t} | {info['primary']} | " + " | ".join(cells) + f" | {'—' if chance is None else f'{chance:.3f}'} |"
+        )
     return "\n".join(lines)
 
 

@@ -204,8 +204,13 @@ def evaluate(
         results = {
             "model": dict(model or {}),
             "tasks": task_results,
-            "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit,
-                       "world_size": world, "data": data},  # fmt: skip
+            "config": {
+                "batch_size": batch_size,
+                "max_new_tokens": max_new_tokens,
+                "limit": limit,
+                "world_size": world,
+                "data": data,
+            },  # fmt: skip
             "versions": package_versions(_VERSIONED),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }

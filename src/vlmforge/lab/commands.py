@@ -20,14 +20,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="runs/lab", help="output folder (default: runs/lab)")
     demo.add_argument("--quick", action="store_true", help="a small, fast version (one seed, small world) for CI")
     demo.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1,2; quick: 0)")
-    demo.add_argument("--foundation", default=None, help="foundation models folder to build or reuse (default: OUT/foundation)")
     demo.add_argument(
-        "--recipes", default="bunny",
+        "--foundation", default=None, help="foundation models folder to build or reuse (default: OUT/foundation)"
+    )
+    demo.add_argument(
+        "--recipes",
+        default="bunny",
         help="comma-separated lab recipes (default: bunny); 'unicorn' adds the text-only Unicorn models "
         "(transfer none / mean_shift / c3) and their image-trained control, e.g. --recipes bunny,unicorn",
     )
     demo.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a value of the lab's recipes (all of them), e.g. --set stages.finetune.epochs=3 "
         "(repeatable). Values may use ${world}, ${foundation} and ${records} (the folder of the recipe's training "
         "records), e.g. --set 'stages.finetune.data.path=${records}/instruct.jsonl'",

@@ -45,7 +45,8 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         lines += unicorn_report_lines(results)
     timings = results["timings_seconds"]
     lines.append(
-        "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        "Wall time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + (" (foundation models reused from cache)" if results["foundation"]["reused"] else "")
     )
     plot = plot_lab(results, out / "accuracy.png")
@@ -76,7 +77,9 @@ def plot_lab(results: dict[str, Any], path: Path) -> Path | None:
     for t, task in enumerate(tasks):
         chance = next(iter(recipes.values()))["summary"][task].get("chance")
         if chance is not None:
-            ax.hlines(chance, t - 0.45, t + 0.45, colors="black", linestyles="dashed", label="chance" if t == 0 else None)
+            ax.hlines(
+                chance, t - 0.45, t + 0.45, colors="black", linestyles="dashed", label="chance" if t == 0 else None
+            )
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy on held-out images")

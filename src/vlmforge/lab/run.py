@@ -18,7 +18,15 @@ from typing import Any
 
 from vlmforge.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
-LAB_TASKS = ("shapes_color", "shapes_shape", "shapes_count", "shapes_position", "shapes_exist", "shapes_mc", "shapes_rec")
+LAB_TASKS = (
+    "shapes_color",
+    "shapes_shape",
+    "shapes_count",
+    "shapes_position",
+    "shapes_exist",
+    "shapes_mc",
+    "shapes_rec",
+)
 RECIPES = {"bunny": "shapes-bunny.yaml"}
 RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
 
@@ -96,7 +104,9 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     for name in config.recipes:
         if name in UNICORN_RECIPES:
             continue  # trained below, after their shared caption-embedding stores are prepared
-        runs = [train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds]
+        runs = [
+            train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds
+        ]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind)}
     unicorn = None
     if any(name in UNICORN_RECIPES for name in config.recipes):
@@ -132,14 +142,22 @@ def expand_recipes(names: str | Sequence[str]) -> tuple[str, ...]:
         group = RECIPE_GROUPS.get(name, (name,))
         unknown = [n for n in group if n not in RECIPES and n not in UNICORN_RECIPES]
         if unknown:
-            raise ConfigError(f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES])}")
+            raise ConfigError(
+                f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES])}"
+            )
         out += [n for n in group if n not in out]
     return tuple(out)
 
 
 def train_and_evaluate(
-    config: LabConfig, name: str, recipe_file: Path, seed: int, world_root: Path, variables: dict[str, str],
-    overrides: Sequence[str] = (), before_eval: Callable[[Path], Any] | None = None,
+    config: LabConfig,
+    name: str,
+    recipe_file: Path,
+    seed: int,
+    world_root: Path,
+    variables: dict[str, str],
+    overrides: Sequence[str] = (),
+    before_eval: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
@@ -153,7 +171,9 @@ def train_and_evaluate(
     out = Path(config.out)
     run_dir = out / "runs" / f"{name}-seed{seed}"
     recipe = load_recipe(
-        recipe_file, [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides], variables=variables
+        recipe_file,
+        [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides],
+        variables=variables,
     )
     final = run_recipe(recipe, resume=True)
     if before_eval is not None:
@@ -186,7 +206,11 @@ def summarize(runs: list[dict[str, Any]], question_only: dict[str, float] | None
     for task in runs[0]["tasks"]:
         values = [task_accuracy(run["tasks"][task])[0] for run in runs]
         mean = sum(values) / len(values)
-        se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else None
+        se = (
+            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+            if len(values) > 1
+            else None
+        )
         summary[task.removeprefix("shapes_")] = {
             "mean": mean, "se": se, "per_seed": values, "chance": runs[0]["tasks"][task].get("chance"),
             "n": task_accuracy(runs[0]["tasks"][task])[1],

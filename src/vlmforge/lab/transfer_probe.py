@@ -62,8 +62,10 @@ def read_scene_objects(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     scenes: dict[str, list[dict[str, Any]]] = {}
     for where, scene in iter_jsonl_objects(path):
         objects = scene.get("objects")
-        if "id" not in scene or not isinstance(objects, list) or not all(
-            isinstance(o, dict) and "color" in o and "shape" in o for o in objects
+        if (
+            "id" not in scene
+            or not isinstance(objects, list)
+            or not all(isinstance(o, dict) and "color" in o and "shape" in o for o in objects)
         ):
             raise DataError(where, "a scene needs 'id' and 'objects', each with 'color' and 'shape'", "scene")
         scenes[str(scene["id"])] = objects
@@ -80,8 +82,9 @@ def scene_labels(
         raise DataError("scenes.jsonl", f"no scene annotation for {missing[:3]}", "scene")
     count = torch.tensor([_index(vocab["count"], len(scenes[i])) for i in ids])
     present = {
-        attr: torch.tensor([[float(v in {value(o) for o in scenes[i]}) for v in vocab[attr]] for i in ids])
-        .reshape(len(ids), len(vocab[attr]))
+        attr: torch.tensor([[float(v in {value(o) for o in scenes[i]}) for v in vocab[attr]] for i in ids]).reshape(
+            len(ids), len(vocab[attr])
+        )
         for attr, value in _VALUE.items()
     }
     return SceneLabels(list(ids), count, **present)
@@ -143,7 +146,10 @@ def score(predicted: torch.Tensor, truth: torch.Tensor, multilabel: bool) -> flo
 
 
 def bootstrap_se(
-    predictions: Mapping[str, Mapping[str, torch.Tensor]], labels: SceneLabels, resamples: int = BOOTSTRAP, seed: int = 0
+    predictions: Mapping[str, Mapping[str, torch.Tensor]],
+    labels: SceneLabels,
+    resamples: int = BOOTSTRAP,
+    seed: int = 0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Standard errors over test images by bootstrap: per source and attribute, and of the paired difference
     mean_shift - none (the same resampled images score both), when both sources are present."""
@@ -225,8 +231,13 @@ def probe_statements(probe: Mapping[str, Any], parity: float = 0.9) -> list[str]
     lines = [
         f"Linear probe on the pooled vector ({probe['train']} train vectors, scored on {probe['test']} real test "
         f"images): trained on real image vectors it beats the majority baseline by {CARRIED_MARGIN} or more on {', '.join(carried) or 'nothing'} ("
-        + "; ".join(f"{a} {image[a]:.3f} vs {majority[a]:.3f}" for a in attributes) + ")"
-        + (f"; it does not carry {', '.join(missing)} (less than {CARRIED_MARGIN} above the baseline)." if missing else ".")
+        + "; ".join(f"{a} {image[a]:.3f} vs {majority[a]:.3f}" for a in attributes)
+        + ")"
+        + (
+            f"; it does not carry {', '.join(missing)} (less than {CARRIED_MARGIN} above the baseline)."
+            if missing
+            else "."
+        )
     ]
     for source in (s for s in acc if s != "image"):
         shares = {a: gain_share(acc[source][a], image[a], majority[a]) for a in carried}

@@ -190,7 +190,10 @@ def run_unicorn(
         method = name.removeprefix("unicorn-")
         if name == CONTROL:  # real images through the same encoder; not calibrated (it trains on raw embeddings)
             variables = {**base, "records": str(world_root / "train")}
-            overrides: tuple[str, ...] = ("stages.pretrain.data.embeddings=null", "stages.finetune.data.embeddings=null")
+            overrides: tuple[str, ...] = (
+                "stages.pretrain.data.embeddings=null",
+                "stages.finetune.data.embeddings=null",
+            )
             before_eval = None
         else:
             variables = {**base, "records": str(prepared["records"]), "embeddings": str(prepared["stores"][method])}
@@ -229,8 +232,11 @@ def _beats(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{diff:+.3f} (one seed: no error bar)"
 
 
-def unicorn_statements(summaries: Mapping[str, Mapping[str, dict[str, Any]]],
-                       gap: Mapping[str, Any] | None = None, probe: Mapping[str, Any] | None = None) -> list[str]:
+def unicorn_statements(
+    summaries: Mapping[str, Mapping[str, dict[str, Any]]],
+    gap: Mapping[str, Any] | None = None,
+    probe: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Plain conclusions computed from the per-recipe summaries (``summarize`` output), the modality gap and the
     embedding-level transfer probe."""
     from vlmforge.lab.transfer_probe import carried_by_vector, probe_statements
@@ -326,7 +332,12 @@ def unicorn_report_lines(results: Mapping[str, Any]) -> list[str]:
             cells.append(f"{e['mean']:.3f}" + (f" ± {e['se']:.3f}" if e.get("se") is not None else ""))
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     gap = section["modality_gap"]
-    lines += ["", "| modality gap (mean paired cosine) | value |", "|---|---|", f"| before transfer | {gap['before']:.3f} |"]
+    lines += [
+        "",
+        "| modality gap (mean paired cosine) | value |",
+        "|---|---|",
+        f"| before transfer | {gap['before']:.3f} |",
+    ]
     lines += [f"| after {m} | {v:.3f} |" for m, v in gap["after"].items()]
     if section.get("probe"):
         from vlmforge.lab.transfer_probe import probe_report_lines

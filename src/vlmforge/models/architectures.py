@@ -64,7 +64,10 @@ def _embedding_vlm_parts(model: nn.Module) -> ModelParts:
 ARCHITECTURES = {
     "llava": Architecture("llava", "llava", _assemble_llava, _llava_parts),
     "embedding_vlm": Architecture(
-        "embedding_vlm", "vlmforge_embedding_vlm", _assemble_embedding_vlm, _embedding_vlm_parts,
+        "embedding_vlm",
+        "vlmforge_embedding_vlm",
+        _assemble_embedding_vlm,
+        _embedding_vlm_parts,
         trainable_encoder=False,  # the frozen encoder defines the space the caption embeddings were moved into
     ),
 }

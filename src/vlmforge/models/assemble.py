@@ -153,4 +153,3 @@ def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, L
         chat_template=tokenizer.chat_template,
     )
     return model, processor
-

@@ -23,12 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
     parser.add_argument("--out", required=True, help="output folder for lm/, vision/ and manifest.json")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument(
-        "--lm-steps", type=int, help="language-model training steps (default: the built-in spec)"
-    )
-    parser.add_argument(
-        "--vision-epochs", type=int, help="vision-tower training epochs (default: the built-in spec)"
-    )
+    parser.add_argument("--lm-steps", type=int, help="language-model training steps (default: the built-in spec)")
+    parser.add_argument("--vision-epochs", type=int, help="vision-tower training epochs (default: the built-in spec)")
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
 

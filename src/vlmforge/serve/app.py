@@ -28,10 +28,16 @@ ERRORS = {status: {"model": p.ErrorResponse} for status in (400, 401, 404, 413, 
 
 
 def sampling_params(req: p.ChatCompletionRequest, settings: ServeSettings) -> SamplingParams:
-    max_tokens = req.max_completion_tokens or req.max_tokens or min(settings.default_max_tokens, settings.max_tokens_cap)
+    max_tokens = (
+        req.max_completion_tokens or req.max_tokens or min(settings.default_max_tokens, settings.max_tokens_cap)
+    )
     if max_tokens > settings.max_tokens_cap:
-        raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_cap}",
-                       "max_tokens", "max_tokens_too_large")
+        raise APIError(
+            400,
+            f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_cap}",
+            "max_tokens",
+            "max_tokens_too_large",
+        )
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > 4 or any(not s for s in stop):
         raise APIError(400, "stop takes at most 4 non-empty strings", "stop")
@@ -45,8 +51,11 @@ def to_conversation(messages: list[p.ChatMessage], settings: ServeSettings) -> C
     out, images, chars = [], [], 0
     for i, message in enumerate(messages):
         role = "system" if message.role == "developer" else message.role
-        parts = [p.TextPart(type="text", text=message.content or "")] if not isinstance(message.content, list) \
+        parts = (
+            [p.TextPart(type="text", text=message.content or "")]
+            if not isinstance(message.content, list)
             else message.content
+        )
         content = []
         for j, part in enumerate(parts):
             where = f"messages.{i}.content.{j}"
@@ -62,14 +71,23 @@ def to_conversation(messages: list[p.ChatMessage], settings: ServeSettings) -> C
             content.append({"type": "image"})
         out.append({"role": role, "content": content})
     if chars > settings.max_input_chars:
-        raise APIError(400, f"the messages hold {chars} characters of text; the limit is {settings.max_input_chars}",
-                       "messages", "context_length_exceeded")
+        raise APIError(
+            400,
+            f"the messages hold {chars} characters of text; the limit is {settings.max_input_chars}",
+            "messages",
+            "context_length_exceeded",
+        )
     return Conversation(out, images)
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -85,10 +103,19 @@ async def _sse(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
             c = event.completion
             yield _chunk(cid, created, model, {}, c.finish_reason)
             if include_usage:
-                usage = p.Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-                                total_tokens=c.prompt_tokens + c.completion_tokens)
-                body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [], "usage": usage.model_dump()}
+                usage = p.Usage(
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    total_tokens=c.prompt_tokens + c.completion_tokens,
+                )
+                body = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage.model_dump(),
+                }
                 yield f"data: {json.dumps(body)}\n\n"
     yield "data: [DONE]\n\n"
 
@@ -114,12 +141,19 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
     async def models() -> p.ModelList:
         return p.ModelList(data=[p.ModelCard(id=model_name, created=started)])
 
-    @v1.post("/chat/completions", response_model=None,
-             responses={200: {"model": p.ChatCompletion, "content": {"text/event-stream": {}}}})
+    @v1.post(
+        "/chat/completions",
+        response_model=None,
+        responses={200: {"model": p.ChatCompletion, "content": {"text/event-stream": {}}}},
+    )
     async def chat_completions(req: p.ChatCompletionRequest):
         if req.model != model_name:
-            raise APIError(404, f"model '{req.model}' is not served here; this server serves '{model_name}'",
-                           "model", "model_not_found")
+            raise APIError(
+                404,
+                f"model '{req.model}' is not served here; this server serves '{model_name}'",
+                "model",
+                "model_not_found",
+            )
         params = sampling_params(req, settings)
         conversation = await asyncio.to_thread(to_conversation, req.messages, settings)  # image decoding is CPU work
         try:
@@ -128,17 +162,25 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
             raise APIError(503, f"server busy: {err}; retry shortly", None, "queue_full", {"Retry-After": "1"}) from err
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(job, model_name, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _sse(job, model_name, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         try:
             c = await job.result()
         except QueueFull as err:  # the server shut down while the request waited
             raise APIError(503, str(err), None, "shutting_down") from err
         return p.ChatCompletion(
-            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=model_name,
             choices=[p.Choice(message=p.AssistantMessage(content=c.text), finish_reason=c.finish_reason)],
-            usage=p.Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-                          total_tokens=c.prompt_tokens + c.completion_tokens),
+            usage=p.Usage(
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                total_tokens=c.prompt_tokens + c.completion_tokens,
+            ),
         )
 
     @v1.post("/images/generations", responses={501: {"model": p.ErrorResponse}})
@@ -170,8 +212,9 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def create_app(engine: TextEngine, settings: ServeSettings | None = None, ui: bool = True,
-               batcher: DynamicBatcher | None = None):
+def create_app(
+    engine: TextEngine, settings: ServeSettings | None = None, ui: bool = True, batcher: DynamicBatcher | None = None
+):
     """The full ASGI app: API (+ the Gradio UI at /ui), behind the size limit and API-key guards."""
     settings = settings or ServeSettings()
     batcher = batcher or DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)

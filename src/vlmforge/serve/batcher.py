@@ -83,8 +83,14 @@ class Job:
 
 
 class DynamicBatcher:
-    def __init__(self, engine: TextEngine, max_batch_size: int = 8, window_ms: float = 10.0, max_queue: int = 64,
-                 on_batch: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        engine: TextEngine,
+        max_batch_size: int = 8,
+        window_ms: float = 10.0,
+        max_queue: int = 64,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.engine = engine
         self.max_batch_size = max(1, max_batch_size)
         self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
@@ -193,6 +199,7 @@ class DynamicBatcher:
                 job.emit(Delta(released))
             # a row still producing text at the last allowed step was cut by the length limit
             cut = not text.stopped and steps >= params.max_new_tokens and last_output_step[row] == steps
-            completion = Completion(text.text, prompt_tokens[row], count_tokens(self.engine, text.text),
-                                    "length" if cut else "stop")
+            completion = Completion(
+                text.text, prompt_tokens[row], count_tokens(self.engine, text.text), "length" if cut else "stop"
+            )
             job.emit(Done(completion))

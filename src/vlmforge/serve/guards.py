@@ -71,8 +71,13 @@ class APIKeyGuard:
         scheme, _, token = header.partition(b" ")
         # compare_digest takes the same time wherever the first differing byte is: no key-guessing by timing
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
-            return await _send_error(send, 401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
-                                     "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+            return await _send_error(
+                send,
+                401,
+                "invalid or missing API key (send 'Authorization: Bearer KEY')",
+                "invalid_api_key",
+                [(b"www-authenticate", b"Bearer")],
+            )
         await self.app(scope, receive, send)
 
 

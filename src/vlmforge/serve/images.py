@@ -25,8 +25,13 @@ def load_image(url: str, settings: ServeSettings, param: str) -> Image.Image:
         data = _from_data_url(url, settings, param)
     elif scheme in ("http", "https"):
         if not settings.allow_remote_images:
-            raise APIError(400, "remote image URLs are disabled on this server; send the image inline as a "
-                           "base64 data: URL (or start the server with --allow-remote-images)", param, "image_url_refused")
+            raise APIError(
+                400,
+                "remote image URLs are disabled on this server; send the image inline as a "
+                "base64 data: URL (or start the server with --allow-remote-images)",
+                param,
+                "image_url_refused",
+            )
         data = _fetch(url, settings, param)
     elif scheme == "file":
         data = _read_local(url, settings, param)
@@ -37,13 +42,19 @@ def load_image(url: str, settings: ServeSettings, param: str) -> Image.Image:
 
 def decode(data: bytes, settings: ServeSettings, param: str) -> Image.Image:
     if len(data) > settings.max_image_bytes:
-        raise APIError(413, f"image is {len(data)} bytes; the limit is {settings.max_image_bytes}", param, "image_too_large")
+        raise APIError(
+            413, f"image is {len(data)} bytes; the limit is {settings.max_image_bytes}", param, "image_too_large"
+        )
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         width, height = image.size
         if width * height > settings.max_image_pixels:
-            raise APIError(413, f"image is {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels",
-                           param, "image_too_large")
+            raise APIError(
+                413,
+                f"image is {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels",
+                param,
+                "image_too_large",
+            )
         image.load()
         return image.convert("RGB")
     except APIError:
@@ -51,7 +62,9 @@ def decode(data: bytes, settings: ServeSettings, param: str) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise APIError(413, f"image refused: {err}", param, "image_too_large") from err
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as err:
-        raise APIError(400, f"could not decode the image ({', '.join(FORMATS)} accepted)", param, "invalid_image") from err
+        raise APIError(
+            400, f"could not decode the image ({', '.join(FORMATS)} accepted)", param, "invalid_image"
+        ) from err
 
 
 def _from_data_url(url: str, settings: ServeSettings, param: str) -> bytes:
@@ -59,8 +72,9 @@ def _from_data_url(url: str, settings: ServeSettings, param: str) -> bytes:
     if not sep or not header.lower().endswith(";base64") or not header.lower().startswith("data:image/"):
         raise APIError(400, "data URL must look like data:image/png;base64,<data>", param, "invalid_image_url")
     if len(payload) * 3 // 4 > settings.max_image_bytes:  # refuse before allocating the decoded bytes
-        raise APIError(413, f"image is larger than the limit of {settings.max_image_bytes} bytes", param,
-                       "image_too_large")
+        raise APIError(
+            413, f"image is larger than the limit of {settings.max_image_bytes} bytes", param, "image_too_large"
+        )
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as err:
@@ -89,13 +103,16 @@ def _fetch(url: str, settings: ServeSettings, param: str) -> bytes:
 def _read_local(url: str, settings: ServeSettings, param: str) -> bytes:
     root = settings.local_image_root
     if root is None:
-        raise APIError(400, "file:// image URLs are disabled on this server (see --allow-local-images)", param,
-                       "image_url_refused")
+        raise APIError(
+            400, "file:// image URLs are disabled on this server (see --allow-local-images)", param, "image_url_refused"
+        )
     path = Path(unquote(urlparse(url).path)).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise APIError(400, "file:// image URL is outside the allowed folder or does not exist", param,
-                       "image_url_refused")
+        raise APIError(
+            400, "file:// image URL is outside the allowed folder or does not exist", param, "image_url_refused"
+        )
     if path.stat().st_size > settings.max_image_bytes:
-        raise APIError(413, f"image is larger than the limit of {settings.max_image_bytes} bytes", param,
-                       "image_too_large")
+        raise APIError(
+            413, f"image is larger than the limit of {settings.max_image_bytes} bytes", param, "image_too_large"
+        )
     return path.read_bytes()

@@ -46,31 +46,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--served-model-name", help="model id clients use (default: the folder name)")
     parser.add_argument("--device", help="torch device, e.g. cuda or cpu (default: cuda if available)")
     parser.add_argument("--dtype", help="torch dtype, e.g. bfloat16 (default: bfloat16 on GPU, float32 on CPU)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for torch (default: torch's choice; use 1 on a busy or small machine, "
-                        "where threads waiting on each other cost more than they add)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice; use 1 on a busy or small machine, "
+        "where threads waiting on each other cost more than they add)",
+    )
     group = parser.add_argument_group("batching and limits")
-    group.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                       help="most requests generated together in one batch (default: %(default)s; 1 disables batching)")
-    group.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
-                       help="how long to wait for more requests to join a batch (default: %(default)s)")
-    group.add_argument("--max-queue", type=int, default=d.max_queue,
-                       help="requests allowed to wait; more get HTTP 503 (default: %(default)s)")
-    group.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes,
-                       help="largest request body; larger gets HTTP 413 (default: %(default)s)")
-    group.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes,
-                       help="largest encoded image (default: %(default)s)")
-    group.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels,
-                       help="largest image width*height, checked before decoding (default: %(default)s)")
+    group.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=d.max_batch_size,
+        help="most requests generated together in one batch (default: %(default)s; 1 disables batching)",
+    )
+    group.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=d.batch_window_ms,
+        help="how long to wait for more requests to join a batch (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help="requests allowed to wait; more get HTTP 503 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=d.max_request_bytes,
+        help="largest request body; larger gets HTTP 413 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-image-bytes", type=int, default=d.max_image_bytes, help="largest encoded image (default: %(default)s)"
+    )
+    group.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=d.max_image_pixels,
+        help="largest image width*height, checked before decoding (default: %(default)s)",
+    )
     group.add_argument("--max-images", type=int, default=d.max_images, help="images per request (default: %(default)s)")
-    group.add_argument("--max-tokens-cap", type=int, default=d.max_tokens_cap,
-                       help="largest max_tokens a request may ask for (default: %(default)s)")
-    group.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,
-                       help="max_tokens when a request sets none (default: %(default)s)")
-    group.add_argument("--allow-remote-images", action="store_true",
-                       help="fetch http(s) image URLs (off: the server would fetch any URL a client names)")
-    group.add_argument("--allow-local-images", metavar="DIR", type=Path,
-                       help="accept file:// image URLs for files inside DIR (off by default)")
+    group.add_argument(
+        "--max-tokens-cap",
+        type=int,
+        default=d.max_tokens_cap,
+        help="largest max_tokens a request may ask for (default: %(default)s)",
+    )
+    group.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=d.default_max_tokens,
+        help="max_tokens when a request sets none (default: %(default)s)",
+    )
+    group.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        help="fetch http(s) image URLs (off: the server would fetch any URL a client names)",
+    )
+    group.add_argument(
+        "--allow-local-images",
+        metavar="DIR",
+        type=Path,
+        help="accept file:// image URLs for files inside DIR (off by default)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> ServeSettings:
@@ -89,8 +128,15 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         allow_remote_images=args.allow_remote_images,
         local_image_root=args.allow_local_images,
     )
-    for name in ("max_batch_size", "max_queue", "max_request_bytes", "max_image_bytes", "max_image_pixels",
-                 "max_tokens_cap", "default_max_tokens"):
+    for name in (
+        "max_batch_size",
+        "max_queue",
+        "max_request_bytes",
+        "max_image_bytes",
+        "max_image_pixels",
+        "max_tokens_cap",
+        "default_max_tokens",
+    ):
         if getattr(settings, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if settings.local_image_root is not None and not settings.local_image_root.is_dir():

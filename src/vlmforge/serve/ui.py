@@ -34,8 +34,9 @@ def _conversation(turns: list[dict], image) -> Conversation:
     return Conversation(messages, [image] if image is not None else [])
 
 
-def build_ui(batcher: DynamicBatcher, settings: ServeSettings | None = None,
-             defaults: UIDefaults | None = None) -> gr.Blocks:
+def build_ui(
+    batcher: DynamicBatcher, settings: ServeSettings | None = None, defaults: UIDefaults | None = None
+) -> gr.Blocks:
     settings = settings or ServeSettings()
     defaults = defaults or UIDefaults()
 
@@ -66,18 +67,31 @@ def build_ui(batcher: DynamicBatcher, settings: ServeSettings | None = None,
         turns = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", format="png", label="Image", sources=["upload", "clipboard"],
-                                 elem_id="image", height=320)
+                image = gr.Image(
+                    type="pil",
+                    format="png",
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    elem_id="image",
+                    height=320,
+                )
                 with gr.Accordion("Generation settings", open=True):
-                    temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05,
-                                            label="Temperature (0 = greedy)")
+                    temperature = gr.Slider(
+                        0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"
+                    )
                     top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p")
-                    max_tokens = gr.Slider(1, settings.max_tokens_cap, value=min(defaults.max_tokens, settings.max_tokens_cap),
-                                           step=1, label="Max new tokens")
+                    max_tokens = gr.Slider(
+                        1,
+                        settings.max_tokens_cap,
+                        value=min(defaults.max_tokens, settings.max_tokens_cap),
+                        step=1,
+                        label="Max new tokens",
+                    )
             with gr.Column(scale=2):
                 chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
-                question = gr.Textbox(placeholder="Ask about the image and press Enter", show_label=False,
-                                      elem_id="question")
+                question = gr.Textbox(
+                    placeholder="Ask about the image and press Enter", show_label=False, elem_id="question"
+                )
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear chat", elem_id="clear")
@@ -90,11 +104,14 @@ def build_ui(batcher: DynamicBatcher, settings: ServeSettings | None = None,
     return ui
 
 
-def mount_ui(app, batcher: DynamicBatcher, settings: ServeSettings, path: str = "/ui",
-             defaults: UIDefaults | None = None) -> None:
+def mount_ui(
+    app, batcher: DynamicBatcher, settings: ServeSettings, path: str = "/ui", defaults: UIDefaults | None = None
+) -> None:
     """Serve the UI inside the API's FastAPI app. With an API key set, the UI asks for it as the password."""
     auth = None
     if settings.api_key:
+
         def auth(_user: str, password: str) -> bool:
             return key_matches(password, settings.api_key)
+
     gr.mount_gradio_app(app, build_ui(batcher, settings, defaults), path=path, auth=auth)

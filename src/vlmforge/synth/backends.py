@@ -59,9 +59,7 @@ class LocalHFGenerator:
         except OSError as err:
             raise ConfigError(f"cannot load a causal LM from {model_path!r}: {err}") from err
         if self.tokenizer.chat_template is None:
-            raise ConfigError(
-                f"{model_path!r}: the tokenizer has no chat template; use an instruct/chat model"
-            )
+            raise ConfigError(f"{model_path!r}: the tokenizer has no chat template; use an instruct/chat model")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -73,9 +71,7 @@ class LocalHFGenerator:
     ) -> list[Completion]:
         import torch
 
-        texts = [
-            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts
-        ]
+        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
         out: list[Completion] = []
         torch.manual_seed(seed)  # sampling (T>0) is reproducible for the same batches
         for start in range(0, len(texts), self.batch_size):
@@ -85,9 +81,7 @@ class LocalHFGenerator:
                 padding=True,
                 add_special_tokens=False,  # the chat template already wrote BOS/role tokens
             ).to(self.device)
-            sampling = (
-                {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-            )
+            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             with torch.inference_mode():
                 ids = self.model.generate(
                     **batch,
@@ -130,9 +124,7 @@ class OpenAIGenerator:
 
     def _retryable(self, err: Exception) -> bool:
         o = self._openai
-        if isinstance(
-            err, o.APITimeoutError | o.APIConnectionError | o.RateLimitError | o.InternalServerError
-        ):
+        if isinstance(err, o.APITimeoutError | o.APIConnectionError | o.RateLimitError | o.InternalServerError):
             return True
         return isinstance(err, o.APIStatusError) and err.status_code >= 500
 
@@ -188,9 +180,7 @@ def make_generator(config: dict[str, Any]) -> TextGenerator:
 def add_backend_args(parser: Any) -> None:
     """The CLI flags shared by every generating stage; ``backend_config(args)`` turns them into a config dict."""
     g = parser.add_argument_group("generation backend")
-    g.add_argument(
-        "--backend", choices=["local", "openai"], required=True, help="where completions come from"
-    )
+    g.add_argument("--backend", choices=["local", "openai"], required=True, help="where completions come from")
     g.add_argument("--model", required=True, help="local: model directory; openai: the served model name")
     g.add_argument("--base-url", help="openai: endpoint, e.g. http://localhost:8000/v1 (vLLM, SGLang)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: env variable holding the key")

@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stage 1: seed captions -> one detailed, objective paragraph each",
         description="Expand short seed captions into detailed descriptions with an LLM (writes captions.jsonl).",
     )
-    p.add_argument(
-        "--seeds", type=Path, required=True, help="JSONL with id + caption, or a text file, one per line"
-    )
+    p.add_argument("--seeds", type=Path, required=True, help="JSONL with id + caption, or a text file, one per line")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     add_backend_args(p)
     p.set_defaults(handler=_densify, max_new_tokens=512)
@@ -41,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "caption from its id), validate the JSON, and write records.jsonl."
         ),
     )
-    p.add_argument(
-        "--captions", type=Path, required=True, help="JSONL with id + caption (densify's captions.jsonl)"
-    )
+    p.add_argument("--captions", type=Path, required=True, help="JSONL with id + caption (densify's captions.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--ratios",
@@ -63,9 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--records", type=Path, required=True, help="JSONL with id + caption (records.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="output directory (the embedding store)")
-    p.add_argument(
-        "--encoder", help="sentence-transformers or CLIP/SigLIP model dir (default: all-MiniLM-L6-v2)"
-    )
+    p.add_argument("--encoder", help="sentence-transformers or CLIP/SigLIP model dir (default: all-MiniLM-L6-v2)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(handler=_embed)
@@ -81,9 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--embeddings", type=Path, required=True, help="embedding store directory (from embed)")
     p.add_argument("--out", type=Path, required=True, help="output directory (a new embedding store)")
     p.add_argument("--method", choices=["none", "mean_shift", "c3"], default="mean_shift")
-    p.add_argument(
-        "--no-renorm", action="store_true", help="skip the final L2 normalisation (released code's form)"
-    )
+    p.add_argument("--no-renorm", action="store_true", help="skip the final L2 normalisation (released code's form)")
     p.add_argument("--sigma", type=float, default=0.126, help="c3: noise standard deviation")
     p.add_argument("--seed", type=int, default=0, help="c3: noise seed")
     p.set_defaults(handler=_transfer)
@@ -123,9 +115,7 @@ def _instruct(args: argparse.Namespace) -> int:
     from vlmforge.synth.unicorn.prompts import TASK_KINDS
 
     if not set(ratios) <= set(TASK_KINDS) or sum(ratios.values()) <= 0:
-        raise ConfigError(
-            f"--ratios {args.ratios!r}: kinds are {', '.join(TASK_KINDS)}, weights must be >= 0"
-        )
+        raise ConfigError(f"--ratios {args.ratios!r}: kinds are {', '.join(TASK_KINDS)}, weights must be >= 0")
     m = instruct(
         args.captions,
         args.out,
@@ -146,9 +136,7 @@ def _embed(args: argparse.Namespace) -> int:
     from vlmforge.synth.unicorn.embed import embed_records
 
     manifest = Manifest(args.out, "unicorn.embed")
-    info = embed_records(
-        args.records, args.out, encoder=args.encoder, batch_size=args.batch_size, device=args.device
-    )
+    info = embed_records(args.records, args.out, encoder=args.encoder, batch_size=args.batch_size, device=args.device)
     _summary(manifest.write(inputs=[file_fingerprint(args.records)], **info))
     return 0
 

@@ -37,9 +37,7 @@ class EmbeddingStore:
             raise DataError(str(self.directory / IDS_FILE), "ids are not unique", code="duplicate_id")
 
     @staticmethod
-    def write(
-        directory: Path, ids: Sequence[str], array: np.ndarray | torch.Tensor, dtype: str = "float16"
-    ) -> Path:
+    def write(directory: Path, ids: Sequence[str], array: np.ndarray | torch.Tensor, dtype: str = "float16") -> Path:
         """Save ``array`` [N, D] with row ids; returns the directory."""
         from safetensors.torch import save_file
 
@@ -51,9 +49,7 @@ class EmbeddingStore:
             raise ValueError(f"need a [N, D] array with N = len(ids) = {len(ids)}, got {tuple(tensor.shape)}")
         if len(set(ids)) != len(ids):
             raise ValueError("ids must be unique")
-        save_file(
-            {TENSOR_NAME: tensor}, str(directory / TENSOR_FILE), metadata={"format": "pt", "n": str(len(ids))}
-        )
+        save_file({TENSOR_NAME: tensor}, str(directory / TENSOR_FILE), metadata={"format": "pt", "n": str(len(ids))})
         (directory / IDS_FILE).write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
         return directory
 

@@ -92,9 +92,7 @@ def read_records(path: Path, *, text_field: str = "caption") -> Iterator[tuple[s
             if not isinstance(rec, dict) or "id" not in rec:
                 raise DataError(where, "record needs an 'id' field", code="missing_id")
             if not isinstance(rec.get(text_field), str) or not rec[text_field].strip():
-                raise DataError(
-                    where, f"record needs a non-empty string '{text_field}' field", code="missing_text"
-                )
+                raise DataError(where, f"record needs a non-empty string '{text_field}' field", code="missing_text")
             rec["id"] = str(rec["id"])
             yield where, rec
 
@@ -121,9 +119,7 @@ class Manifest:
             **fields,
         }
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(
-            json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8"
-        )
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)  # atomic: a kill never leaves a half-written manifest
         return data
 

@@ -46,9 +46,7 @@ def run_stage(
     pending = [r for r in records if r["id"] not in finished]
     failed: Counter = Counter()
     retries = 0
-    with tqdm(
-        total=len(records), initial=len(records) - len(pending), desc=desc, unit="rec", disable=None
-    ) as bar:
+    with tqdm(total=len(records), initial=len(records) - len(pending), desc=desc, unit="rec", disable=None) as bar:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             outcome = process(batch)

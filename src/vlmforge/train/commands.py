@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("recipe", help="recipe YAML (see recipes/ and docs/recipes.md)")
     train.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set stages.finetune.learning_rate=1e-4 (repeatable)",
     )
     train.add_argument("--resume", action="store_true", help="continue each unfinished stage from its last checkpoint")

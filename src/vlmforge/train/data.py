@@ -59,8 +59,14 @@ def build_training_data(stage: StageConfig, processor, model_config, on_error: s
     parts = []
     for path, image_folder in paths:
         part = ConversationDataset(
-            path, processor, image_folder=image_folder, template=template, max_length=stage.max_length,
-            on_error=on_error, rejections=rejections, embeddings=embeddings,
+            path,
+            processor,
+            image_folder=image_folder,
+            template=template,
+            max_length=stage.max_length,
+            on_error=on_error,
+            rejections=rejections,
+            embeddings=embeddings,
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]

@@ -37,7 +37,10 @@ def open_embeddings(directory: str | Path | None, model_config: Any = None) -> E
 
 
 def embed_world_captions(
-    world_dir: str | Path, out_dir: str | Path, encoder: str | None = None, split: str = "train",
+    world_dir: str | Path,
+    out_dir: str | Path,
+    encoder: str | None = None,
+    split: str = "train",
     field: str = "detailed_caption",
 ) -> dict[str, Any]:
     """Embed each training image's caption (``field`` of the world's ``captions.jsonl``) into one EmbeddingStore

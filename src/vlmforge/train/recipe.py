@@ -91,7 +91,9 @@ class Recipe:
 
     def validate(self) -> Recipe:
         if not self.stages:
-            raise ConfigError(f"recipe '{self.name}' has no stages; add e.g. `stages: {{pretrain: ..., finetune: ...}}`")
+            raise ConfigError(
+                f"recipe '{self.name}' has no stages; add e.g. `stages: {{pretrain: ..., finetune: ...}}`"
+            )
         for name, stage in self.stages.items():
             _check_choice(f"stages.{name}.kind", stage.kind, STAGE_KINDS)
             _check_choice(f"stages.{name}.tune", stage.tune, TUNE_MODES)
@@ -140,7 +142,9 @@ def _build(cls, data: Any, where: str):
         if key == "stages" and cls is Recipe:
             kwargs[key] = {name: _build_stage(name, spec) for name, spec in (value or {}).items()}
         else:
-            kwargs[key] = _build(_dataclass_in(hint), value, path) if _dataclass_in(hint) else _coerce(hint, value, path)
+            kwargs[key] = (
+                _build(_dataclass_in(hint), value, path) if _dataclass_in(hint) else _coerce(hint, value, path)
+            )
     return cls(**kwargs)
 
 
@@ -158,7 +162,11 @@ def _coerce(hint, value: Any, where: str) -> Any:
     """YAML already gives typed scalars; `--set` gives strings. Convert to the field's type, clearly on failure."""
     if value is None:
         return None
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    options = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     for option in options:
         if option is type(None):
             continue
@@ -176,7 +184,9 @@ def _coerce(hint, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: cannot use {value!r} as {hint}")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), variables: dict[str, str] | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), variables: dict[str, str] | None = None
+) -> Recipe:
     """Read a YAML recipe, substitute ``${name}`` variables (in the file and in the overrides, so that
     ``--set stages.finetune.data.path=${world}/train/instruct.jsonl`` works), apply ``key.sub=value`` overrides,
     validate."""

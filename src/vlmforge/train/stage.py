@@ -113,7 +113,12 @@ def training_arguments(
 
 
 def run_stage(
-    recipe: Recipe, name: str, stage: StageConfig, previous: str | None, resume: bool, overwrite: bool,
+    recipe: Recipe,
+    name: str,
+    stage: StageConfig,
+    previous: str | None,
+    resume: bool,
+    overwrite: bool,
     callbacks: list | None = None,
 ) -> Path:
     from accelerate import PartialState

@@ -87,5 +87,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     base = AutoModelForImageTextToText.from_pretrained(base_path)
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir)
-    AutoProcessor.from_pretrained(adapter_dir if (adapter_dir / "processor_config.json").exists() else base_path).save_pretrained(out_dir)
+    AutoProcessor.from_pretrained(
+        adapter_dir if (adapter_dir / "processor_config.json").exists() else base_path
+    ).save_pretrained(out_dir)
     return Path(out_dir)

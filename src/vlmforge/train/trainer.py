@@ -70,7 +70,9 @@ class VlmTrainer(Trainer):
         checkpoint_state.save_rng_state(output_dir, self.args.process_index, self.args.world_size)
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        if checkpoint and not checkpoint_state.load_rng_state(checkpoint, self.args.process_index, self.args.world_size):
+        if checkpoint and not checkpoint_state.load_rng_state(
+            checkpoint, self.args.process_index, self.args.world_size
+        ):
             super()._load_rng_state(checkpoint)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:

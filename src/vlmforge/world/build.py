@@ -178,9 +178,7 @@ def _count_questions(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {t: tasks.get(t, 0) for t in TASKS}
 
 
-def _build_split(
-    split: str, scenes: list[Scene], paths: WorldPaths, config: WorldConfig, progress: bool
-) -> dict:
+def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: WorldConfig, progress: bool) -> dict:
     image_dir = paths.images(split)
     image_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in RECORD_FILES}
@@ -243,8 +241,7 @@ def build_world(
         "chance": {task: chance_level(task, config) for task in TASKS},
         "counts": counts,
         "files": {
-            split: {n: str(paths.records(split, n).relative_to(paths.root)) for n in RECORD_FILES}
-            for split in SPLITS
+            split: {n: str(paths.records(split, n).relative_to(paths.root)) for n in RECORD_FILES} for split in SPLITS
         },
         # No timestamps or timings: world.json is part of the world's identity (the foundation cache hashes it),
         # and the same config must give a byte-identical world.

@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train", type=int, default=defaults.train_size, help="number of train images (default %(default)s)"
     )
-    p.add_argument(
-        "--test", type=int, default=defaults.test_size, help="number of test images (default %(default)s)"
-    )
+    p.add_argument("--test", type=int, default=defaults.test_size, help="number of test images (default %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     p.add_argument(
         "--image-size",
@@ -42,12 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.max_objects,
         help="most objects in one scene (default %(default)s)",
     )
-    p.add_argument(
-        "--shapes", type=_names, default=defaults.shapes, help="comma-separated subset of shapes to use"
-    )
-    p.add_argument(
-        "--colors", type=_names, default=defaults.colors, help="comma-separated subset of colours to use"
-    )
+    p.add_argument("--shapes", type=_names, default=defaults.shapes, help="comma-separated subset of shapes to use")
+    p.add_argument("--colors", type=_names, default=defaults.colors, help="comma-separated subset of colours to use")
     p.add_argument(
         "--background-noise",
         type=int,

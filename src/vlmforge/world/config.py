@@ -92,9 +92,7 @@ class WorldConfig:
         if self.grid < 1:
             raise bad(f"grid must be >= 1, got {self.grid}")
         if not 1 <= self.max_objects <= self.grid**2:
-            raise bad(
-                f"max_objects must be in 1..{self.grid**2} (one object per cell), got {self.max_objects}"
-            )
+            raise bad(f"max_objects must be in 1..{self.grid**2} (one object per cell), got {self.max_objects}")
         if self.image_size < 8 * self.grid:
             raise bad(f"image_size must be >= {8 * self.grid} px for a {self.grid}x{self.grid} grid")
         if self.train_size < 0 or self.test_size < 0:

@@ -119,8 +119,16 @@ def load_gqa(data: Mapping[str, str]) -> list[Sample]:
         where = f"{file}:{qid}"
         require(q, ("imageId", "question", "answer"), where)
         kind = (q.get("types") or {}).get("structural")
-        out.append(Sample(id=str(qid), prompt=_short(q["question"]), target=q["answer"], where=where,
-                          images=[check_image(images / f"{q['imageId']}.jpg", where)], meta={"type": kind}))
+        out.append(
+            Sample(
+                id=str(qid),
+                prompt=_short(q["question"]),
+                target=q["answer"],
+                where=where,
+                images=[check_image(images / f"{q['imageId']}.jpg", where)],
+                meta={"type": kind},
+            )
+        )
     return out
 
 
@@ -171,8 +179,19 @@ def load_scienceqa(data: Mapping[str, str]) -> list[Sample]:
         require(p, ("question", "choices", "answer"), where)
         image = check_image(images / split / str(pid) / p["image"], where)
         hint = f"Context: {p['hint']}" if p.get("hint") else None
-        out.extend(mc_samples(str(pid), p["question"], p["choices"], int(p["answer"]), circular=False,
-                              images=[image], where=where, meta={"type": p.get("subject")}, hint=hint))
+        out.extend(
+            mc_samples(
+                str(pid),
+                p["question"],
+                p["choices"],
+                int(p["answer"]),
+                circular=False,
+                images=[image],
+                where=where,
+                meta={"type": p.get("subject")},
+                hint=hint,
+            )
+        )
     return out
 
 

@@ -72,7 +72,9 @@ def assemble_embedding_vlm(
 
     image_processor = AutoImageProcessor.from_pretrained(encoder_path) if encoder_path else None
     processor = EmbeddingVLMProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, num_visual_tokens=num_visual_tokens,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        num_visual_tokens=num_visual_tokens,
         chat_template=tokenizer.chat_template,
     )
     return model, processor

@@ -56,7 +56,9 @@ def calibrate_image_mean(model, processor, images: Sequence[Image.Image], batch_
     return stats.mean
 
 
-def calibrate_checkpoint(model_dir: str | Path, images: str | Path, n: int = 256, out_dir: str | Path | None = None) -> dict:
+def calibrate_checkpoint(
+    model_dir: str | Path, images: str | Path, n: int = 256, out_dir: str | Path | None = None
+) -> dict:
     """Load a saved embedding-input VLM, calibrate its image mean on ``images`` and save it (in place by default)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -68,7 +70,9 @@ def calibrate_checkpoint(model_dir: str | Path, images: str | Path, n: int = 256
         raise ConfigError(f"model '{model_dir}' not found: expected a folder with config.json")
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     if model.config.model_type != MODEL_TYPE:
-        raise ConfigError(f"'{model_dir}' is a {model.config.model_type} model; calibration is for embedding_vlm models")
+        raise ConfigError(
+            f"'{model_dir}' is a {model.config.model_type} model; calibration is for embedding_vlm models"
+        )
     processor = AutoProcessor.from_pretrained(model_dir)
     paths = calibration_image_paths(images, n)
     mean = calibrate_image_mean(model, processor, [load_image(p, str(p)) for p in paths])

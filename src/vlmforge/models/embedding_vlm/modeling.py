@@ -178,7 +178,9 @@ class EmbeddingVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
-    def prepare_inputs_for_generation(self, *args, image_embeds=None, pixel_values=None, is_first_iteration=False, **kwargs):
+    def prepare_inputs_for_generation(
+        self, *args, image_embeds=None, pixel_values=None, is_first_iteration=False, **kwargs
+    ):
         """Image inputs go in on the prefill step only; later steps read them from the KV cache."""
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):

@@ -15,8 +15,13 @@ from vlmforge.models.assemble import IMAGE_TOKEN
 
 class EmbeddingVLMProcessor(ProcessorMixin):
     def __init__(
-        self, image_processor=None, tokenizer=None, num_visual_tokens: int = 16, chat_template=None,
-        image_token: str = IMAGE_TOKEN, **kwargs,
+        self,
+        image_processor=None,
+        tokenizer=None,
+        num_visual_tokens: int = 16,
+        chat_template=None,
+        image_token: str = IMAGE_TOKEN,
+        **kwargs,
     ):
         self.num_visual_tokens = num_visual_tokens
         self.image_token = image_token

@@ -39,9 +39,7 @@ class WorldText:
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """Records of a JSONL file, each with its ``file:line`` location for error messages. Blank lines are skipped."""
     if not path.is_file():
-        raise DataError(
-            str(path), "file not found: is this a shapes-world folder (vlmforge world)?", "missing"
-        )
+        raise DataError(str(path), "file not found: is this a shapes-world folder (vlmforge world)?", "missing")
     return list(iter_jsonl_objects(path))
 
 
@@ -55,9 +53,7 @@ def to_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
         role = ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
         value = turn.get("value") if isinstance(turn, dict) else None
         if role is None or not isinstance(value, str):
-            raise DataError(
-                where, f"bad turn {turn!r}: need 'from' in human/gpt and a string 'value'", "turn"
-            )
+            raise DataError(where, f"bad turn {turn!r}: need 'from' in human/gpt and a string 'value'", "turn")
         messages.append({"role": role, "content": value.replace(IMAGE_TOKEN, "").strip()})
     return messages
 
@@ -109,9 +105,7 @@ def _read_regions(path: Path, scene_ids: list[str]) -> list[list[tuple[list[floa
                 for o in scene["objects"]
             ]
         except (KeyError, TypeError) as exc:
-            raise DataError(
-                where, f"scene needs 'id' and 'objects' with 'box' and 'shape' ({exc!r})", "scene"
-            ) from exc
+            raise DataError(where, f"scene needs 'id' and 'objects' with 'box' and 'shape' ({exc!r})", "scene") from exc
     missing = [sid for sid in scene_ids if sid not in objects]
     if missing:
         raise DataError(str(path), f"no scene for captioned image(s) {missing[:3]}", "scene")

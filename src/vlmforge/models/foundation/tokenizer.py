@@ -25,9 +25,7 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with ChatML special tokens, ``<image>`` and a chat template."""
     if vocab_size <= 256 + len(SPECIAL_TOKENS):
-        raise ConfigError(
-            f"tokenizer vocab_size {vocab_size} must exceed the 256 byte symbols + special tokens"
-        )
+        raise ConfigError(f"tokenizer vocab_size {vocab_size} must exceed the 256 byte symbols + special tokens")
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

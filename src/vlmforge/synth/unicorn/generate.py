@@ -51,9 +51,7 @@ def densify(
             elif len(text.split()) < min_words:  # empty or truncated output is no description
                 outcome.rejected.append((rec["id"], "too_short"))
             else:
-                outcome.accepted.append(
-                    {"id": rec["id"], "seed_caption": rec["caption"], "caption": text.strip()}
-                )
+                outcome.accepted.append({"id": rec["id"], "seed_caption": rec["caption"], "caption": text.strip()})
         return outcome
 
     result = run_stage(records, out_dir, DENSIFY_OUTPUT, process, batch_size=batch_size, desc="densify")

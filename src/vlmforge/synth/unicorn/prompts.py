@@ -55,9 +55,7 @@ def densify_messages(caption: str) -> list[dict[str, Any]]:
     ]
 
 
-def instruct_messages(
-    caption: str, kind: str, min_pairs: int = 6, max_pairs: int = 8
-) -> list[dict[str, Any]]:
+def instruct_messages(caption: str, kind: str, min_pairs: int = 6, max_pairs: int = 8) -> list[dict[str, Any]]:
     prompt = INSTRUCT_PROMPTS[kind].format(caption=caption, min_pairs=min_pairs, max_pairs=max_pairs)
     return [{"role": "system", "content": INSTRUCT_SYSTEM}, {"role": "user", "content": prompt}]
 
