@@ -43,9 +43,9 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def write_recipe(path, data, parts, out, **finetune):
-    vision, lm = parts
-    finetune_cfg = {
+def finetune_stage(data, **finetune):
+    """The tiny finetune stage on the colour questions: 16 samples, global batch 4 (2 per device), 4 steps/epoch."""
+    return {
         "data": {"path": str(data / "qa.jsonl")},
         "learning_rate": 1e-3,
         "global_batch_size": 4,
@@ -55,6 +55,11 @@ def write_recipe(path, data, parts, out, **finetune):
         "save_steps": 2,
         **finetune,
     }
+
+
+def write_recipe(path, data, parts, out, **finetune):
+    vision, lm = parts
+    finetune_cfg = finetune_stage(data, **finetune)
     recipe = {
         "name": "tiny",
         "output_dir": str(out),

@@ -13,7 +13,7 @@ import torch
 import yaml
 from transformers import AutoModelForImageTextToText
 
-from test_train import COLOURS, CrashAfter, tiny_data  # noqa: F401  (fixture re-exported)
+from test_train import COLOURS, CrashAfter, finetune_stage, tiny_data  # noqa: F401  (fixture re-exported)
 
 
 def finetune_only_recipe(
@@ -25,20 +25,11 @@ def finetune_only_recipe(
     top: dict[str, Any] | None = None,
     **finetune: Any,
 ) -> dict[str, Any]:
-    """One finetune stage on the colour questions: 16 samples, global batch 4 (2 per device), 4 steps/epoch."""
+    """A recipe with only test_train's tiny finetune stage (checkpoints every 100 steps unless told)."""
     model = (
         {"init_from": str(init_from)} if init_from else {"vision_model": str(parts[0]), "language_model": str(parts[1])}
     )
-    stage = {
-        "data": {"path": str(data / "qa.jsonl")},
-        "learning_rate": 1e-3,
-        "global_batch_size": 4,
-        "per_device_batch_size": 2,
-        "epochs": 1,
-        "logging_steps": 1,
-        "save_steps": 100,
-        **finetune,
-    }
+    stage = finetune_stage(data, **{"save_steps": 100, **finetune})
     return {
         "name": "tiny",
         "output_dir": str(out),
