@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-# The lab trains on multi-turn conversations (every image asks every question type: near-uniform lengths). Real
-# LLaVA data mixes short single-question VQA with long conversations; the second set reproduces that spread.
+# The Bunny lab recipe trains on multi-turn conversations (every image asks every question type: near-uniform
+# lengths); the Unicorn lab recipes on single-question records. Real LLaVA data mixes short single-question VQA
+# with long conversations; the third set reproduces that spread.
 DATASETS = {
-    "lab conversations": ("conversations.jsonl",),
+    "lab conversations (Bunny recipe)": ("conversations.jsonl",),
+    "single-question records (Unicorn recipes)": ("instruct.jsonl",),
     "mixed lengths (single-question + multi-turn)": ("instruct.jsonl", "conversations.jsonl"),
 }
 
