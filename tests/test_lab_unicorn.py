@@ -82,6 +82,8 @@ def test_every_recipe_is_evaluated_on_the_held_out_test_images(lab):
     assert control.get("transfer_method") is None  # the control trained on real images, no store
     report = (out / "report.md").read_text()
     assert "Unicorn: text-only vs image-trained control" in report and "stand in for the LLM" in report
+    header = next(line for line in report.splitlines() if line.startswith("| question type | unicorn-none"))
+    assert header.endswith("| unicorn-control | question only |")
 
 
 def test_modality_gap_is_measured_before_and_after_transfer(lab):

@@ -324,12 +324,14 @@ def unicorn_report_lines(results: Mapping[str, Any]) -> list[str]:
     names = [n for n in recipes if n.startswith("unicorn-") or n == "bunny"]
     tasks = list(recipes[names[0]]["summary"]) if names else []
     lines = ["## Unicorn: text-only vs image-trained control", "", section["note"], "", section["calibration"] + ".",
-             "", "| question type | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
+             "", "| question type | " + " | ".join(names) + " | question only |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
     for task in tasks:
         cells = []
         for n in names:
             e = recipes[n]["summary"][task]
             cells.append(f"{e['mean']:.3f}" + (f" ± {e['se']:.3f}" if e.get("se") is not None else ""))
+        blind = recipes[names[0]]["summary"][task].get("question_only")  # the same baseline for every recipe
+        cells.append("n/a" if blind is None else f"{blind:.3f}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     gap = section["modality_gap"]
     lines += [
