@@ -11,14 +11,15 @@ import torch
 from vlmforge.errors import DataError
 from vlmforge.lab.transfer_probe import (
     ATTRIBUTES,
+    SCENE_FIELDS,
     balanced_accuracy,
     gain_share,
     label_vocabulary,
     probe_statements,
-    read_scene_objects,
     scene_labels,
     transfer_probe,
 )
+from vlmforge.models.foundation.corpus import read_scenes
 
 COLORS, SHAPES = ("red", "green", "blue"), ("circle", "square", "star")
 
@@ -52,13 +53,15 @@ def test_labels_are_read_from_the_scene_annotations():
     assert unseen.count.tolist() == [-100]  # a count never seen in training cannot be predicted
 
 
-def test_a_bad_scene_record_names_its_line(tmp_path):
-    path = tmp_path / "scenes.jsonl"
-    path.write_text(
+def test_a_bad_scene_record_names_its_line_and_a_missing_file_says_what_it_wanted(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "scenes.jsonl").write_text(
         json.dumps({"id": "a", "objects": []}) + "\n" + json.dumps({"id": "b", "objects": [{"color": "red"}]}) + "\n"
     )
     with pytest.raises(DataError, match=r"scenes.jsonl:2"):
-        read_scene_objects(path)
+        read_scenes(tmp_path, "train", required=SCENE_FIELDS)
+    with pytest.raises(DataError, match="shapes-world folder"):
+        read_scenes(tmp_path, "test", required=SCENE_FIELDS)
 
 
 def encode(labels, basis: torch.Tensor, noise: float, seed: int) -> torch.Tensor:

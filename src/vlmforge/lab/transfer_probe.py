@@ -21,15 +21,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from vlmforge.data.records import iter_jsonl_objects
 from vlmforge.errors import DataError
 
 ATTRIBUTES = ("count", "colors", "shapes", "objects", "positions")
+SCENE_FIELDS = ("color", "shape")  # what every annotated object must have for these labels
 _VALUE = {  # attribute -> the value one object contributes (None: not annotated)
     "colors": lambda o: o.get("color"),
     "shapes": lambda o: o.get("shape"),
@@ -56,26 +55,10 @@ class SceneLabels:
     positions: torch.Tensor
 
 
-def read_scene_objects(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """``scene id -> objects`` from a world's ``scenes.jsonl``; a record without ``id`` or ``objects`` (each with
-    ``color`` and ``shape``) is a DataError naming file:line."""
-    scenes: dict[str, list[dict[str, Any]]] = {}
-    for where, scene in iter_jsonl_objects(path):
-        objects = scene.get("objects")
-        if (
-            "id" not in scene
-            or not isinstance(objects, list)
-            or not all(isinstance(o, dict) and "color" in o and "shape" in o for o in objects)
-        ):
-            raise DataError(where, "a scene needs 'id' and 'objects', each with 'color' and 'shape'", "scene")
-        scenes[str(scene["id"])] = objects
-    return scenes
-
-
 def scene_labels(
     scenes: Mapping[str, list[dict[str, Any]]], ids: Sequence[str], vocab: Mapping[str, Sequence[Any]]
 ) -> SceneLabels:
-    """Targets for ``ids`` over a fixed vocabulary (``vocab[attribute]``, taken from the train
+    """Targets for ``ids`` (``scenes``: ``vlmforge.models.foundation.corpus.read_scenes``) over a fixed vocabulary (``vocab[attribute]``, taken from the train
     scenes, so a test value never seen in training is simply never predicted)."""
     missing = [i for i in ids if i not in scenes]
     if missing:

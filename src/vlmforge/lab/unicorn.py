@@ -153,13 +153,14 @@ def modality_gap(side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]
 def embedding_probe(world_root: Path, side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]:
     """The cross-modal transfer probe (:mod:`vlmforge.lab.transfer_probe`) for the control's real image vectors
     and each method's stored caption vectors, all scored on the real test images."""
-    from vlmforge.lab.transfer_probe import label_vocabulary, read_scene_objects, scene_labels, transfer_probe
+    from vlmforge.lab.transfer_probe import SCENE_FIELDS, label_vocabulary, scene_labels, transfer_probe
+    from vlmforge.models.foundation.corpus import read_scenes
     from vlmforge.synth.embedding_store import EmbeddingStore
 
-    train_scenes = read_scene_objects(world_root / "train" / "scenes.jsonl")
+    train_scenes = read_scenes(world_root, "train", required=SCENE_FIELDS)
     vocab = label_vocabulary(train_scenes)
     train_labels = scene_labels(train_scenes, side.train_ids, vocab)
-    test_labels = scene_labels(read_scene_objects(world_root / "test" / "scenes.jsonl"), side.test_ids, vocab)
+    test_labels = scene_labels(read_scenes(world_root, "test", required=SCENE_FIELDS), side.test_ids, vocab)
     train = {"image": side.train}
     test = {"image": side.seen_by(None, "test")}
     for method, store_dir in prepared["stores"].items():

@@ -91,25 +91,41 @@ def read_world(world_dir: str | Path, split: str = "train") -> WorldText:
             out.detailed.append(detailed)
     if not out.image_paths:
         raise DataError(str(root / split / "captions.jsonl"), "no captioned images", "empty")
-    out.regions = _read_regions(root / split / "scenes.jsonl", out.scene_ids)
+    out.regions = _read_regions(root, split, out.scene_ids)
     return out
 
 
-def _read_regions(path: Path, scene_ids: list[str]) -> list[list[tuple[list[float], str]]]:
-    """The objects of each captioned scene, in caption order, from the world's exact scene annotations."""
-    objects: dict[str, list[tuple[list[float], str]]] = {}
-    for where, scene in read_jsonl(path):
-        try:
-            objects[scene["id"]] = [
-                (list(o["box"]), " ".join(["a", *(o[k] for k in ("size", "color") if k in o), o["shape"]]))
-                for o in scene["objects"]
-            ]
-        except (KeyError, TypeError) as exc:
-            raise DataError(where, f"scene needs 'id' and 'objects' with 'box' and 'shape' ({exc!r})", "scene") from exc
-    missing = [sid for sid in scene_ids if sid not in objects]
+def read_scenes(world_dir: str | Path, split: str, required: tuple[str, ...] = ("shape",)) -> dict[str, list[dict]]:
+    """``scene id -> its objects`` from the split's exact scene annotations (``scenes.jsonl``). A scene without
+    ``id`` or an ``objects`` list, or an object without one of the ``required`` fields, is a DataError naming
+    file:line."""
+    scenes: dict[str, list[dict]] = {}
+    for where, scene in read_jsonl(Path(world_dir) / split / "scenes.jsonl"):
+        objects = scene.get("objects")
+        if (
+            "id" not in scene
+            or not isinstance(objects, list)
+            or not all(isinstance(o, dict) and all(k in o for k in required) for o in objects)
+        ):
+            needs = " and ".join(repr(k) for k in required)
+            raise DataError(where, f"a scene needs 'id' and 'objects', each object with {needs}", "scene")
+        scenes[str(scene["id"])] = objects
+    return scenes
+
+
+def _read_regions(root: Path, split: str, scene_ids: list[str]) -> list[list[tuple[list[float], str]]]:
+    """The objects of each captioned scene, in caption order, as (box, phrase such as "a small red circle")."""
+    scenes = read_scenes(root, split, required=("box", "shape"))
+    missing = [sid for sid in scene_ids if sid not in scenes]
     if missing:
-        raise DataError(str(path), f"no scene for captioned image(s) {missing[:3]}", "scene")
-    return [objects[sid] for sid in scene_ids]
+        raise DataError(str(root / split / "scenes.jsonl"), f"no scene for captioned image(s) {missing[:3]}", "scene")
+    return [
+        [
+            (list(o["box"]), " ".join(["a", *(o[k] for k in ("size", "color") if k in o), o["shape"]]))
+            for o in scenes[sid]
+        ]
+        for sid in scene_ids
+    ]
 
 
 def _describe_image(record: dict[str, Any], description: str) -> dict[str, Any]:
