@@ -193,9 +193,7 @@ def load_recipe(
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"recipe '{path}' does not exist")
-    text = path.read_text()
-    for name, value in (variables or {}).items():
-        text = text.replace("${" + name + "}", str(value))
+    text = _substitute(path.read_text(), variables or {})
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -203,9 +201,16 @@ def load_recipe(
     return recipe_from_dict(data, [_substitute_override(item, variables or {}) for item in overrides])
 
 
-def _substitute_override(item: str, variables: dict[str, str]) -> str:
+def _substitute(text: str, variables: dict[str, str]) -> str:
     for name, value in variables.items():
-        item = item.replace("${" + name + "}", str(value))
+        text = text.replace("${" + name + "}", str(value))
+    return text
+
+
+def _substitute_override(item: str, variables: dict[str, str]) -> str:
+    """An override's ``${name}``s filled in; one left over is a user's typo, unlike in a recipe file, where the
+    lab leaves some (e.g. ``${embeddings}`` of a recipe it then overrides) on purpose."""
+    item = _substitute(item, variables)
     left = re.findall(r"\$\{(\w+)\}", item)
     if left and variables:  # without variables (plain `vlmforge train`) a value is taken literally
         raise ConfigError(f"--set {item}: unknown variable ${{{left[0]}}} (known here: {', '.join(sorted(variables))})")
