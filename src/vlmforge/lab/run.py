@@ -113,7 +113,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         from vlmforge.lab.unicorn import run_unicorn
 
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
-        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, blind)
+        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
         per_recipe.update(unicorn_runs)
 
     from vlmforge.lab.report import write_lab_report

@@ -129,33 +129,35 @@ def encode_image_side(world_root: Path, vision_dir: Path, train_ids: Sequence[st
     return ImageSide(list(train_ids), train, list(test_of), test, image_mean, len(calibration))
 
 
-def modality_gap(side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]:
-    """Mean paired cosine between each train image's caption embedding and its image embedding, before (both
-    only normalised) and after transfer (the store's transferred caption vector vs the image as the model with
-    that store sees it at inference)."""
-    import torch.nn.functional as F
-
+def caption_vectors(prepared: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+    """The train captions' vectors in ``ids`` order, read once: ``"raw"`` (before transfer) and each method's
+    transferred store."""
     from vlmforge.synth.embedding_store import EmbeddingStore
 
-    def paired(captions, images) -> float:
-        return float((F.normalize(captions.float(), dim=-1) * images).sum(-1).mean())
+    stores = {"raw": prepared["raw"], **prepared["stores"]}
+    return {name: EmbeddingStore.open(folder).get_many(ids) for name, folder in stores.items()}
 
-    raw = EmbeddingStore.open(prepared["raw"])
-    before = paired(raw.get_many(side.train_ids), side.train)
-    after = {
-        method: paired(EmbeddingStore.open(store_dir).get_many(side.train_ids), side.seen_by(method, "train"))
-        for method, store_dir in prepared["stores"].items()
-    }
+
+def modality_gap(side: ImageSide, captions: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean paired cosine between each train image's caption embedding and its image embedding, before (both
+    only normalised) and after transfer (the transferred caption vector vs the image as the model trained on
+    that store sees it at inference). ``captions``: :func:`caption_vectors` in ``side.train_ids`` order."""
+    import torch.nn.functional as F
+
+    def paired(vectors, images) -> float:
+        return float((F.normalize(vectors.float(), dim=-1) * images).sum(-1).mean())
+
+    before = paired(captions["raw"], side.train)
+    after = {m: paired(v, side.seen_by(m, "train")) for m, v in captions.items() if m != "raw"}
     return {"pairs": len(side.train_ids), "calibration_images": side.calibration_images, "before": before,
             "after": after}  # fmt: skip
 
 
-def embedding_probe(world_root: Path, side: ImageSide, prepared: Mapping[str, Any]) -> dict[str, Any]:
+def embedding_probe(world_root: Path, side: ImageSide, captions: Mapping[str, Any]) -> dict[str, Any]:
     """The cross-modal transfer probe (:mod:`vlmforge.lab.transfer_probe`) for the control's real image vectors
-    and each method's stored caption vectors, all scored on the real test images."""
+    and each method's transferred caption vectors (:func:`caption_vectors`), all scored on the real test images."""
     from vlmforge.lab.transfer_probe import SCENE_FIELDS, label_vocabulary, scene_labels, transfer_probe
     from vlmforge.models.foundation.corpus import read_scenes
-    from vlmforge.synth.embedding_store import EmbeddingStore
 
     train_scenes = read_scenes(world_root, "train", required=SCENE_FIELDS)
     vocab = label_vocabulary(train_scenes)
@@ -163,9 +165,9 @@ def embedding_probe(world_root: Path, side: ImageSide, prepared: Mapping[str, An
     test_labels = scene_labels(read_scenes(world_root, "test", required=SCENE_FIELDS), side.test_ids, vocab)
     train = {"image": side.train}
     test = {"image": side.seen_by(None, "test")}
-    for method, store_dir in prepared["stores"].items():
-        train[method] = EmbeddingStore.open(store_dir).get_many(side.train_ids)
-        test[method] = side.seen_by(method, "test")
+    for method, vectors in captions.items():
+        if method != "raw":
+            train[method], test[method] = vectors, side.seen_by(method, "test")
     return transfer_probe(train, test, train_labels, test_labels)
 
 
@@ -174,10 +176,12 @@ def run_unicorn(
     world_root: Path,
     foundation_root: Path,
     names: Sequence[str],
+    variables: Mapping[str, str],
     question_only: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train and evaluate the requested Unicorn recipes over ``config.seeds``; returns (per-recipe results in the
-    lab's shape, the Unicorn section: stores, modality gap, statements)."""
+    """Train and evaluate the requested Unicorn recipes over ``config.seeds`` (``variables``: the lab's recipe
+    variables; the text-only recipes get their own ``records`` and ``embeddings``); returns (per-recipe results in
+    the lab's shape, the Unicorn section: stores, modality gap, probe, statements)."""
     from vlmforge.lab.run import summarize, train_and_evaluate
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
     from vlmforge.synth.embedding_store import EmbeddingStore
@@ -185,32 +189,37 @@ def run_unicorn(
     work = Path(config.out) / "unicorn"
     prepared = prepare_stores(world_root, work)
     calibration_dir = world_root / "images" / "train"
-    base = {"world": str(world_root), "foundation": str(foundation_root)}
     per_recipe: dict[str, Any] = {}
     for name in names:
         method = name.removeprefix("unicorn-")
         if name == CONTROL:  # real images through the same encoder; not calibrated (it trains on raw embeddings)
-            variables = {**base, "records": str(world_root / "train")}
+            recipe_variables = dict(variables)
             overrides: tuple[str, ...] = (
                 "stages.pretrain.data.embeddings=null",
                 "stages.finetune.data.embeddings=null",
             )
             before_eval = None
         else:
-            variables = {**base, "records": str(prepared["records"]), "embeddings": str(prepared["stores"][method])}
+            recipe_variables = {
+                **variables,
+                "records": str(prepared["records"]),
+                "embeddings": str(prepared["stores"][method]),
+            }
             overrides = ()
             before_eval = (
                 (lambda final: calibrate_checkpoint(final, calibration_dir, n=CALIBRATION_IMAGES))
                 if CENTRE_IMAGES[method] else None
             )  # fmt: skip
         runs = [
-            train_and_evaluate(config, name, recipe_file(), seed, world_root, variables, overrides, before_eval)
+            train_and_evaluate(config, name, recipe_file(), seed, world_root, recipe_variables, overrides, before_eval)
             for seed in config.seeds
         ]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, dict(question_only or {}))}
-    side = encode_image_side(world_root, foundation_root / "vision", EmbeddingStore.open(prepared["raw"]).ids)
-    gap = modality_gap(side, prepared)
-    probe = embedding_probe(world_root, side, prepared)
+    ids = EmbeddingStore.open(prepared["raw"]).ids
+    side = encode_image_side(world_root, foundation_root / "vision", ids)
+    captions = caption_vectors(prepared, ids)
+    gap = modality_gap(side, captions)
+    probe = embedding_probe(world_root, side, captions)
     section = {
         "note": STAND_IN_NOTE,
         "calibration": f"test-time centring: image mean of the first {CALIBRATION_IMAGES} train images "
