@@ -28,6 +28,7 @@ import torch
 from vlmforge.errors import DataError
 
 ATTRIBUTES = ("count", "colors", "shapes", "objects", "positions")
+MULTICLASS = ("count",)  # one class per image; every other attribute is a set of yes/no labels
 SCENE_FIELDS = ("color", "shape")  # what every annotated object must have for these labels
 _VALUE = {  # attribute -> the value one object contributes (None: not annotated)
     "colors": lambda o: o.get("color"),
@@ -143,7 +144,7 @@ def bootstrap_se(
         index = torch.randint(n, (n,), generator=g)
         for src, per_attr in predictions.items():
             for attr, predicted in per_attr.items():
-                draws[src][attr].append(score(predicted[index], getattr(labels, attr)[index], attr != "count"))
+                draws[src][attr].append(score(predicted[index], getattr(labels, attr)[index], attr not in MULTICLASS))
     values = {src: {a: torch.tensor(v) for a, v in per.items()} for src, per in draws.items()}
     se = {src: {a: float(v[v.isfinite()].std()) for a, v in per.items()} for src, per in values.items()}
     difference = {}
@@ -173,18 +174,18 @@ def transfer_probe(
     Returns ``{"accuracy": {source: {attribute: acc}}, "se": (same shape, bootstrap over test images),
     "mean_shift_minus_none_se": {attribute: paired SE}, "majority": {attribute: acc}, "train", "test"}``."""
     majority = {
-        attr: majority_accuracy(getattr(train_labels, attr), getattr(test_labels, attr), attr != "count")
+        attr: majority_accuracy(getattr(train_labels, attr), getattr(test_labels, attr), attr not in MULTICLASS)
         for attr in ATTRIBUTES
-        if attr == "count" or getattr(train_labels, attr).shape[1] > 0
+        if attr in MULTICLASS or getattr(train_labels, attr).shape[1] > 0
     }
     # an attribute whose test labels are all one way (tiny test sets) cannot be scored: left out, not NaN
-    majority = {attr: score for attr, score in majority.items() if math.isfinite(score)}
+    majority = {attr: value for attr, value in majority.items() if math.isfinite(value)}
     accuracy: dict[str, dict[str, float]] = {}
     predictions: dict[str, dict[str, torch.Tensor]] = {}
     for source, x in train_vectors.items():
         accuracy[source], predictions[source] = {}, {}
         for attr in majority:
-            multilabel = attr != "count"
+            multilabel = attr not in MULTICLASS
             probe = fit_linear_probe(x.float(), getattr(train_labels, attr), multilabel)
             predictions[source][attr] = predict(probe, test_vectors[source].float(), multilabel)
             accuracy[source][attr] = score(predictions[source][attr], getattr(test_labels, attr), multilabel)
