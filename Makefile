@@ -18,9 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vlmforge demo --out runs/lab
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
