@@ -168,6 +168,9 @@ def test_tokenizer_round_trips_and_renders_chat():
         [{"role": "user", "content": "What color?"}, {"role": "assistant", "content": "red"}], tokenize=False
     )
     assert chat == "<|im_start|>user\nWhat color?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n"
+    # The template's role words are single tokens although the training texts never contain them.
+    assert not any("assistant" in text for text in texts)
+    assert [len(tok.tokenize(word)) for word in ("user", "assistant")] == [1, 1]
 
 
 def test_lm_pretraining_lowers_loss_and_saves_a_standard_model(tmp_path):
