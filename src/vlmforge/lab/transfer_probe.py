@@ -59,8 +59,9 @@ class SceneLabels:
 def scene_labels(
     scenes: Mapping[str, list[dict[str, Any]]], ids: Sequence[str], vocab: Mapping[str, Sequence[Any]]
 ) -> SceneLabels:
-    """Targets for ``ids`` (``scenes``: ``vlmforge.models.foundation.corpus.read_scenes``) over a fixed vocabulary (``vocab[attribute]``, taken from the train
-    scenes, so a test value never seen in training is simply never predicted)."""
+    """Targets for ``ids`` (``scenes``: ``vlmforge.models.foundation.corpus.read_scenes``) over a fixed
+    vocabulary (``vocab[attribute]``, taken from the train scenes, so a test value never seen in training is simply
+    never predicted)."""
     missing = [i for i in ids if i not in scenes]
     if missing:
         raise DataError("scenes.jsonl", f"no scene annotation for {missing[:3]}", "scene")
@@ -194,15 +195,20 @@ def transfer_probe(
             "train": len(train_labels.ids), "test": len(test_labels.ids)}  # fmt: skip
 
 
+def _carried(image: float, majority: float) -> bool:
+    """The one rule for "the vector carries it": the image-trained probe beats the majority by CARRIED_MARGIN."""
+    return image - majority >= CARRIED_MARGIN
+
+
 def gain_share(accuracy: float, image: float, majority: float) -> float | None:
     """How much of the image-trained probe's gain over the majority baseline a text-trained probe keeps (1.0 =
     all of it); None when the image probe itself gains less than CARRIED_MARGIN (nothing to transfer)."""
-    return (accuracy - majority) / (image - majority) if image - majority >= CARRIED_MARGIN else None
+    return (accuracy - majority) / (image - majority) if _carried(image, majority) else None
 
 
 def carried_by_vector(probe: Mapping[str, Any], attribute: str) -> bool:
     """Whether the image-trained probe beats the majority baseline on ``attribute`` by CARRIED_MARGIN."""
-    return probe["accuracy"]["image"][attribute] - probe["majority"][attribute] >= CARRIED_MARGIN
+    return _carried(probe["accuracy"]["image"][attribute], probe["majority"][attribute])
 
 
 def probe_statements(probe: Mapping[str, Any], parity: float = 0.9) -> list[str]:
@@ -214,7 +220,8 @@ def probe_statements(probe: Mapping[str, Any], parity: float = 0.9) -> list[str]
     missing = [a for a in attributes if a not in carried]
     lines = [
         f"Linear probe on the pooled vector ({probe['train']} train vectors, scored on {probe['test']} real test "
-        f"images): trained on real image vectors it beats the majority baseline by {CARRIED_MARGIN} or more on {', '.join(carried) or 'nothing'} ("
+        f"images): trained on real image vectors it beats the majority baseline by {CARRIED_MARGIN} or more on "
+        f"{', '.join(carried) or 'nothing'} ("
         + "; ".join(f"{a} {image[a]:.3f} vs {majority[a]:.3f}" for a in attributes)
         + ")"
         + (
@@ -228,7 +235,8 @@ def probe_statements(probe: Mapping[str, Any], parity: float = 0.9) -> list[str]
         kept = [a for a, g in shares.items() if g >= parity]
         lines.append(
             f"Trained on text only ({source}), scored on real images: it keeps >= {parity:.0%} of the image probe's "
-            f"gain over the majority baseline on {len(kept)} of {len(carried)} attributes ({', '.join(kept) or 'none'}). "
+            f"gain over the majority baseline on {len(kept)} of {len(carried)} attributes "
+            f"({', '.join(kept) or 'none'}). "
             + "; ".join(f"{a} {acc[source][a]:.3f} ({shares[a]:.0%} of the gain)" for a in carried)
             + "."
         )
