@@ -78,6 +78,10 @@ class StageConfig:
     gradient_checkpointing: bool = False
     bf16: bool = False
     dataloader_workers: int = 0
+    # Held-out records scored every eval_steps steps and at the end (loss and teacher-forced answer accuracy,
+    # see vlmforge.train.heldout); an empty path turns evaluation off.
+    eval_data: DataConfig = field(default_factory=DataConfig)
+    eval_steps: int = 500
 
 
 @dataclass
@@ -99,6 +103,8 @@ class Recipe:
             _check_choice(f"stages.{name}.tune", stage.tune, TUNE_MODES)
             if not stage.data.path:
                 raise ConfigError(f"stages.{name}.data.path is required")
+            if stage.eval_data.path and stage.eval_steps < 1:
+                raise ConfigError(f"stages.{name}.eval_steps must be at least 1, got {stage.eval_steps}")
             if stage.global_batch_size % stage.per_device_batch_size:
                 raise ConfigError(
                     f"stages.{name}: global_batch_size {stage.global_batch_size} is not a multiple of "

@@ -12,6 +12,7 @@ Layout of ``output_dir``::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -26,6 +27,7 @@ from vlmforge.manifest import write_manifest
 from vlmforge.models.architectures import get_architecture
 from vlmforge.models.assemble import resolve_model_path
 from vlmforge.train.data import build_training_data
+from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
 from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
@@ -87,6 +89,7 @@ def launched_on_cpu() -> bool:
 def training_arguments(
     stage: StageConfig, stage_dir: Path, seed: int, world_size: int, use_cpu: bool = False
 ) -> TrainingArguments:
+    evaluate = bool(stage.eval_data.path)
     return TrainingArguments(
         output_dir=str(stage_dir),
         use_cpu=use_cpu,
@@ -109,6 +112,11 @@ def training_arguments(
         remove_unused_columns=False,  # our collator builds exactly the model's inputs
         report_to="none",
         ddp_find_unused_parameters=False,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=stage.eval_steps if evaluate else None,
+        per_device_eval_batch_size=stage.per_device_batch_size,
+        # Named, because the Trainer cannot infer it through a PEFT wrapper and would then skip the eval loss.
+        label_names=["labels"],
     )
 
 
@@ -141,6 +149,11 @@ def run_stage(
         processor.save_pretrained(previous)
         model.name_or_path = previous
     data = build_training_data(stage, processor, model.config, on_error=recipe.on_error)
+    heldout = None
+    if stage.eval_data.path:
+        # Unpacked whatever the stage trains on: a packed row would score several samples as one answer.
+        eval_stage = dataclasses.replace(stage, data=stage.eval_data, packing=False)
+        heldout = build_training_data(eval_stage, processor, model.config, on_error=recipe.on_error)
     model.config.use_cache = False  # packed rows rely on position_ids-derived masks, which a cache disables
     model = configure_trainable(model, stage)
     args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes, use_cpu=use_cpu)
@@ -157,7 +170,10 @@ def run_stage(
         model=model,
         args=args,
         train_dataset=data.dataset,
+        eval_dataset=heldout.dataset if heldout else None,
         data_collator=data.collator,
+        compute_metrics=answer_accuracy if heldout else None,
+        preprocess_logits_for_metrics=predicted_tokens if heldout else None,
         # Saved into every checkpoint-N too, so an intermediate checkpoint is a model `vlmforge eval` / `chat` load.
         processing_class=processor,
         stage=stage,
@@ -165,6 +181,7 @@ def run_stage(
         callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
+    final_eval = trainer.evaluate() if heldout else {}
     final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
 
     if state.is_main_process:
@@ -182,9 +199,18 @@ def run_stage(
                 "real_tokens_this_process": trainer.real_tokens,
                 **{f"params_{k}": v for k, v in count_parameters(model).items()},
                 **data.stats,
+                **(
+                    {"eval_records": heldout.stats["records"], "eval_rejected": heldout.stats["rejected"]}
+                    if heldout
+                    else {}
+                ),
             },
             rejections=data.rejections.as_dict(),
-            metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+            metrics={
+                k: v
+                for k, v in {**result.metrics, **final_eval}.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)
+            },
             wall_seconds=time.perf_counter() - started,
             outputs={"final": str(final)},
         )

@@ -84,6 +84,8 @@ class VlmTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sample_ids = inputs.pop(SAMPLE_IDS, None)
+        if not model.training:  # an evaluation batch: not part of the training data order or token count
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if sample_ids is not None and self.data_order_log is not None and self.is_world_process_zero():
             # Global step of the update this micro-batch belongs to: resume must replay the same order.
             with self.data_order_log.open("a") as log:
