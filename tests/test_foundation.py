@@ -33,6 +33,7 @@ from vlmforge.models.foundation import (
     train_vision_tower,
 )
 from vlmforge.models.foundation.corpus import grounded_questions, read_world
+from vlmforge.models.foundation.reader import ReaderSpec
 from vlmforge.models.foundation.reading import score_reading
 from vlmforge.models.foundation.vision import (
     BACKGROUND,
@@ -72,7 +73,11 @@ TINY_VISION = VisionSpec(
 )
 # Builds only need to run end to end: a few steps each.
 BUILD_SPEC = FoundationSpec(
-    vocab_size=300, lm=replace(TINY_LM, steps=8), vision=replace(TINY_VISION, epochs=2), holdout=8
+    vocab_size=300,
+    lm=replace(TINY_LM, steps=8),
+    vision=replace(TINY_VISION, epochs=2),
+    reader=ReaderSpec(steps=4, batch_size=4),
+    holdout=8,
 )
 
 
@@ -337,6 +342,8 @@ def test_cli_builds_then_reuses(world, tmp_path, capsys):
         str(world),
         "--out",
         str(tmp_path),
+        "--reader-steps",
+        "2",
         "--lm-steps",
         "2",
         "--vision-epochs",

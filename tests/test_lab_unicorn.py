@@ -25,8 +25,11 @@ TINY_TRAINING = (
 
 def tiny_foundation_overrides() -> dict:
     spec = asdict(BUILD_SPEC)  # test_foundation's tiny models; the lab's vocabulary keeps samples under max_length
-    return {"vocab_size": 1024, "holdout": spec["holdout"],
-            **{f"lm.{k}": v for k, v in spec["lm"].items()}, **{f"vision.{k}": v for k, v in spec["vision"].items()}}  # fmt: skip
+    return {
+        "vocab_size": 1024,
+        "holdout": spec["holdout"],
+        **{f"{part}.{k}": v for part in ("lm", "vision", "reader") for k, v in spec[part].items()},
+    }
 
 
 @pytest.fixture(scope="module")

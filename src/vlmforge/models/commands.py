@@ -25,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--lm-steps", type=int, help="language-model training steps (default: the built-in spec)")
     parser.add_argument("--vision-epochs", type=int, help="vision-tower training epochs (default: the built-in spec)")
+    parser.add_argument(
+        "--reader-steps",
+        type=int,
+        help="steps teaching the LM to answer from object vectors in the image's place; 0 skips it "
+        "(default: the built-in spec; see docs/foundation.md)",
+    )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
 
@@ -43,6 +49,10 @@ def run_foundation(args: argparse.Namespace) -> int:
         spec.lm = replace(spec.lm, steps=args.lm_steps)
     if args.vision_epochs is not None:
         spec.vision = replace(spec.vision, epochs=args.vision_epochs)
+    if args.reader_steps is not None:
+        if args.reader_steps < 0:
+            raise ConfigError(f"--reader-steps must be 0 or more, got {args.reader_steps}")
+        spec.reader = replace(spec.reader, steps=args.reader_steps)
     paths = build_foundation(args.world, args.out, spec, seed=args.seed, force=args.force)
     manifest = read_manifest(paths.root) or {}
     summary = {

@@ -24,6 +24,7 @@ from typing import Any
 
 from vlmforge.manifest import MANIFEST, package_versions, read_manifest
 from vlmforge.models.foundation.lm import LMSpec
+from vlmforge.models.foundation.reader import ReaderSpec
 from vlmforge.models.foundation.vision import VisionSpec
 
 MANIFEST_FORMAT = 1
@@ -37,6 +38,8 @@ class FoundationSpec:
     vocab_size: int = 1024
     lm: LMSpec = field(default_factory=LMSpec)
     vision: VisionSpec = field(default_factory=VisionSpec)
+    # After text pretraining, the LM learns to answer from object vectors in the image's place (reader.py).
+    reader: ReaderSpec = field(default_factory=ReaderSpec)
     # Training images held out of vision training to measure retrieval recall@1 (a sanity metric).
     holdout: int = 256
 
@@ -90,12 +93,15 @@ def build_foundation(
     import torch
     from PIL import Image
 
-    from vlmforge.models.foundation import corpus, lm, tokenizer, vision
+    from vlmforge.models.foundation import corpus, lm, reader, tokenizer, vision
     from vlmforge.models.foundation.reading import reading_accuracy
 
     spec = spec or FoundationSpec()
     out = Path(out_dir)
-    key = {"spec": asdict(spec), "seed": seed, "world_fingerprint": world_fingerprint(world_dir)}
+    # Through JSON, as the manifest stores it (tuples become lists), so that an equal spec compares equal.
+    key = json.loads(
+        json.dumps({"spec": asdict(spec), "seed": seed, "world_fingerprint": world_fingerprint(world_dir)})
+    )
     old = read_manifest(out)
     complete = (out / "lm" / "config.json").is_file() and (out / "vision" / "config.json").is_file()
     if not force and old and complete and all(old.get(k) == v for k, v in key.items()):
@@ -117,6 +123,12 @@ def build_foundation(
     say = print if progress else (lambda *_: None)
     say(f"foundation: tokenizer of {len(tok)} tokens; pretraining the LM on {len(texts)} documents")
     model, lm_log = lm.pretrain_lm(tok, texts, spec.lm, seed, progress)
+    reader_log = None
+    if spec.reader.steps:
+        say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps)")
+        reader_log = reader.teach_reading(
+            model, tok, world_dir, world.image_paths, world.regions, spec.vision, spec.reader, seed, progress
+        )
     shutil.rmtree(out / "lm", ignore_errors=True)
     model.save_pretrained(out / "lm")
     tok.save_pretrained(out / "lm")
@@ -167,7 +179,12 @@ def build_foundation(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {"images": len(images), "held_out_images": n_hold, "lm_documents": len(texts)},
         "tokenizer": {"vocab_size": len(tok)},
-        "lm": {"parameters": lm_params, **lm_log.summary(), "reading_accuracy": reading},
+        "lm": {
+            "parameters": lm_params,
+            **lm_log.summary(),
+            "reader": reader_log.summary() if reader_log else None,
+            "reading_accuracy": reading,
+        },
         "vision": {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall},
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "wall_seconds": round(time.perf_counter() - start, 1),

@@ -1,0 +1,129 @@
+"""Teaching the foundation LM to read object vectors (vlmforge.models.foundation.reader)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from test_foundation import BUILD_SPEC, TINY_LM, TINY_VISION, write_world
+from vlmforge.errors import DataError
+from vlmforge.models.assemble import IMAGE_TOKEN
+from vlmforge.models.foundation import pretrain_lm, train_tokenizer
+from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
+from vlmforge.models.foundation.reader import ReaderSpec, object_vectors, reading_samples, teach_reading
+
+CELL = 1 / 3
+
+
+def box(row: int, col: int) -> list[float]:
+    return [col * CELL + 0.05, row * CELL + 0.05, (col + 1) * CELL - 0.05, (row + 1) * CELL - 0.05]
+
+
+def test_object_vectors_sum_word_codes_per_patch():
+    regions = [
+        [(box(0, 0), "a small red circle")],
+        [(box(0, 0), "a small red square")],
+        [(box(2, 2), "a small red circle"), (box(0, 0), "a large blue square")],
+        [(box(1, 1), "a large blue square")],
+        [(box(0, 0), "a large blue circle")],
+    ]
+    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0)
+    assert v.shape == (5, 9, 16)
+    # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
+    assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
+    patch0, patch4, patch8 = v[3, 0], v[0, 4], v[0, 8]  # empty in those scenes
+
+    def obj(scene: int, patch: int, empty: torch.Tensor) -> torch.Tensor:
+        return v[scene, patch] - empty
+
+    # The same phrase gives the same object vector in any patch.
+    assert torch.allclose(obj(0, 0, patch0), obj(2, 8, patch8), atol=1e-6)
+    assert torch.allclose(obj(2, 0, patch0), obj(3, 4, patch4), atol=1e-6)
+    # Each word has one code: circle - square is the same difference whatever the size and colour.
+    small_red = obj(0, 0, patch0) - obj(1, 0, patch0)
+    large_blue = obj(4, 0, patch0) - obj(2, 0, patch0)
+    assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
+    # The codes are fixed per seed, not learned: another seed, other codes.
+    assert not torch.allclose(v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1))
+
+
+@pytest.fixture(scope="module")
+def reading_world(tmp_path_factory):
+    """test_foundation's one-object world, with a tokenizer and an LM pretrained on its text."""
+    root = write_world(tmp_path_factory.mktemp("reader_world"), n=48)
+    world = read_world(root, "train")
+    tok = train_tokenizer(tokenizer_texts(world), 300, model_max_length=TINY_LM.max_position_embeddings)
+    return root, world, tok
+
+
+def test_reading_samples_put_one_image_token_per_patch_and_label_only_answers(reading_world):
+    root, world, tok = reading_world
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    samples = reading_samples(root, world.image_paths, tok, patches=9, tasks=("color",))
+    assert {s.task for s in samples} == {"caption", "color"} and len(samples) == 2 * len(world.image_paths)
+    for s in samples:
+        assert s.input_ids.count(image_id) == 9
+        labelled = [i for i, label in enumerate(s.labels) if label != -100]
+        # Labels come after the image and only there: the answer (and its end of turn), never the prompt.
+        assert labelled and min(labelled) > max(i for i, t in enumerate(s.input_ids) if t == image_id)
+    # The scene of a record is the captioned image it names.
+    first_question = next(s for s in samples if s.task == "color")
+    assert first_question.scene == 0
+    assert reading_samples(root, world.image_paths, tok, patches=9, tasks=("shape",))[-1].task == "caption"
+
+
+def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_world, tmp_path):
+    root, world, tok = reading_world
+    bad = tmp_path / "w"
+    write_world(bad, n=4)
+    lines = (bad / "train" / "instruct.jsonl").read_text().splitlines()
+    record = json.loads(lines[2])
+    record["image"] = "images/train/nowhere.png"
+    lines[2] = json.dumps(record)
+    (bad / "train" / "instruct.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"instruct.jsonl:3.*nowhere.png"):
+        reading_samples(bad, read_world(bad, "train").image_paths, tok, patches=9, tasks=("color",))
+
+
+def _colour_accuracy(model, tok, samples, vectors):
+    """Teacher-forced: is the first answer token (the colour) predicted right, reading the object vectors?"""
+    image_id, right = tok.convert_tokens_to_ids(IMAGE_TOKEN), []
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        for s in samples:
+            ids = torch.tensor([s.input_ids])
+            inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), vectors[[s.scene]])
+            logits = model(inputs_embeds=inputs).logits[0]
+            at = next(i for i, label in enumerate(s.labels) if label != -100)
+            right.append(int(logits[at - 1].argmax()) == s.labels[at])
+    return sum(right) / len(right)
+
+
+def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world):
+    root, world, tok = reading_world
+    model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
+    spec = ReaderSpec(steps=150, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0)
+    log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
+    assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
+    vectors = object_vectors(world.regions, TINY_VISION, model.config.hidden_size, seed=0)
+    questions = [s for s in reading_samples(root, world.image_paths, tok, 9, ("color",)) if s.task == "color"]
+    read = _colour_accuracy(model, tok, questions, vectors)
+    # The same model with every scene's vectors shuffled: what it answers from the question alone.
+    shuffled = vectors[torch.randperm(len(vectors), generator=torch.Generator().manual_seed(0))]
+    blind = _colour_accuracy(model, tok, questions, shuffled)
+    assert read >= 0.9 and read > blind + 0.3
+
+
+def test_a_build_records_the_reading_phase(tmp_path):
+    from vlmforge.models.foundation import build_foundation, read_manifest
+
+    assert BUILD_SPEC.reader.steps > 0
+    root = write_world(tmp_path / "w", n=16)
+    built = build_foundation(root, tmp_path / "f", BUILD_SPEC, seed=0, progress=False)
+    reader = read_manifest(built.root)["lm"]["reader"]
+    assert reader["steps"] == BUILD_SPEC.reader.steps and reader["samples"] == 32
+    assert AutoTokenizer.from_pretrained(built.lm).convert_tokens_to_ids(IMAGE_TOKEN) is not None
