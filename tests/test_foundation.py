@@ -254,7 +254,8 @@ def test_dense_loss_teaches_patch_tokens_their_object(text_model):
 
 def test_build_writes_manifest_and_is_reused(built, world, text_model, capsys):
     manifest = read_manifest(built.root)
-    assert not built.reused and manifest["lm"]["final_loss"] < manifest["lm"]["first_loss"]
+    text = manifest["lm"]["text_pretraining"]
+    assert not built.reused and text["final_loss"] < text["first_loss"]
     assert {"short", "detailed"} <= set(manifest["vision"]["retrieval"])
     assert manifest["lm"]["reading_accuracy"] is None  # no test split in this world: nothing to read
     again = build_foundation(world, built.root, BUILD_SPEC, seed=0, text_model=text_model, progress=False)

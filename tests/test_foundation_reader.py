@@ -123,7 +123,10 @@ def test_a_build_records_the_reading_phase(tmp_path):
 
     assert BUILD_SPEC.reader.steps > 0
     root = write_world(tmp_path / "w", n=16)
-    built = build_foundation(root, tmp_path / "f", BUILD_SPEC, seed=0, progress=False)
+    # The default: no text pretraining, the reading phase straight from a fresh LM.
+    spec = replace(BUILD_SPEC, lm=replace(BUILD_SPEC.lm, steps=0))
+    built = build_foundation(root, tmp_path / "f", spec, seed=0, progress=False)
+    assert read_manifest(built.root)["lm"]["text_pretraining"] is None
     reader = read_manifest(built.root)["lm"]["reader"]
     assert reader["steps"] == BUILD_SPEC.reader.steps and reader["samples"] == 32
     assert AutoTokenizer.from_pretrained(built.lm).convert_tokens_to_ids(IMAGE_TOKEN) is not None

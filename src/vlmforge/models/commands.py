@@ -23,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
     parser.add_argument("--out", required=True, help="output folder for lm/, vision/ and manifest.json")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--lm-steps", type=int, help="language-model training steps (default: the built-in spec)")
+    parser.add_argument(
+        "--lm-steps",
+        type=int,
+        help="steps of LM pretraining on the world's text before the reading phase (default 0; see docs/foundation.md)",
+    )
     parser.add_argument("--vision-epochs", type=int, help="vision-tower training epochs (default: the built-in spec)")
     parser.add_argument(
         "--reader-steps",
@@ -42,9 +46,9 @@ def run_foundation(args: argparse.Namespace) -> int:
     from vlmforge.models.foundation import FoundationSpec, build_foundation, read_manifest
 
     spec = FoundationSpec()
-    for flag, value in (("--lm-steps", args.lm_steps), ("--vision-epochs", args.vision_epochs)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    for flag, value, least in (("--lm-steps", args.lm_steps, 0), ("--vision-epochs", args.vision_epochs, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
     if args.lm_steps is not None:
         spec.lm = replace(spec.lm, steps=args.lm_steps)
     if args.vision_epochs is not None:
@@ -59,7 +63,7 @@ def run_foundation(args: argparse.Namespace) -> int:
         "lm": str(paths.lm),
         "vision": str(paths.vision),
         "reused": paths.reused,
-        "lm_final_loss": manifest.get("lm", {}).get("final_loss"),
+        "lm_final_loss": ((manifest.get("lm") or {}).get("text_pretraining") or {}).get("final_loss"),
         "vision_retrieval": manifest.get("vision", {}).get("retrieval"),
         "wall_seconds": manifest.get("wall_seconds"),
     }

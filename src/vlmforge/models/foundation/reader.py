@@ -38,7 +38,7 @@ FILLER_WORDS = frozenset({"a", "an", "the"})
 
 @dataclass
 class ReaderSpec:
-    steps: int = 1500  # 0 skips the phase; ~120 s on 2 CPU cores for the default world
+    steps: int = 2000  # 0 skips the phase; ~165 s on 2 CPU cores for the default world
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -47,7 +47,7 @@ class ReaderSpec:
     # For the first part of the steps only these question types (and the captions) are asked: the lookup is learned
     # on the two that need it most, then the others join. All five from the start stayed on the plateau (item 17).
     warm_tasks: tuple[str, ...] = ("color", "shape")
-    warm_fraction: float = 0.5
+    warm_fraction: float = 0.7
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
         self.tasks, self.warm_tasks = tuple(self.tasks), tuple(self.warm_tasks)
