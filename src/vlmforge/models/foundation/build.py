@@ -36,8 +36,9 @@ class FoundationSpec:
     """Everything that decides the foundation models (with the seed and the world): the cache key."""
 
     vocab_size: int = 1024
-    # No text pretraining by default: measured, it keeps the reading phase from learning the colour lookup (the
-    # lab's colour 0.55 with 300 text steps first, 0.92 without; docs/bunny.md item 19). --lm-steps 300 restores it.
+    # No text pretraining by default: measured, it keeps the reading phase from learning the colour lookup (a
+    # projector plugged into the read LM: colour 0.56 with 300 text steps first, 0.90 without; docs/bunny.md item 19).
+    # --lm-steps 300 restores it.
     lm: LMSpec = field(default_factory=lambda: LMSpec(steps=0))
     vision: VisionSpec = field(default_factory=VisionSpec)
     # After text pretraining, the LM learns to answer from object vectors in the image's place (reader.py).
