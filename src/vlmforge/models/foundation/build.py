@@ -41,7 +41,7 @@ class FoundationSpec:
     # --lm-steps 300 restores it.
     lm: LMSpec = field(default_factory=lambda: LMSpec(steps=0))
     vision: VisionSpec = field(default_factory=VisionSpec)
-    # After text pretraining, the LM learns to answer from object vectors in the image's place (reader.py).
+    # Then the LM learns to answer from object vectors in the image's place (reader.py).
     reader: ReaderSpec = field(default_factory=ReaderSpec)
     # Training images held out of vision training to measure retrieval recall@1 (a sanity metric).
     holdout: int = 256
@@ -128,8 +128,8 @@ def build_foundation(
         say(f"foundation: tokenizer of {len(tok)} tokens; pretraining the LM on {len(texts)} documents")
         model, lm_log = lm.pretrain_lm(tok, texts, spec.lm, seed, progress)
     else:
-        torch.manual_seed(seed)
-        model, lm_log = lm.Qwen2ForCausalLM(lm.lm_config(spec.lm, tok)), None
+        say(f"foundation: tokenizer of {len(tok)} tokens; a fresh LM (no text pretraining)")
+        model, lm_log = lm.new_lm(tok, spec.lm, seed), None
     reader_log = None
     if spec.reader.steps:
         say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps)")

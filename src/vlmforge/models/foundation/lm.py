@@ -81,6 +81,12 @@ def pack_texts(
     return torch.tensor(stream[: n_blocks * block_size]).view(n_blocks, block_size)
 
 
+def new_lm(tokenizer: PreTrainedTokenizerFast, spec: LMSpec | None = None, seed: int = 0) -> Qwen2ForCausalLM:
+    """A freshly initialised Qwen2 LM of ``spec``'s shape for ``tokenizer`` (the same weights for the same seed)."""
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(lm_config(spec or LMSpec(), tokenizer))
+
+
 def pretrain_lm(
     tokenizer: PreTrainedTokenizerFast,
     texts: Sequence[str],
@@ -90,9 +96,8 @@ def pretrain_lm(
 ) -> tuple[Qwen2ForCausalLM, TrainLog]:
     """Pretrain a fresh Qwen2 LM on ``texts`` for ``spec.steps`` steps; returns the model and its loss log."""
     spec = spec or LMSpec()
-    torch.manual_seed(seed)
     blocks = pack_texts(tokenizer, texts, spec.block_size, seed)
-    model = Qwen2ForCausalLM(lm_config(spec, tokenizer))
+    model = new_lm(tokenizer, spec, seed)
     model.train()
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(blocks), generator=generator)
