@@ -46,7 +46,12 @@ def run_foundation(args: argparse.Namespace) -> int:
     from vlmforge.models.foundation import FoundationSpec, build_foundation, read_manifest
 
     spec = FoundationSpec()
-    for flag, value, least in (("--lm-steps", args.lm_steps, 0), ("--vision-epochs", args.vision_epochs, 1)):
+    bounds = (
+        ("--lm-steps", args.lm_steps, 0),
+        ("--vision-epochs", args.vision_epochs, 1),
+        ("--reader-steps", args.reader_steps, 0),
+    )
+    for flag, value, least in bounds:
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     if args.lm_steps is not None:
@@ -54,8 +59,6 @@ def run_foundation(args: argparse.Namespace) -> int:
     if args.vision_epochs is not None:
         spec.vision = replace(spec.vision, epochs=args.vision_epochs)
     if args.reader_steps is not None:
-        if args.reader_steps < 0:
-            raise ConfigError(f"--reader-steps must be 0 or more, got {args.reader_steps}")
         spec.reader = replace(spec.reader, steps=args.reader_steps)
     paths = build_foundation(args.world, args.out, spec, seed=args.seed, force=args.force)
     manifest = read_manifest(paths.root) or {}

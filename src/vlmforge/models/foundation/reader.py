@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from vlmforge.data.chat import IGNORE_INDEX, encode_conversation
+from vlmforge.data.chat import encode_conversation
+from vlmforge.data.collate import PaddingCollator
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl
@@ -122,7 +123,7 @@ def teach_reading(
     samples = reading_samples(world_dir, image_paths, tokenizer, vectors.shape[1], spec.tasks)
     warm = [s for s in samples if s.task in (*spec.warm_tasks, CAPTION)]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    pad_id = tokenizer.pad_token_id
+    collate = PaddingCollator(tokenizer.pad_token_id)
     embed = model.get_input_embeddings()
     rng = random.Random(seed)
     warm_steps = int(spec.steps * spec.warm_fraction) if warm else 0
@@ -130,18 +131,12 @@ def teach_reading(
     def loss_fn(step: int) -> torch.Tensor:
         pool = warm if step < warm_steps else samples
         batch = rng.sample(pool, min(spec.batch_size, len(pool)))
-        length = max(len(s.input_ids) for s in batch)
-        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for row, s in enumerate(batch):
-            ids[row, : len(s.input_ids)] = torch.tensor(s.input_ids)
-            labels[row, : len(s.labels)] = torch.tensor(s.labels)
-            mask[row, : len(s.input_ids)] = 1
+        padded = collate([{"input_ids": s.input_ids, "labels": s.labels} for s in batch])
+        ids = padded["input_ids"]
         inputs = embed(ids).masked_scatter(
             (ids == image_id).unsqueeze(-1), vectors[[s.scene for s in batch]].to(embed.weight.dtype)
         )
-        return model(inputs_embeds=inputs, attention_mask=mask, labels=labels).loss
+        return model(inputs_embeds=inputs, attention_mask=padded["attention_mask"], labels=padded["labels"]).loss
 
     model.train()
     log = run_steps(
