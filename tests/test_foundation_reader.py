@@ -23,15 +23,18 @@ def box(row: int, col: int) -> list[float]:
     return [col * CELL + 0.05, row * CELL + 0.05, (col + 1) * CELL - 0.05, (row + 1) * CELL - 0.05]
 
 
+REGIONS = [
+    [(box(0, 0), "a small red circle")],
+    [(box(0, 0), "a small red square")],
+    [(box(2, 2), "a small red circle"), (box(0, 0), "a large blue square")],
+    [(box(1, 1), "a large blue square")],
+    [(box(0, 0), "a large blue circle")],
+]
+
+
 def test_object_vectors_sum_word_codes_per_patch():
-    regions = [
-        [(box(0, 0), "a small red circle")],
-        [(box(0, 0), "a small red square")],
-        [(box(2, 2), "a small red circle"), (box(0, 0), "a large blue square")],
-        [(box(1, 1), "a large blue square")],
-        [(box(0, 0), "a large blue circle")],
-    ]
-    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0)
+    regions = REGIONS
+    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False)
     assert v.shape == (5, 9, 16)
     # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
     assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
@@ -48,7 +51,18 @@ def test_object_vectors_sum_word_codes_per_patch():
     large_blue = obj(4, 0, patch0) - obj(2, 0, patch0)
     assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
     # The codes are fixed per seed, not learned: another seed, other codes.
-    assert not torch.allclose(v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1))
+    assert not torch.allclose(v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False))
+
+
+def test_word_pair_codes_bind_the_words_of_one_object():
+    words = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False)
+    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0)
+    # Empty patches and word codes are unchanged; objects gain a pair part, the same for a phrase in any patch.
+    assert torch.equal(v[0, 4], words[0, 4]) and torch.equal(v[3, 0], words[3, 0])
+    pair_part = v - words
+    assert pair_part[0, 0].norm() > 1 and torch.allclose(pair_part[0, 0], pair_part[2, 8], atol=1e-6)
+    # No longer additive: circle - square now depends on the colour it comes with.
+    assert not torch.allclose(v[0, 0] - v[1, 0], v[4, 0] - v[2, 0], atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +120,7 @@ def _colour_accuracy(model, tok, samples, vectors):
 def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world):
     root, world, tok = reading_world
     model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
-    spec = ReaderSpec(steps=150, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0)
+    spec = ReaderSpec(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0)
     log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
     assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
     vectors = object_vectors(world.regions, TINY_VISION, model.config.hidden_size, seed=0)
