@@ -34,7 +34,7 @@ REGIONS = [
 
 def test_object_vectors_sum_word_codes_per_patch():
     regions = REGIONS
-    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False)
+    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True)
     assert v.shape == (5, 9, 16)
     # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
     assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
@@ -51,18 +51,30 @@ def test_object_vectors_sum_word_codes_per_patch():
     large_blue = obj(4, 0, patch0) - obj(2, 0, patch0)
     assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
     # The codes are fixed per seed, not learned: another seed, other codes.
-    assert not torch.allclose(v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False))
+    assert not torch.allclose(
+        v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True)
+    )
 
 
 def test_word_pair_codes_bind_the_words_of_one_object():
-    words = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False)
-    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0)
+    words = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True)
+    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True)
     # Empty patches and word codes are unchanged; objects gain a pair part, the same for a phrase in any patch.
     assert torch.equal(v[0, 4], words[0, 4]) and torch.equal(v[3, 0], words[3, 0])
     pair_part = v - words
     assert pair_part[0, 0].norm() > 1 and torch.allclose(pair_part[0, 0], pair_part[2, 8], atol=1e-6)
     # No longer additive: circle - square now depends on the colour it comes with.
     assert not torch.allclose(v[0, 0] - v[1, 0], v[4, 0] - v[2, 0], atol=1e-3)
+
+
+def test_without_patch_codes_a_vector_says_what_but_not_where():
+    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0)  # the default: no patch codes
+    with_codes = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True)
+    # Every empty patch holds the same "empty" code; an object's vector is the same wherever it is.
+    assert torch.equal(v[0, 4], v[0, 5]) and torch.equal(v[0, 4], v[3, 0]) and v[0, 4].norm() > 1
+    assert torch.equal(v[0, 0], v[2, 8]) and not torch.equal(v[0, 0], v[0, 4])
+    # It is the patch-coded vector less its patch code.
+    assert torch.allclose(v[0, 0], with_codes[0, 0] - with_codes[3, 0], atol=1e-5)
 
 
 @pytest.fixture(scope="module")

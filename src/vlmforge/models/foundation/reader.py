@@ -6,11 +6,12 @@ LM pretrained on the world's text cannot (docs/bunny.md, items 3-16), and learni
 on the order of 100,000 questions per seed, far beyond the lab's budget. Learned once here, it is shared by every
 seed and recipe, and images then plug in within seconds (item 17).
 
-How: in each training scene, the image's patch tokens are replaced by *object vectors*. The vector of a patch is
-a fixed code for the patch plus, if an object's box centre falls in it, the sum of a fixed code per word of the
-object's phrase ("small", "red", "circle") and per pair of its words ("red circle", ...). The LM then reads the
-scene's captions (plain template) and questions (chat template), with the loss on the answers, laid out exactly as
-the Bunny stages will lay them out with images.
+How: in each training scene, the image's patch tokens are replaced by *object vectors*. A patch that holds an
+object's box centre gets the sum of a fixed code per word of the object's phrase ("small", "red", "circle") and per
+pair of its words ("red circle", ...); an empty patch gets one shared "empty" code. Where a patch is, the LM reads
+from the token's place in the sequence, which is the same with images (a code per patch is an option; the
+projector could not reproduce it, item 20). The LM then reads the scene's captions (plain template) and questions
+(chat template), with the loss on the answers, laid out exactly as the Bunny stages will lay them out with images.
 The codes are scaffolding: only the LM is kept. They are fixed random vectors rather than the LM's own word
 embeddings because distinct, well-separated inputs are what the lookup is learned from fastest (item 17: sums of
 the LM's trainable word embeddings stayed at chance).
@@ -54,10 +55,7 @@ class ReaderSpec:
     warm_tasks: tuple[str, ...] = ("color", "shape")
     warm_fraction: float = 0.4
     word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_vectors)
-    # Gaussian noise added to every image-token vector, as a multiple of a code's scale (1): the projected image
-    # features that replace the vectors in the Bunny stages are never exact, and a reader that only saw exact codes
-    # miscounts (a background patch that is slightly off reads as an object; item 20).
-    noise: float = 0.0
+    patch_codes: bool = False  # a fixed code per patch; without, the reader learns where from the token's place
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
         self.tasks, self.warm_tasks = tuple(self.tasks), tuple(self.warm_tasks)
@@ -72,27 +70,36 @@ class ReadingSample:
 
 
 def object_vectors(
-    regions: Sequence[Sequence[Region]], vision: VisionSpec, hidden_size: int, seed: int, word_pairs: bool = True
+    regions: Sequence[Sequence[Region]],
+    vision: VisionSpec,
+    hidden_size: int,
+    seed: int,
+    word_pairs: bool = True,
+    patch_codes: bool = False,
 ) -> torch.Tensor:
     """[scenes, patches, hidden]: per scene, one vector per patch token of the vision tower (see module doc).
 
     With ``word_pairs`` an object's vector also carries a code per pair of its phrase's words ("red circle"), so
-    that "is there a red circle?" is one match rather than a conjunction of two (item 20)."""
+    that "is there a red circle?" is one match rather than a conjunction of two. Without ``patch_codes`` no patch
+    code is added and an empty patch holds one shared "empty" code: where a patch is must then be read from its
+    token's place in the sequence, as it will be with images (item 20)."""
     phrases, targets = patch_targets(regions, vision)  # phrase 0 is the background
     phrase_words = [[w for w in p.split() if w not in FILLER_WORDS] for p in phrases[1:]]
     words = sorted({w for ws in phrase_words for w in ws})
     pairs = sorted({pair for ws in phrase_words for pair in combinations(ws, 2)}) if word_pairs else []
     generator = torch.Generator().manual_seed(seed)
     word_codes = dict(zip(words, torch.randn(len(words), hidden_size, generator=generator), strict=True))
-    patch_codes = torch.randn(targets.shape[1], hidden_size, generator=generator)
+    per_patch = torch.randn(targets.shape[1], hidden_size, generator=generator)
     pair_codes = dict(zip(pairs, torch.randn(len(pairs), hidden_size, generator=generator), strict=True))
+    empty = torch.randn(hidden_size, generator=generator)
 
     def code(ws: list[str]) -> torch.Tensor:
         parts = [word_codes[w] for w in ws] + [pair_codes[p] for p in combinations(ws, 2) if p in pair_codes]
         return torch.stack(parts).sum(0) if parts else torch.zeros(hidden_size)
 
-    phrase_codes = torch.stack([torch.zeros(hidden_size)] + [code(ws) for ws in phrase_words])
-    return phrase_codes[targets] + patch_codes
+    background = torch.zeros(hidden_size) if patch_codes else empty
+    phrase_codes = torch.stack([background] + [code(ws) for ws in phrase_words])
+    return phrase_codes[targets] + per_patch if patch_codes else phrase_codes[targets]
 
 
 def reading_samples(
@@ -136,13 +143,13 @@ def teach_reading(
     ``image_paths[i]`` is the captioned train image whose objects are ``regions[i]`` (see ``corpus.read_world``).
     """
     spec = spec or ReaderSpec()
-    vectors = object_vectors(regions, vision, model.config.hidden_size, seed, spec.word_pairs)
+    vectors = object_vectors(regions, vision, model.config.hidden_size, seed, spec.word_pairs, spec.patch_codes)
     samples = reading_samples(world_dir, image_paths, tokenizer, vectors.shape[1], spec.tasks)
     warm = [s for s in samples if s.task in (*spec.warm_tasks, CAPTION)]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     collate = PaddingCollator(tokenizer.pad_token_id)
     embed = model.get_input_embeddings()
-    rng, noise_rng = random.Random(seed), torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
     warm_steps = int(spec.steps * spec.warm_fraction) if warm else 0
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -150,10 +157,9 @@ def teach_reading(
         batch = rng.sample(pool, min(spec.batch_size, len(pool)))
         padded = collate([{"input_ids": s.input_ids, "labels": s.labels} for s in batch])
         ids = padded["input_ids"]
-        scene_vectors = vectors[[s.scene for s in batch]]
-        if spec.noise:
-            scene_vectors = scene_vectors + spec.noise * torch.randn(scene_vectors.shape, generator=noise_rng)
-        inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), scene_vectors.to(embed.weight.dtype))
+        inputs = embed(ids).masked_scatter(
+            (ids == image_id).unsqueeze(-1), vectors[[s.scene for s in batch]].to(embed.weight.dtype)
+        )
         return model(inputs_embeds=inputs, attention_mask=padded["attention_mask"], labels=padded["labels"]).loss
 
     model.train()
