@@ -89,6 +89,7 @@ def object_vectors(
     pairs = sorted({pair for ws in phrase_words for pair in combinations(ws, 2)}) if word_pairs else []
     generator = torch.Generator().manual_seed(seed)
     word_codes = dict(zip(words, torch.randn(len(words), hidden_size, generator=generator), strict=True))
+    # Drawn even without patch codes, so that the pair and empty codes after it do not depend on that option.
     per_patch = torch.randn(targets.shape[1], hidden_size, generator=generator)
     pair_codes = dict(zip(pairs, torch.randn(len(pairs), hidden_size, generator=generator), strict=True))
     empty = torch.randn(hidden_size, generator=generator)
