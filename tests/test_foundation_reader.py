@@ -14,7 +14,13 @@ from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation import pretrain_lm, train_tokenizer
 from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
-from vlmforge.models.foundation.reader import ReaderSpec, object_vectors, reading_samples, teach_reading
+from vlmforge.models.foundation.reader import (
+    ReaderSpec,
+    object_codes,
+    object_vectors,
+    reading_samples,
+    teach_reading,
+)
 
 CELL = 1 / 3
 
@@ -75,6 +81,28 @@ def test_without_patch_codes_a_vector_says_what_but_not_where():
     assert torch.equal(v[0, 0], v[2, 8]) and not torch.equal(v[0, 0], v[0, 4])
     # It is the patch-coded vector less its patch code.
     assert torch.allclose(v[0, 0], with_codes[0, 0] - with_codes[3, 0], atol=1e-5)
+
+
+def test_code_dropout_leaves_out_whole_parts():
+    codes = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0)
+    full = codes.vectors()
+    assert torch.equal(full, object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0))
+    assert torch.count_nonzero(codes.vectors(drop=1.0)) == 0
+    # With some parts dropped, each patch holds the sum of a subset of its own parts, never anything else.
+    generator = torch.Generator().manual_seed(0)
+    dropped = codes.vectors([2, 3], drop=0.5, generator=generator)
+    subsets_seen = set()
+    for row, scene in enumerate([2, 3]):
+        for patch in range(9):
+            parts = [int(i) for i in codes.parts[scene, patch] if i != len(codes.codebook) - 1]
+            sums = {
+                mask: codes.codebook[[i for k, i in enumerate(parts) if mask >> k & 1]].sum(0)
+                for mask in range(1 << len(parts))
+            }
+            match = [m for m, v in sums.items() if torch.allclose(dropped[row, patch], v, atol=1e-5)]
+            assert match, f"scene {scene} patch {patch} is not a sum of its own parts"
+            subsets_seen.add(match[0] == (1 << len(parts)) - 1)
+    assert subsets_seen == {True, False}  # some patches kept everything, some lost a part
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,9 @@ class ReaderSpec:
     warm_fraction: float = 0.4
     word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_vectors)
     patch_codes: bool = False  # a fixed code per patch; without, the reader learns where from the token's place
+    # Each part of an object vector (word, pair or empty code) is left out of a training sample with this
+    # probability, so the reader reads every part and tolerates missing ones, as it must with a projector's output.
+    code_dropout: float = 0.0
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
         self.tasks, self.warm_tasks = tuple(self.tasks), tuple(self.warm_tasks)
@@ -69,15 +72,35 @@ class ReadingSample:
     task: str
 
 
-def object_vectors(
+@dataclass
+class ObjectCodes:
+    """Object vectors kept as their parts: ``codebook[parts[scene, patch]].sum()`` is one patch's vector.
+
+    Kept apart so that reading can drop parts at random (``ReaderSpec.code_dropout``)."""
+
+    codebook: torch.Tensor  # [codes + 1, hidden]; the last row is zeros and pads ``parts``
+    parts: torch.Tensor  # [scenes, patches, most parts of one patch], indices into ``codebook``
+
+    def vectors(
+        self, scenes: Sequence[int] | None = None, drop: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[len(scenes), patches, hidden] (all scenes by default), each part left out with probability ``drop``."""
+        parts = self.parts if scenes is None else self.parts[list(scenes)]
+        if drop > 0:
+            dropped = torch.rand(parts.shape, generator=generator) < drop
+            parts = parts.masked_fill(dropped, len(self.codebook) - 1)
+        return self.codebook[parts].sum(-2)
+
+
+def object_codes(
     regions: Sequence[Sequence[Region]],
     vision: VisionSpec,
     hidden_size: int,
     seed: int,
     word_pairs: bool = True,
     patch_codes: bool = False,
-) -> torch.Tensor:
-    """[scenes, patches, hidden]: per scene, one vector per patch token of the vision tower (see module doc).
+) -> ObjectCodes:
+    """Per scene, the parts of one vector per patch token of the vision tower (see module doc).
 
     With ``word_pairs`` an object's vector also carries a code per pair of its phrase's words ("red circle"), so
     that "is there a red circle?" is one match rather than a conjunction of two. Without ``patch_codes`` no patch
@@ -88,19 +111,38 @@ def object_vectors(
     words = sorted({w for ws in phrase_words for w in ws})
     pairs = sorted({pair for ws in phrase_words for pair in combinations(ws, 2)}) if word_pairs else []
     generator = torch.Generator().manual_seed(seed)
-    word_codes = dict(zip(words, torch.randn(len(words), hidden_size, generator=generator), strict=True))
+    word_codes = torch.randn(len(words), hidden_size, generator=generator)
     # Drawn even without patch codes, so that the pair and empty codes after it do not depend on that option.
-    per_patch = torch.randn(targets.shape[1], hidden_size, generator=generator)
-    pair_codes = dict(zip(pairs, torch.randn(len(pairs), hidden_size, generator=generator), strict=True))
+    patch_rows = torch.randn(targets.shape[1], hidden_size, generator=generator)
+    pair_codes = torch.randn(len(pairs), hidden_size, generator=generator)
     empty = torch.randn(hidden_size, generator=generator)
+    codebook = torch.cat([word_codes, pair_codes, empty[None], patch_rows, torch.zeros(1, hidden_size)])
+    row = {**{w: i for i, w in enumerate(words)}, **{p: len(words) + i for i, p in enumerate(pairs)}}
+    empty_row, first_patch_row, pad = len(words) + len(pairs), len(words) + len(pairs) + 1, len(codebook) - 1
 
-    def code(ws: list[str]) -> torch.Tensor:
-        parts = [word_codes[w] for w in ws] + [pair_codes[p] for p in combinations(ws, 2) if p in pair_codes]
-        return torch.stack(parts).sum(0) if parts else torch.zeros(hidden_size)
+    def phrase_parts(ws: list[str]) -> list[int]:
+        return [row[w] for w in ws] + [row[p] for p in combinations(ws, 2) if p in row]
 
-    background = torch.zeros(hidden_size) if patch_codes else empty
-    phrase_codes = torch.stack([background] + [code(ws) for ws in phrase_words])
-    return phrase_codes[targets] + per_patch if patch_codes else phrase_codes[targets]
+    per_phrase = [[] if patch_codes else [empty_row]] + [phrase_parts(ws) for ws in phrase_words]
+    width = max(map(len, per_phrase)) + patch_codes
+    table = torch.tensor([ps + [pad] * (width - len(ps)) for ps in per_phrase])  # [phrases, width]
+    parts = table[targets]  # [scenes, patches, width]
+    if patch_codes:
+        where = first_patch_row + torch.arange(targets.shape[1])
+        parts[..., -1] = where.expand(targets.shape)
+    return ObjectCodes(codebook, parts)
+
+
+def object_vectors(
+    regions: Sequence[Sequence[Region]],
+    vision: VisionSpec,
+    hidden_size: int,
+    seed: int,
+    word_pairs: bool = True,
+    patch_codes: bool = False,
+) -> torch.Tensor:
+    """[scenes, patches, hidden]: the summed object vectors of :func:`object_codes`."""
+    return object_codes(regions, vision, hidden_size, seed, word_pairs, patch_codes).vectors()
 
 
 def reading_samples(
@@ -144,13 +186,14 @@ def teach_reading(
     ``image_paths[i]`` is the captioned train image whose objects are ``regions[i]`` (see ``corpus.read_world``).
     """
     spec = spec or ReaderSpec()
-    vectors = object_vectors(regions, vision, model.config.hidden_size, seed, spec.word_pairs, spec.patch_codes)
-    samples = reading_samples(world_dir, image_paths, tokenizer, vectors.shape[1], spec.tasks)
+    codes = object_codes(regions, vision, model.config.hidden_size, seed, spec.word_pairs, spec.patch_codes)
+    samples = reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], spec.tasks)
     warm = [s for s in samples if s.task in (*spec.warm_tasks, CAPTION)]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     collate = PaddingCollator(tokenizer.pad_token_id)
     embed = model.get_input_embeddings()
     rng = random.Random(seed)
+    drop_generator = torch.Generator().manual_seed(seed)
     warm_steps = int(spec.steps * spec.warm_fraction) if warm else 0
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -158,9 +201,8 @@ def teach_reading(
         batch = rng.sample(pool, min(spec.batch_size, len(pool)))
         padded = collate([{"input_ids": s.input_ids, "labels": s.labels} for s in batch])
         ids = padded["input_ids"]
-        inputs = embed(ids).masked_scatter(
-            (ids == image_id).unsqueeze(-1), vectors[[s.scene for s in batch]].to(embed.weight.dtype)
-        )
+        vectors = codes.vectors([s.scene for s in batch], spec.code_dropout, drop_generator)
+        inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), vectors.to(embed.weight.dtype))
         return model(inputs_embeds=inputs, attention_mask=padded["attention_mask"], labels=padded["labels"]).loss
 
     model.train()
