@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from PIL import Image
 from transformers import AutoProcessor
@@ -5,6 +7,7 @@ from transformers import AutoProcessor
 from vlmforge.data.chat import IGNORE_INDEX, encode_conversation, image_seq_length
 from vlmforge.data.validate import validate_record
 from vlmforge.errors import DataError
+from vlmforge.models.assemble import DEFAULT_CHAT_TEMPLATE
 
 # Llama-3 style: string content only (a list would print as its Python repr), BOS text, <|eot_id|> ends a turn.
 LLAMA3_TEMPLATE = (
@@ -21,8 +24,11 @@ SYSTEM_TEMPLATE = (
     "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{{ '[/turn]' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '[assistant]' }}{% endif %}"
 )
+# The default ChatML without its {% generation %} markers: the same text, labels found from prefix renders.
+CHATML_UNMARKED = re.sub(r"\{% (end)?generation %\}", "", DEFAULT_CHAT_TEMPLATE)
 TEMPLATES = {
     "chatml": (None, "<|im_end|>"),
+    "chatml-unmarked": (CHATML_UNMARKED, "<|im_end|>"),
     "llama3": (LLAMA3_TEMPLATE, "<|eot_id|>"),
     "system": (SYSTEM_TEMPLATE, "[/turn]"),
 }
@@ -162,3 +168,25 @@ def test_template_that_rewrites_earlier_turns_is_refused(tiny_llava):
     with pytest.raises(DataError) as err:
         encode_conversation(_record("hi", "red"), processor, where="f.jsonl:3")
     assert err.value.code == "template_mismatch" and err.value.where == "f.jsonl:3"
+
+
+def test_generation_markers_and_prefix_renders_label_the_same_tokens(processors, image_folder):
+    record = validate_record(
+        _record("<image>\nWhat colour is it?", "red", "And its shape?", "a circle", image="a.png"), "t:1", image_folder
+    )
+    marked, unmarked = processors["chatml"], processors["chatml-unmarked"]
+    assert "{% generation %}" in marked.chat_template and "{% generation %}" not in unmarked.chat_template
+    one, other = encode_conversation(record, marked), encode_conversation(record, unmarked)
+    assert one.input_ids == other.input_ids and one.labels == other.labels
+    assert labelled_runs(marked.tokenizer, one) == ["red<|im_end|>", "a circle<|im_end|>"]
+
+
+def test_template_that_marks_only_some_assistant_turns_is_refused(tiny_llava):
+    processor = AutoProcessor.from_pretrained(tiny_llava)
+    processor.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' and loop.index0 == 1 %}"
+        "{% generation %}{{ m['content'] }}{% endgeneration %}{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
+    )
+    with pytest.raises(DataError) as err:
+        encode_conversation(_record("hi", "red", "and?", "blue"), processor, where="f.jsonl:4")
+    assert err.value.code == "template_mismatch" and "1 non-empty" in str(err.value) and err.value.where == "f.jsonl:4"

@@ -14,8 +14,11 @@ processor does, with labels -100 there.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from vlmforge.data.validate import IMAGE_TOKEN, record_images
 from vlmforge.errors import ConfigError, DataError
@@ -24,6 +27,8 @@ IGNORE_INDEX = -100  # label value the loss skips (transformers' convention)
 Template = Literal["chat", "plain"]
 ROLE_OF = {"human": "user", "gpt": "assistant"}
 _PROBE = "vlmforge-probe-text"
+# transformers' marker for the text of assistant turns in a chat template (the same pattern it checks for).
+_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
@@ -91,10 +96,29 @@ def to_messages(record: dict, *, content_parts: bool = True, image_token: str = 
     return messages
 
 
+def _render_marked(tokenizer, template: str, messages: list[dict], where: str) -> tuple[str, list[tuple[int, int]]]:
+    """One render of a template that marks assistant text with ``{% generation %}``, and the marked spans."""
+    n_assistant = sum(message["role"] == "assistant" for message in messages)
+    rendered, indices = render_jinja_template(
+        [messages], chat_template=template, return_assistant_tokens_mask=True, **tokenizer.special_tokens_map
+    )
+    spans = [(start, end) for start, end in indices[0] if end > start]
+    if len(spans) != n_assistant:
+        raise DataError(
+            where,
+            f"the chat template marks {len(spans)} non-empty {{% generation %}} block(s) for {n_assistant} "
+            "assistant turn(s); every assistant turn must render inside one",
+            code="template_mismatch",
+        )
+    return rendered[0], spans
+
+
 def assistant_spans(tokenizer, template: str, messages: list[dict], full: str, where: str) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of assistant turns in ``full``: from the end of the generation prompt to
     the end of the end-of-turn text (e.g. ``<|im_end|>``), so the model learns to stop. Whitespace the template
-    puts between turns is not part of the span."""
+    puts between turns is not part of the span. Found from renders of message prefixes, which works for any
+    template whose earlier turns render the same whatever follows (templates that mark assistant text with
+    ``{% generation %}`` are read in one render instead, see ``_encode_chat``)."""
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -183,8 +207,11 @@ def _encode_chat(record, processor, tokenizer, where):
     image_token = _image_token(processor)
     parts = _uses_content_parts(tokenizer, template, image_token)
     messages = to_messages(record, content_parts=parts, image_token=image_token)
-    full = _render(tokenizer, template, messages, add_generation_prompt=False)
-    spans = assistant_spans(tokenizer, template, messages, full, where)
+    if _GENERATION_BLOCK.search(template):  # one render instead of two per assistant turn
+        full, spans = _render_marked(tokenizer, template, messages, where)
+    else:
+        full = _render(tokenizer, template, messages, add_generation_prompt=False)
+        spans = assistant_spans(tokenizer, template, messages, full, where)
     # The template owns special tokens (BOS etc.), exactly as apply_chat_template(tokenize=True) does.
     ids, offsets = _tokenize(tokenizer, full, add_special_tokens=False)
     return ids, _label_by_offsets(ids, offsets, spans)

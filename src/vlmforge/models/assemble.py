@@ -32,14 +32,20 @@ IMAGE_TOKEN = "<image>"
 PROJECTORS = {"mlp2x_gelu": "gelu", "linear": "linear"}
 
 # A ChatML template used only when the LM's tokenizer ships none (a base model). Hub chat models keep their own.
+# Assistant turns are wrapped in {% generation %} (transformers' marker for assistant tokens), so the label mask
+# comes from one render instead of one render per turn prefix (vlmforge.data.chat).
 DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
+    "{% macro render(content) %}"
+    "{% if content is string %}{{ content }}"
+    "{% else %}{% for part in content %}"
     "{% if part['type'] == 'image' %}{{ '<image>\n' }}{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
+    "{% endmacro %}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ render(message['content']) + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ render(message['content']) + '<|im_end|>\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
