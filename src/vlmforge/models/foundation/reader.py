@@ -42,8 +42,8 @@ FILLER_WORDS = frozenset({"a", "an", "the"})
 
 @dataclass
 class ReaderSpec:
-    # 0 skips the phase. 1800 (~140 s on 2 CPU cores for the default world) rather than 2000 keeps the demo within
-    # its 10 minutes (docs/bunny.md item 21).
+    # 0 skips the phase. 1800 (140-185 s on 2 CPU cores for the default world) rather than 2000 keeps the demo within
+    # its 10 minutes, at a cost: the lab's colour 0.89 instead of 0.95 (docs/bunny.md item 22).
     steps: int = 1800
     batch_size: int = 32
     lr: float = 1e-3
