@@ -17,7 +17,6 @@ from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_te
 from vlmforge.models.foundation.reader import (
     ReaderSpec,
     object_codes,
-    object_vectors,
     reading_samples,
     teach_reading,
 )
@@ -40,7 +39,7 @@ REGIONS = [
 
 def test_object_vectors_sum_word_codes_per_patch():
     regions = REGIONS
-    v = object_vectors(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True)
+    v = object_codes(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
     assert v.shape == (5, 9, 16)
     # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
     assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
@@ -58,13 +57,13 @@ def test_object_vectors_sum_word_codes_per_patch():
     assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
     # The codes are fixed per seed, not learned: another seed, other codes.
     assert not torch.allclose(
-        v, object_vectors(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True)
+        v, object_codes(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True).vectors()
     )
 
 
 def test_word_pair_codes_bind_the_words_of_one_object():
-    words = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True)
-    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True)
+    words = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
+    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True).vectors()
     # Empty patches and word codes are unchanged; objects gain a pair part, the same for a phrase in any patch.
     assert torch.equal(v[0, 4], words[0, 4]) and torch.equal(v[3, 0], words[3, 0])
     pair_part = v - words
@@ -74,8 +73,8 @@ def test_word_pair_codes_bind_the_words_of_one_object():
 
 
 def test_without_patch_codes_a_vector_says_what_but_not_where():
-    v = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0)  # the default: no patch codes
-    with_codes = object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True)
+    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0).vectors()  # the default: no patch codes
+    with_codes = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True).vectors()
     # Every empty patch holds the same "empty" code; an object's vector is the same wherever it is.
     assert torch.equal(v[0, 4], v[0, 5]) and torch.equal(v[0, 4], v[3, 0]) and v[0, 4].norm() > 1
     assert torch.equal(v[0, 0], v[2, 8]) and not torch.equal(v[0, 0], v[0, 4])
@@ -85,8 +84,6 @@ def test_without_patch_codes_a_vector_says_what_but_not_where():
 
 def test_code_dropout_leaves_out_whole_parts():
     codes = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0)
-    full = codes.vectors()
-    assert torch.equal(full, object_vectors(REGIONS, TINY_VISION, hidden_size=16, seed=0))
     assert torch.count_nonzero(codes.vectors(drop=1.0)) == 0
     # With some parts dropped, each patch holds the sum of a subset of its own parts, never anything else.
     generator = torch.Generator().manual_seed(0)
@@ -163,7 +160,7 @@ def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world
     spec = ReaderSpec(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0)
     log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
     assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
-    vectors = object_vectors(world.regions, TINY_VISION, model.config.hidden_size, seed=0)
+    vectors = object_codes(world.regions, TINY_VISION, model.config.hidden_size, seed=0).vectors()
     questions = [s for s in reading_samples(root, world.image_paths, tok, 9, ("color",)) if s.task == "color"]
     read = _colour_accuracy(model, tok, questions, vectors)
     # The same model with every scene's vectors shuffled: what it answers from the question alone.

@@ -56,7 +56,7 @@ class ReaderSpec:
     # rose from 0.58 (a constant) to 0.86 and existence from 0.53 to 0.79, colour and shape staying >= 0.99 (item 20).
     warm_tasks: tuple[str, ...] = ("color", "shape")
     warm_fraction: float = 0.4
-    word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_vectors)
+    word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_codes)
     patch_codes: bool = False  # a fixed code per patch; without, the reader learns where from the token's place
     # Each part of an object vector (word, pair or empty code) is left out of a training sample with this
     # probability, so the reader reads every part and tolerates missing ones, as it must with a projector's output.
@@ -133,18 +133,6 @@ def object_codes(
         where = first_patch_row + torch.arange(targets.shape[1])
         parts[..., -1] = where.expand(targets.shape)
     return ObjectCodes(codebook, parts)
-
-
-def object_vectors(
-    regions: Sequence[Sequence[Region]],
-    vision: VisionSpec,
-    hidden_size: int,
-    seed: int,
-    word_pairs: bool = True,
-    patch_codes: bool = False,
-) -> torch.Tensor:
-    """[scenes, patches, hidden]: the summed object vectors of :func:`object_codes`."""
-    return object_codes(regions, vision, hidden_size, seed, word_pairs, patch_codes).vectors()
 
 
 def reading_samples(
