@@ -59,7 +59,8 @@ class ReaderSpec:
     word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_codes)
     patch_codes: bool = False  # a fixed code per patch; without, the reader learns where from the token's place
     # Each part of an object vector (word, pair or empty code) is left out of a training sample with this
-    # probability, so the reader reads every part and tolerates missing ones, as it must with a projector's output.
+    # probability, so the reader must read every part and tolerate missing ones, as with a projector's output.
+    # Off: at 0.25 the reader had not learned existence after the default steps (docs/bunny.md item 21).
     code_dropout: float = 0.0
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
