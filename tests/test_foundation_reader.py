@@ -14,12 +14,7 @@ from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation import pretrain_lm, train_tokenizer
 from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
-from vlmforge.models.foundation.reader import (
-    ReaderSpec,
-    object_codes,
-    reading_samples,
-    teach_reading,
-)
+from vlmforge.models.foundation.reader import ReaderSpec, object_codes, reading_samples, teach_reading
 
 CELL = 1 / 3
 
@@ -38,8 +33,7 @@ REGIONS = [
 
 
 def test_object_vectors_sum_word_codes_per_patch():
-    regions = REGIONS
-    v = object_codes(regions, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
+    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
     assert v.shape == (5, 9, 16)
     # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
     assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
@@ -57,7 +51,7 @@ def test_object_vectors_sum_word_codes_per_patch():
     assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
     # The codes are fixed per seed, not learned: another seed, other codes.
     assert not torch.allclose(
-        v, object_codes(regions, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True).vectors()
+        v, object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True).vectors()
     )
 
 
@@ -91,7 +85,7 @@ def test_code_dropout_leaves_out_whole_parts():
     subsets_seen = set()
     for row, scene in enumerate([2, 3]):
         for patch in range(9):
-            parts = [int(i) for i in codes.parts[scene, patch] if i != len(codes.codebook) - 1]
+            parts = [int(i) for i in codes.parts[scene, patch] if i != codes.pad]
             sums = {
                 mask: codes.codebook[[i for k, i in enumerate(parts) if mask >> k & 1]].sum(0)
                 for mask in range(1 << len(parts))

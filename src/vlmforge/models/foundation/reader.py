@@ -42,8 +42,8 @@ FILLER_WORDS = frozenset({"a", "an", "the"})
 
 @dataclass
 class ReaderSpec:
-    # 0 skips the phase. 1800 (140-185 s on 2 CPU cores for the default world) rather than 2000 keeps the demo within
-    # its 10 minutes, at a cost: the lab's colour 0.89 instead of 0.95 (docs/bunny.md item 22).
+    # 0 skips the phase. 1800 (163-184 s in session 7's demos, 2 CPU cores, default world) rather than 2000 keeps the
+    # demo nearer its 10 minutes, at a cost: the lab's colour 0.89 instead of 0.95 (docs/bunny.md item 22).
     steps: int = 1800
     batch_size: int = 32
     lr: float = 1e-3
@@ -84,6 +84,11 @@ class ObjectCodes:
     codebook: torch.Tensor  # [codes + 1, hidden]; the last row is zeros and pads ``parts``
     parts: torch.Tensor  # [scenes, patches, most parts of one patch], indices into ``codebook``
 
+    @property
+    def pad(self) -> int:
+        """The index of the codebook's zero row: an absent (or dropped) part."""
+        return len(self.codebook) - 1
+
     def vectors(
         self, scenes: Sequence[int] | None = None, drop: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -91,7 +96,7 @@ class ObjectCodes:
         parts = self.parts if scenes is None else self.parts[list(scenes)]
         if drop > 0:
             dropped = torch.rand(parts.shape, generator=generator) < drop
-            parts = parts.masked_fill(dropped, len(self.codebook) - 1)
+            parts = parts.masked_fill(dropped, self.pad)
         return self.codebook[parts].sum(-2)
 
 
