@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,9 +146,14 @@ def _label_by_offsets(ids: list[int], offsets: list[tuple[int, int]], spans: lis
     # A token is an assistant token if it overlaps an assistant span. Overlap rather than containment, so a token
     # that straddles the prompt/answer boundary (a tokenizer merging a template space into the first word) is
     # still learned: it is what the model must emit.
+    # Spans are disjoint and in order, so the only span a token can overlap first is the first one ending after the
+    # token's start: one bisection per token instead of a scan over every span (a third of the encoding time of
+    # an 8-turn conversation).
+    span_ends = [s_end for _, s_end in spans]
     labels = []
     for token, (start, end) in zip(ids, offsets, strict=True):
-        inside = end > start and any(start < s_end and end > s_start for s_start, s_end in spans)
+        i = bisect_right(span_ends, start)
+        inside = end > start and i < len(spans) and end > spans[i][0]
         labels.append(token if inside else IGNORE_INDEX)
     return labels
 
