@@ -38,6 +38,10 @@ def test_shapes_tasks_and_chance(tmp_path):
     assert rec[0].target == [[0.1, 0.1, 0.4, 0.4]]
     assert get_task("shapes_color").chance_level(data) == 0.125  # from world.json
     assert get_task("shapes_count").chance_level(data) == 0.25  # default
+    # mc is scored circularly: a guesser must get every rotation right, (1/4) ** 4 with the default 4 options
+    assert get_task("shapes_mc").chance_level(data) == 0.25**4
+    (world / "world.json").write_text(json.dumps({"chance": {"mc": 1 / 3}}))  # a world with 3 options
+    assert get_task("shapes_mc").chance_level(data) == pytest.approx(1 / 27)
     # world.json naming vocabularies instead of chances
     (world / "world.json").write_text(json.dumps({"colors": ["red", "blue", "green", "gray"]}))
     assert get_task("shapes_color").chance_level(data) == 0.25

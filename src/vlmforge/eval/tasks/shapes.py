@@ -19,7 +19,7 @@ from vlmforge.eval.tasks import register, register_group
 from vlmforge.eval.tasks.common import LETTERS, data_path, mc_samples, read_json, read_jsonl
 from vlmforge.eval.types import Sample, Task, check_image
 
-DEFAULT_CHANCE = {"color": 1 / 6, "shape": 1 / 6, "count": 1 / 4, "position": 1 / 9, "exist": 0.5, "mc": 0.25}
+DEFAULT_CHANCE = {"color": 1 / 6, "shape": 1 / 6, "count": 1 / 4, "position": 1 / 9, "exist": 0.5, "mc": 0.25**4}
 # How world.json may name its vocabularies, when it has no explicit chance table.
 _VOCAB_NAMES = {"color": ("colors", "colours", "color_names"), "shape": ("shapes", "shape_names", "kinds")}
 _OPTION_LINE = re.compile(r"^\s*\(?[A-J][.):]\s")
@@ -153,12 +153,26 @@ def world_chance(kind: str, data: Mapping[str, str]) -> float | None:
     return found
 
 
+def circular_chance(per_order: float | None) -> float | None:
+    """A uniform guesser's chance under circular evaluation, from its chance on one order of the options.
+
+    The world's tables give the latter (1/options); circular scoring asks once per rotation (one per option) and
+    counts the question only if every answer is right, so chance is (1/options) ** options: 0.0039 for 4."""
+    if per_order is None or per_order <= 0:
+        return per_order
+    return per_order ** round(1 / per_order)
+
+
+def _mc_chance(data: Mapping[str, str]) -> float | None:
+    return circular_chance(world_chance("mc", data))
+
+
 def _task(kind: str, description: str, parse, judge, score, primary: str = "accuracy", tokens: int = 16) -> Task:
     return Task(
         name=f"shapes_{kind}", description=description, data_keys=("world", "world_split"),
         load=functools.partial(load_shapes, kind), parse=parse, judge=judge, score=score, primary=primary,
         chance=DEFAULT_CHANCE.get(kind), max_new_tokens=tokens,
-        chance_from_data=functools.partial(world_chance, kind),
+        chance_from_data=_mc_chance if kind == "mc" else functools.partial(world_chance, kind),
     )  # fmt: skip
 
 
