@@ -85,3 +85,17 @@ def test_overrides_may_use_the_recipe_variables(tmp_path):
     assert loaded.model.vision_model == "/f/vision"
     with pytest.raises(Exception, match=r"unknown variable \$\{records\} \(known here: foundation, world\)"):
         load_recipe(recipe, ["stages.finetune.data.path=${records}/x.jsonl"], variables=variables)
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_training_arguments_carry_checkpointing_without_deprecation_warnings(tmp_path, checkpointing):
+    import warnings
+
+    from vlmforge.train.stage import training_arguments
+
+    stage = load_recipe(RECIPES[0]).stages["finetune"]
+    stage = dataclasses.replace(stage, gradient_checkpointing=checkpointing, bf16=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a renamed argument must not be passed by its old name
+        args = training_arguments(stage, tmp_path, seed=0, world_size=1, use_cpu=True)
+    assert args.gradient_checkpointing is checkpointing

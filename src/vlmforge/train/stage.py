@@ -32,6 +32,14 @@ from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
 from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
 
+# transformers 5.2x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; the old name warns
+# on every run, and the new one does not exist before the rename (we support transformers >= 5.0).
+CHECKPOINTING_ARG = next(
+    name
+    for name in ("activation_checkpointing", "gradient_checkpointing")
+    if name in {f.name for f in dataclasses.fields(TrainingArguments)}
+)
+
 
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> Path:
     """Run every stage in order; a finished stage (its ``final/`` exists) is skipped. Returns the last final/."""
@@ -107,7 +115,7 @@ def training_arguments(
         seed=seed,
         data_seed=seed,
         bf16=stage.bf16,
-        gradient_checkpointing=stage.gradient_checkpointing,
+        **{CHECKPOINTING_ARG: stage.gradient_checkpointing},
         dataloader_num_workers=stage.dataloader_workers,
         remove_unused_columns=False,  # our collator builds exactly the model's inputs
         report_to="none",

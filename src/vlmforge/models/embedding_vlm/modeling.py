@@ -168,10 +168,12 @@ class EmbeddingVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             if input_ids is None:
                 raise ValueError("image inputs need input_ids to locate the image tokens")
             inputs_embeds = self._fill_image_tokens(input_ids, inputs_embeds, image_embeds)
+        if past_key_values is not None:
+            # Forwarded only when set: transformers 5.2x renamed it `cache` and warns whenever the old name is passed.
+            kwargs["past_key_values"] = past_key_values
         return self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             logits_to_keep=logits_to_keep,
