@@ -151,7 +151,9 @@ def _colour_accuracy(model, tok, samples, vectors):
 def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world):
     root, world, tok = reading_world
     model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
-    spec = ReaderSpec(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0)
+    spec = ReaderSpec(
+        steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0, box_steps=0
+    )
     log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
     assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
     vectors = object_codes(world.regions, TINY_VISION, model.config.hidden_size, seed=0).vectors()
@@ -175,3 +177,47 @@ def test_a_build_records_the_reading_phase(tmp_path):
     reader = read_manifest(built.root)["lm"]["reader"]
     assert reader["steps"] == BUILD_SPEC.reader.steps and reader["samples"] == 32
     assert AutoTokenizer.from_pretrained(built.lm).convert_tokens_to_ids(IMAGE_TOKEN) is not None
+
+
+def _add_box_questions(root) -> int:
+    """A referring expression per scene of a write_world folder, answered with its object's box (the world's format)."""
+    scenes = [json.loads(line) for line in (root / "train" / "scenes.jsonl").read_text().splitlines()]
+    captions = [json.loads(line) for line in (root / "train" / "captions.jsonl").read_text().splitlines()]
+    with (root / "train" / "instruct.jsonl").open("a") as out:
+        for scene, caption in zip(scenes, captions, strict=True):
+            obj = scene["objects"][0]
+            box = "[" + ",".join(f"{v:.3f}" for v in obj["box"]) + "]"
+            human = f"{IMAGE_TOKEN}\nGive the bounding box of the {obj['color']} {obj['shape']}."
+            turns = [{"from": "human", "value": human}, {"from": "gpt", "value": box}]
+            record = {"id": f"b{scene['id']}", "image": caption["image"], "task": "rec", "answer": box}
+            out.write(json.dumps({**record, "conversations": turns}) + "\n")
+    return len(scenes)
+
+
+def _mean_loss(model, tok, samples, vectors) -> float:
+    image_id, embed, losses = tok.convert_tokens_to_ids(IMAGE_TOKEN), model.get_input_embeddings(), []
+    with torch.no_grad():
+        for s in samples:
+            ids = torch.tensor([s.input_ids])
+            inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), vectors[[s.scene]])
+            losses.append(float(model(inputs_embeds=inputs, labels=torch.tensor([s.labels])).loss))
+    return sum(losses) / len(losses)
+
+
+def test_the_box_phase_teaches_boxes_and_is_recorded(tmp_path):
+    root = write_world(tmp_path / "w", n=32)
+    n_boxes = _add_box_questions(root)
+    world = read_world(root, "train")
+    tok = train_tokenizer(tokenizer_texts(world), 300, model_max_length=TINY_LM.max_position_embeddings)
+    boxes = [s for s in reading_samples(root, world.image_paths, tok, 9, ("rec",)) if s.task == "rec"]
+    vectors = object_codes(world.regions, TINY_VISION, TINY_LM.hidden_size, seed=0).vectors()
+    spec = ReaderSpec(steps=20, batch_size=8, lr=3e-3, warmup_steps=5, tasks=("color",), warm_fraction=0.0)
+    loss, logs = {}, {}
+    for box_steps in (0, 60):
+        model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=2), seed=0, progress=False)
+        args = (model, tok, root, world.image_paths, world.regions, TINY_VISION, replace(spec, box_steps=box_steps))
+        logs[box_steps] = teach_reading(*args, progress=False)
+        loss[box_steps] = _mean_loss(model, tok, boxes, vectors)
+    assert logs[60].extra["box_steps"] == 60 and logs[60].extra["box_samples"] == n_boxes
+    assert "box_steps" not in logs[0].extra and logs[0].extra["box_samples"] == 0
+    assert loss[60] < 0.7 * loss[0]  # the box answers' digits are learned, not only the colours

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="steps teaching the LM to answer from object vectors in the image's place; 0 skips it "
         "(default: the built-in spec; see docs/foundation.md)",
     )
+    parser.add_argument(
+        "--box-steps",
+        type=int,
+        help="steps of the reading phase's last part, half of each batch referring expressions answered with a "
+        "box; 0 skips it (default: the built-in spec)",
+    )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
 
@@ -50,6 +56,7 @@ def run_foundation(args: argparse.Namespace) -> int:
         ("--lm-steps", args.lm_steps, 0),
         ("--vision-epochs", args.vision_epochs, 1),
         ("--reader-steps", args.reader_steps, 0),
+        ("--box-steps", args.box_steps, 0),
     )
     for flag, value, least in bounds:
         if value is not None and value < least:
@@ -60,6 +67,8 @@ def run_foundation(args: argparse.Namespace) -> int:
         spec.vision = replace(spec.vision, epochs=args.vision_epochs)
     if args.reader_steps is not None:
         spec.reader = replace(spec.reader, steps=args.reader_steps)
+    if args.box_steps is not None:
+        spec.reader = replace(spec.reader, box_steps=args.box_steps)
     paths = build_foundation(args.world, args.out, spec, seed=args.seed, force=args.force)
     manifest = read_manifest(paths.root) or {}
     summary = {
