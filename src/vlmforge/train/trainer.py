@@ -28,6 +28,15 @@ class VlmTrainer(Trainer):
         self.real_tokens = 0
         super().__init__(*args, **kwargs)
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The evaluation loop keeps only the logits. A model's output carries more: transformers 5.2x's LLaVA also
+        returns the vision tower's output (a ModelOutput with None fields) as ``image_hidden_states``, which
+        accelerate cannot pad across processes, and held-out accuracy needs nothing but the logits."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if isinstance(logits, tuple):
+            logits = logits[0]  # outputs keep their field order: logits come first once the loss is taken out
+        return loss, logits, labels
+
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
