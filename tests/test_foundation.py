@@ -178,6 +178,28 @@ def test_tokenizer_round_trips_and_renders_chat():
     assert [len(tok.tokenize(word)) for word in ("user", "assistant")] == [1, 1]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (docs/bunny.md item 24): AutoTokenizer loads a Qwen2 LM's folder as Qwen2Tokenizer, which "
+    "splits digits one by one; the trained byte-level BPE merges them. Training with Qwen2's pipeline fixes it but "
+    "was measured to cost the lab its existence answers, so the fix is not in yet",
+)
+def test_saved_tokenizer_encodes_as_the_trained_one_when_loaded_with_its_lm(tmp_path):
+    """AutoTokenizer loads a Qwen2 LM's folder as Qwen2Tokenizer, which rebuilds its own pre-tokenization: the
+    trained tokenizer must already use it, or boxes and other numbers become different tokens once saved."""
+    texts = [detailed for _, _, detailed in scenes(200)]
+    boxes = ["[0.688,0.703,0.969,0.984]", "[0.031,0.375,0.297,0.625]", "There are 12 objects, 3 red."]
+    tok = train_tokenizer(texts + boxes * 50, vocab_size=300)
+    model, _ = pretrain_lm(tok, texts[:8], replace(TINY_LM, steps=1), seed=0, progress=False)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    chat = [{"role": "user", "content": "<image>\nGive the bounding box of the red circle."},
+            {"role": "assistant", "content": boxes[0]}]  # fmt: skip
+    for text in [*boxes, texts[0], "Ünïcode  spaces\n\nand 2024", tok.apply_chat_template(chat, tokenize=False)]:
+        assert loaded(text)["input_ids"] == tok(text)["input_ids"], text
+
+
 def test_lm_pretraining_lowers_loss_and_saves_a_standard_model(tmp_path):
     texts = [detailed for _, _, detailed in scenes(200)]
     tok = train_tokenizer(texts, vocab_size=300)

@@ -50,7 +50,7 @@ class LabConfig:
         """A small lab for CI: one seed, a smaller world, shorter training. Numbers are noisier, not meaningful."""
         defaults = dict(
             seeds=(0,), train_images=600, test_images=60,
-            foundation_overrides={"vision.epochs": 3, "reader.steps": 60, "reader.box_steps": 20, "holdout": 64},
+            foundation_overrides={"vision.epochs": 3, "reader.steps": 60, "holdout": 64},
             recipe_overrides=("stages.finetune.epochs=1",),
         )  # fmt: skip
         defaults.update(kwargs)
