@@ -182,7 +182,7 @@ def test_tokenizer_round_trips_and_renders_chat():
     strict=True,
     reason="known bug (docs/bunny.md item 24): AutoTokenizer loads a Qwen2 LM's folder as Qwen2Tokenizer, which "
     "splits digits one by one; the trained byte-level BPE merges them. Training with Qwen2's pipeline fixes it but "
-    "was measured to cost the lab its existence answers, so the fix is not in yet",
+    "cost the lab its existence answers in both builds measured, so the fix is not in yet",
 )
 def test_saved_tokenizer_encodes_as_the_trained_one_when_loaded_with_its_lm(tmp_path):
     """AutoTokenizer loads a Qwen2 LM's folder as Qwen2Tokenizer, which rebuilds its own pre-tokenization: the
