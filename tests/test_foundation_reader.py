@@ -134,15 +134,19 @@ def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_worl
         reading_samples(bad, read_world(bad, "train").image_paths, tok, patches=9, tasks=("color",))
 
 
+def _embedded(model, tok, sample, vectors) -> torch.Tensor:
+    """One reading sample's input embeddings, its scene's object vectors in the image tokens' place."""
+    ids = torch.tensor([sample.input_ids])
+    is_image = (ids == tok.convert_tokens_to_ids(IMAGE_TOKEN)).unsqueeze(-1)
+    return model.get_input_embeddings()(ids).masked_scatter(is_image, vectors[[sample.scene]])
+
+
 def _colour_accuracy(model, tok, samples, vectors):
     """Teacher-forced: is the first answer token (the colour) predicted right, reading the object vectors?"""
-    image_id, right = tok.convert_tokens_to_ids(IMAGE_TOKEN), []
-    embed = model.get_input_embeddings()
+    right = []
     with torch.no_grad():
         for s in samples:
-            ids = torch.tensor([s.input_ids])
-            inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), vectors[[s.scene]])
-            logits = model(inputs_embeds=inputs).logits[0]
+            logits = model(inputs_embeds=_embedded(model, tok, s, vectors)).logits[0]
             at = next(i for i, label in enumerate(s.labels) if label != -100)
             right.append(int(logits[at - 1].argmax()) == s.labels[at])
     return sum(right) / len(right)
@@ -195,12 +199,11 @@ def _add_box_questions(root) -> int:
 
 
 def _mean_loss(model, tok, samples, vectors) -> float:
-    image_id, embed, losses = tok.convert_tokens_to_ids(IMAGE_TOKEN), model.get_input_embeddings(), []
     with torch.no_grad():
-        for s in samples:
-            ids = torch.tensor([s.input_ids])
-            inputs = embed(ids).masked_scatter((ids == image_id).unsqueeze(-1), vectors[[s.scene]])
-            losses.append(float(model(inputs_embeds=inputs, labels=torch.tensor([s.labels])).loss))
+        losses = [
+            float(model(inputs_embeds=_embedded(model, tok, s, vectors), labels=torch.tensor([s.labels])).loss)
+            for s in samples
+        ]
     return sum(losses) / len(losses)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 
 import pytest
 
 from vlmforge.train.recipe import DataConfig, LoraConfig, ModelConfig, Recipe, StageConfig, load_recipe
-from vlmforge.train.stage import gradient_accumulation
+from vlmforge.train.stage import gradient_accumulation, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -89,10 +90,6 @@ def test_overrides_may_use_the_recipe_variables(tmp_path):
 
 @pytest.mark.parametrize("checkpointing", [True, False])
 def test_training_arguments_carry_checkpointing_without_deprecation_warnings(tmp_path, checkpointing):
-    import warnings
-
-    from vlmforge.train.stage import training_arguments
-
     stage = load_recipe(RECIPES[0]).stages["finetune"]
     stage = dataclasses.replace(stage, gradient_checkpointing=checkpointing, bf16=False)
     with warnings.catch_warnings():

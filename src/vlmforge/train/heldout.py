@@ -20,10 +20,9 @@ from transformers import EvalPrediction
 from vlmforge.data.chat import IGNORE_INDEX
 
 
-def predicted_tokens(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
-    """Reduce logits to the arg-max token ids per batch, so the eval loop keeps (N, L) ids, not (N, L, vocab)."""
-    if isinstance(logits, tuple):  # some models return (logits, past_key_values, ...)
-        logits = logits[0]
+def predicted_tokens(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Reduce logits to the arg-max token ids per batch, so the eval loop keeps (N, L) ids, not (N, L, vocab).
+    ``VlmTrainer.prediction_step`` has already dropped every other output field."""
     return logits.argmax(dim=-1)
 
 

@@ -192,7 +192,11 @@ def teach_reading(
     """
     spec = spec or ReaderSpec()
     codes = object_codes(regions, vision, model.config.hidden_size, seed, spec.word_pairs, spec.patch_codes)
-    samples = reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], spec.tasks)
+    # One pass over the records for both phases; the box phase's task is read only when the phase runs.
+    box_tasks = (spec.box_task,) if spec.box_steps else ()
+    every = reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], (*spec.tasks, *box_tasks))
+    samples = [s for s in every if s.task == CAPTION or s.task in spec.tasks]
+    boxes = [s for s in every if s.task in box_tasks]
     warm = [s for s in samples if s.task in (*spec.warm_tasks, CAPTION)]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     collate = PaddingCollator(tokenizer.pad_token_id)
@@ -223,13 +227,8 @@ def teach_reading(
         "teach reading",
         progress,
     )
-    boxes = [
-        s
-        for s in reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], (spec.box_task,))
-        if s.task == spec.box_task
-    ] if spec.box_steps else []  # fmt: skip
-    questions = [s for s in samples if s.task != CAPTION]  # as measured: the captions rest in this phase
     if boxes:
+        questions = [s for s in samples if s.task != CAPTION]  # as measured: the captions rest in this phase
         n_boxes = max(1, round(spec.batch_size * spec.box_fraction))
 
         # Its own sample order, so that the phase does not change with how many main steps ran before it.
