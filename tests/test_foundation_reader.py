@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,9 @@ from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation import pretrain_lm, train_tokenizer
 from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
+from vlmforge.models.foundation.lm import new_lm
 from vlmforge.models.foundation.reader import ReaderSpec, object_codes, reading_samples, teach_reading
+from vlmforge.models.foundation.reading import object_reading_accuracy
 
 CELL = 1 / 3
 
@@ -64,6 +67,19 @@ def test_word_pair_codes_bind_the_words_of_one_object():
     assert pair_part[0, 0].norm() > 1 and torch.allclose(pair_part[0, 0], pair_part[2, 8], atol=1e-6)
     # No longer additive: circle - square now depends on the colour it comes with.
     assert not torch.allclose(v[0, 0] - v[1, 0], v[4, 0] - v[2, 0], atol=1e-3)
+
+
+def test_held_out_scenes_get_the_codes_of_the_training_vocabulary():
+    held_out = [[(box(1, 1), "a small red circle"), (box(2, 2), "a small green circle")]]
+    train = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0)
+    test = object_codes(held_out, TINY_VISION, hidden_size=16, seed=0, vocabulary=REGIONS)
+    assert torch.equal(test.codebook, train.codebook)  # the codes the LM was trained on, not redrawn
+    assert torch.allclose(test.vectors()[0, 4], train.vectors()[0, 0])  # "small red circle" in another patch
+    # "green" is not in the training vocabulary: that object reads as a "small circle", the unknown code left out.
+    small_circle = object_codes([[(box(0, 0), "a small circle")]], TINY_VISION, 16, seed=0, vocabulary=REGIONS)
+    assert torch.allclose(test.vectors()[0, 8], small_circle.vectors()[0, 0])
+    # Without a vocabulary the codes are drawn for these scenes' own words: other rows, other vectors.
+    assert not torch.equal(object_codes(held_out, TINY_VISION, hidden_size=16, seed=0).codebook, train.codebook)
 
 
 def test_without_patch_codes_a_vector_says_what_but_not_where():
@@ -167,6 +183,13 @@ def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world
     shuffled = vectors[torch.randperm(len(vectors), generator=torch.Generator().manual_seed(0))]
     blind = _colour_accuracy(model, tok, questions, shuffled)
     assert read >= 0.9 and read > blind + 0.3
+    # The build's held-out test (here on a copy of the scenes as the "test" split) generates the same answers
+    # greedily; the LM before reading answers them no better than the question alone allows.
+    shutil.copytree(root / "train", root / "test", dirs_exist_ok=True)
+    args = (tok, root, world.regions, TINY_VISION, spec)
+    assert object_reading_accuracy(model, *args, split="test")["color"] >= 0.9
+    unread, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
+    assert object_reading_accuracy(unread, *args, split="test")["color"] < 0.6
 
 
 def test_a_build_records_the_reading_phase(tmp_path):
@@ -214,7 +237,7 @@ def test_the_box_phase_teaches_boxes_and_is_recorded(tmp_path):
     tok = train_tokenizer(tokenizer_texts(world), 300, model_max_length=TINY_LM.max_position_embeddings)
     boxes = [s for s in reading_samples(root, world.image_paths, tok, 9, ("rec",)) if s.task == "rec"]
     vectors = object_codes(world.regions, TINY_VISION, TINY_LM.hidden_size, seed=0).vectors()
-    spec = ReaderSpec(steps=20, batch_size=8, lr=3e-3, warmup_steps=5, tasks=("color",), warm_fraction=0.0)
+    spec = ReaderSpec(steps=20, batch_size=8, lr=3e-3, warmup_steps=5, tasks=("color",), warm_fraction=0.0, box_lr=3e-3)
     loss, logs = {}, {}
     for box_steps in (0, 60):
         model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=2), seed=0, progress=False)
@@ -224,3 +247,31 @@ def test_the_box_phase_teaches_boxes_and_is_recorded(tmp_path):
     assert logs[60].extra["box_steps"] == 60 and logs[60].extra["box_samples"] == n_boxes
     assert "box_steps" not in logs[0].extra and logs[0].extra["box_samples"] == 0
     assert loss[60] < 0.7 * loss[0]  # the box answers' digits are learned, not only the colours
+
+
+def test_the_object_reading_test_scores_right_answers_right_boxes_included(tmp_path):
+    root = write_world(tmp_path / "w", n=8)
+    _add_box_questions(root)
+    shutil.copytree(root / "train", root / "test")
+    world = read_world(root, "train")
+    tok = train_tokenizer(tokenizer_texts(world), 300, model_max_length=TINY_LM.max_position_embeddings)
+    model = new_lm(tok, TINY_LM)
+    asked = [
+        s for s in reading_samples(root, world.image_paths, tok, 9, ("color", "rec"), "test") if s.task != "caption"
+    ]
+
+    def answer_right(tasks: tuple[str, ...]) -> None:  # within the length the test allows, in the order it asks
+        right = iter([[t for t in s.labels if t != -100] for s in asked if s.task in tasks])
+        model.generate = lambda inputs_embeds, max_new_tokens, **_: [
+            next(right)[:max_new_tokens] for _ in inputs_embeds
+        ]
+
+    spec = ReaderSpec(tasks=("color",), box_steps=1)
+    answer_right(("color", "rec"))
+    accuracy = object_reading_accuracy(model, tok, root, world.regions, TINY_VISION, spec, split="test")
+    assert accuracy == {"color": 1.0, "rec": 1.0}  # a box is ~25 tokens, one per digit: none cut short
+    answer_right(("color",))  # without the box phase, boxes are not asked
+    no_boxes = replace(spec, box_steps=0)
+    assert object_reading_accuracy(model, tok, root, world.regions, TINY_VISION, no_boxes, split="test") == {
+        "color": 1.0
+    }

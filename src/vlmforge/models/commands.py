@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--box-steps",
         type=int,
-        help="extra reading steps at the end, half of each batch referring expressions answered with a box "
-        "(default 0, off: the saved tokenizer does not yet keep the box tokens it learns; see docs/foundation.md)",
+        help="reading steps at the end in which half of each batch are referring expressions answered with a box "
+        "(default: the built-in spec, 500; 0 skips them; see docs/foundation.md)",
     )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)

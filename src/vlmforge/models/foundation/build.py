@@ -95,9 +95,10 @@ def build_foundation(
     """
     import torch
     from PIL import Image
+    from transformers import AutoTokenizer
 
     from vlmforge.models.foundation import corpus, lm, reader, tokenizer, vision
-    from vlmforge.models.foundation.reading import reading_accuracy
+    from vlmforge.models.foundation.reading import object_reading_accuracy, reading_accuracy
 
     spec = spec or FoundationSpec()
     out = Path(out_dir)
@@ -140,13 +141,22 @@ def build_foundation(
     model.save_pretrained(out / "lm")
     tok.save_pretrained(out / "lm")
     lm_params = _count(model)
-    reading = None
+    reading = object_reading = None
     if corpus.has_questions(world_dir, "test"):
-        # Reads only the test split's text; no vision model or VLM is trained on it.
+        # Reads only the test split's questions and scenes; no vision model or VLM is trained on them. Through the
+        # tokenizer as saved and loaded back (AutoTokenizer), as every later stage will use it.
+        saved_tok = AutoTokenizer.from_pretrained(out / "lm")
         t = time.perf_counter()
-        reading = {k: round(v, 4) for k, v in reading_accuracy(model, tok, world_dir, "test").items()}
+        if spec.reader.steps:
+            object_reading = object_reading_accuracy(
+                model, saved_tok, world_dir, world.regions, spec.vision, spec.reader, seed
+            )
+            object_reading = {k: round(v, 4) for k, v in object_reading.items()}
+            say(f"foundation: reading test (held-out scenes' object vectors -> answer): {object_reading}")
+        if spec.lm.steps:  # reading a text description is learned only from text pretraining
+            reading = {k: round(v, 4) for k, v in reading_accuracy(model, saved_tok, world_dir, "test").items()}
+            say(f"foundation: LM reading test (test-scene description -> answer, exact match): {reading}")
         timings["lm_reading_test"] = time.perf_counter() - t
-        say(f"foundation: LM reading test (test-scene description -> answer, exact match): {reading}")
     del model
 
     t = time.perf_counter()
@@ -191,6 +201,7 @@ def build_foundation(
             "text_pretraining": lm_log.summary() if lm_log else None,
             "reader": reader_log.summary() if reader_log else None,
             "reading_accuracy": reading,
+            "object_reading_accuracy": object_reading,
         },
         "vision": {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall},
         "timings": {k: round(v, 1) for k, v in timings.items()},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import chain
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from vlmforge.errors import ConfigError
@@ -23,6 +23,13 @@ SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN, IMAGE_TOKEN]
 # "assistant" was 8 single-character tokens before every answer: noise a tiny LM must learn to look past. They are
 # counted once per training text, about as often as rendered chats would contain them, so BPE merges them early.
 TEMPLATE_WORDS = ["system", "user", "assistant"]
+# Qwen2's pre-tokenization (transformers' Qwen2Tokenizer): words with one leading non-letter, every digit on its own.
+# The foundation LM is a Qwen2 model, so AutoTokenizer loads the saved folder as Qwen2Tokenizer, which rebuilds this
+# pipeline (NFC, this split, byte-level) around the saved vocabulary and merges and ignores the one in
+# tokenizer.json. Training with any other pipeline makes the saved tokenizer split text differently from the one
+# the LM was trained with: with plain byte-level BPE every box "[0.688,0.703,...]" became other tokens once saved
+# (docs/bunny.md item 24).
+QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 
 def train_tokenizer(
@@ -33,7 +40,13 @@ def train_tokenizer(
     if vocab_size <= 256 + len(SPECIAL_TOKENS):
         raise ConfigError(f"tokenizer vocab_size {vocab_size} must exceed the 256 byte symbols + special tokens")
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
