@@ -12,12 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the tiny tokenizer, language model and vision tower on a shapes world (cached)",
         description=(
             "Train the small stand-ins for a hub LM and a SigLIP-style vision tower on a shapes world's train "
-            "split: a BPE tokenizer with a chat template, a Qwen2 language model pretrained on the world's "
-            "text, and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
+            "split: a BPE tokenizer with a chat template; a Qwen2 language model taught to answer the world's "
+            "questions from object vectors placed where the image tokens will go (the reading phase, then a box "
+            "phase); and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
             "per patch against the phrase of the object in it). Writes OUT/lm, OUT/vision (ordinary Hugging "
-            "Face model folders) and OUT/manifest.json, which also records the LM's reading test: how often it "
-            "answers a held-out scene's question from the scene's text description. A second run with the "
-            "same world, seed and settings reuses the saved models."
+            "Face model folders) and OUT/manifest.json, which also records the LM's reading test: its accuracy "
+            "per question type on the held-out test scenes. Check it: from some seeds the reading phase does not "
+            "learn existence (docs/foundation.md). A second run with the same world, seed and settings reuses "
+            "the saved models."
         ),
     )
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
