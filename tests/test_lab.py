@@ -41,6 +41,9 @@ def test_lab_writes_results_report_and_plot(lab):
     assert summary["mc"]["question_only"] is None  # scored circularly: no exact-match baseline
     report = (out / "report.md").read_text()
     assert "| color |" in report and "accuracy.png" in report and "| question only |" in report
+    reading = results["foundation"]["reading_test"]  # the foundation's held-out reading test, carried over
+    assert reading and all(0.0 <= v <= 1.0 for v in reading.values())
+    assert f"color {reading['color']:.3f}" in report
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     # every evaluated sample is a held-out test image
     samples = (out / "eval" / "bunny-seed1" / "samples_shapes_count.jsonl").read_text().splitlines()

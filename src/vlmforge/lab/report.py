@@ -43,6 +43,14 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         from vlmforge.lab.unicorn import unicorn_report_lines
 
         lines += unicorn_report_lines(results)
+    reading = results["foundation"].get("reading_test")
+    if reading:
+        scores = ", ".join(f"{task} {value:.3f}" for task, value in reading.items())
+        lines += [
+            f"Foundation LM's reading test (held-out scenes as object vectors, before any image): {scores}. A "
+            "question type it did not learn there is not learned in the stages either (docs/foundation.md).",
+            "",
+        ]
     timings = results["timings_seconds"]
     lines.append(
         "Wall time: "

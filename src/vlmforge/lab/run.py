@@ -73,6 +73,7 @@ def _foundation_spec(overrides: dict[str, Any]):
 
 
 def run_lab(config: LabConfig) -> dict[str, Any]:
+    from vlmforge.manifest import read_manifest
     from vlmforge.models.foundation.build import build_foundation
     from vlmforge.world import WorldConfig, build_world
 
@@ -120,7 +121,12 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
 
     results = {
         "world": str(world.root),
-        "foundation": {"path": str(foundation.root), "reused": foundation.reused},
+        "foundation": {
+            "path": str(foundation.root),
+            "reused": foundation.reused,
+            # The LM's held-out reading before any image: a type it did not learn there, the lab does not learn.
+            "reading_test": (read_manifest(foundation.root) or {}).get("lm", {}).get("object_reading_accuracy"),
+        },
         "seeds": list(config.seeds),
         "question_only_baseline": blind,
         "recipes": per_recipe,
