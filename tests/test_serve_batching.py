@@ -4,7 +4,7 @@ import asyncio
 
 import openai
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from serve_support import FakeEngine, chatty_llava, image, user_message, vlm  # noqa: F401, F811
@@ -95,6 +95,8 @@ def test_requests_with_different_settings_go_to_different_batches():
 
 
 @settings(max_examples=300, deadline=None)
+@example(text=".a b.bc", cuts=[2], stop=["a", ".a "])  # a shorter stop string matched first; a longer one began earlier
+@example(text="cb  ", cuts=[3], stop=["b  ", " "])
 @given(
     text=st.text(alphabet=" ab\nc.", max_size=30),
     cuts=st.lists(st.integers(0, 30), max_size=8),

@@ -34,9 +34,14 @@ class StreamText:
         if self.stopped or not delta:
             return ""
         self.raw += delta
-        text, self.stopped = apply_stop(self.raw, self.stop)
-        if not self.stopped:
-            text = text[: len(text) - _partial_stop_length(text, self.stop)]
+        text, stopped = apply_stop(self.raw, self.stop)
+        # Where a stop string may be starting and not yet complete. Before the end it holds text back; before a
+        # match it also makes the cut provisional, because the generated text is cut at the stop string that starts
+        # first ("x.a" with stops "a" and ".a ": ".a " may still complete and cut at the "." instead).
+        pending = len(self.raw) - _partial_stop_length(self.raw, self.stop)
+        if pending < len(text):
+            text, stopped = text[:pending], False
+        self.stopped = stopped
         return self._release(text.strip())
 
     def finish(self) -> str:
