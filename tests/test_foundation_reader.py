@@ -16,7 +16,13 @@ from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation import pretrain_lm, train_tokenizer
 from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
 from vlmforge.models.foundation.lm import new_lm
-from vlmforge.models.foundation.reader import ReaderSpec, object_codes, reading_samples, teach_reading
+from vlmforge.models.foundation.reader import (
+    ReaderSpec,
+    embed_with_vectors,
+    object_codes,
+    reading_samples,
+    teach_reading,
+)
 from vlmforge.models.foundation.reading import object_reading_accuracy
 
 CELL = 1 / 3
@@ -153,8 +159,9 @@ def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_worl
 def _embedded(model, tok, sample, vectors) -> torch.Tensor:
     """One reading sample's input embeddings, its scene's object vectors in the image tokens' place."""
     ids = torch.tensor([sample.input_ids])
-    is_image = (ids == tok.convert_tokens_to_ids(IMAGE_TOKEN)).unsqueeze(-1)
-    return model.get_input_embeddings()(ids).masked_scatter(is_image, vectors[[sample.scene]])
+    return embed_with_vectors(
+        model.get_input_embeddings(), ids, tok.convert_tokens_to_ids(IMAGE_TOKEN), vectors[[sample.scene]]
+    )
 
 
 def _colour_accuracy(model, tok, samples, vectors):

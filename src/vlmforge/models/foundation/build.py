@@ -142,7 +142,7 @@ def build_foundation(
     tok.save_pretrained(out / "lm")
     lm_params = _count(model)
     reading = object_reading = None
-    if corpus.has_questions(world_dir, "test"):
+    if corpus.has_questions(world_dir, "test") and (spec.reader.steps or spec.lm.steps):
         # Reads only the test split's questions and scenes; no vision model or VLM is trained on them. Through the
         # tokenizer as saved and loaded back (AutoTokenizer), as every later stage will use it.
         saved_tok = AutoTokenizer.from_pretrained(out / "lm")

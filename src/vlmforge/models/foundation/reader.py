@@ -108,6 +108,11 @@ class ObjectCodes:
         return self.codebook[parts].sum(-2)
 
 
+def _content_words(phrase: str) -> list[str]:
+    """The words of an object's phrase that get a code: "a small red circle" -> small, red, circle."""
+    return [w for w in phrase.split() if w not in FILLER_WORDS]
+
+
 def object_codes(
     regions: Sequence[Sequence[Region]],
     vision: VisionSpec,
@@ -128,10 +133,11 @@ def object_codes(
     scenes encoded with ``vocabulary=`` the training scenes get the codes the LM was trained on; a word that
     ``vocabulary`` lacks has no code and is left out."""
     phrases, targets = patch_targets(regions, vision)  # phrase 0 is the background
-    phrase_words = [[w for w in p.split() if w not in FILLER_WORDS] for p in phrases[1:]]
-    known = phrase_words
-    if vocabulary is not None:
-        known = [[w for w in p.split() if w not in FILLER_WORDS] for p in patch_targets(vocabulary, vision)[0][1:]]
+    phrase_words = [_content_words(p) for p in phrases[1:]]
+    if vocabulary is None:
+        known = phrase_words
+    else:  # only which words and pairs occur matters here: they are sorted below
+        known = [_content_words(p) for p in {phrase for scene in vocabulary for _, phrase in scene}]
     words = sorted({w for ws in known for w in ws})
     pairs = sorted({pair for ws in known for pair in combinations(ws, 2)}) if word_pairs else []
     generator = torch.Generator().manual_seed(seed)

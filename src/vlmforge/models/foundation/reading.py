@@ -19,11 +19,24 @@ from pathlib import Path
 
 import torch
 
+from vlmforge.data.chat import IGNORE_INDEX
 from vlmforge.eval.normalize import iou, parse_box
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation.corpus import GroundedQuestion, grounded_questions, read_world
-from vlmforge.models.foundation.reader import CAPTION, ReaderSpec, embed_with_vectors, object_codes, reading_samples
+from vlmforge.models.foundation.reader import (
+    CAPTION,
+    ReaderSpec,
+    ReadingSample,
+    embed_with_vectors,
+    object_codes,
+    reading_samples,
+)
 from vlmforge.models.foundation.vision import Region, VisionSpec
+
+
+def same_answer(reply: str, answer: str) -> bool:
+    """Exact match, ignoring case and surrounding white space: how both reading tests score a reply."""
+    return reply.strip().lower() == answer.strip().lower()
 
 
 def score_reading(questions: Sequence[GroundedQuestion], answer: Callable[[list[list[dict]]], list[str]],
@@ -34,7 +47,7 @@ def score_reading(questions: Sequence[GroundedQuestion], answer: Callable[[list[
         batch = questions[start : start + batch_size]
         for question, reply in zip(batch, answer([q.messages for q in batch]), strict=True):
             totals[question.task] += 1
-            hits[question.task] += reply.strip().lower() == question.answer.strip().lower()
+            hits[question.task] += same_answer(reply, question.answer)
     return {task: hits[task] / totals[task] for task in totals}
 
 
@@ -62,6 +75,15 @@ def reading_accuracy(
     """The LM's reading-comprehension accuracy per question type on the first ``limit`` questions of ``split``."""
     questions = grounded_questions(world_dir, split, limit=limit)
     return score_reading(questions, greedy_answerer(model, tokenizer))
+
+
+def _answer_start(sample: ReadingSample) -> int:
+    """Where the answer starts: the first labelled position (the prompt is everything before it)."""
+    return next(i for i, label in enumerate(sample.labels) if label != IGNORE_INDEX)
+
+
+def _answer_ids(sample: ReadingSample) -> list[int]:
+    return [label for label in sample.labels if label != IGNORE_INDEX]
 
 
 @torch.no_grad()
@@ -99,23 +121,19 @@ def object_reading_accuracy(
     hits: Counter = Counter()
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
-        prompts = [s.input_ids[: next(i for i, label in enumerate(s.labels) if label != -100)] for s in batch]
-        width = max(map(len, prompts))
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):  # left padding, as at inference
-            ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = torch.tensor(prompt), 1
-        inputs = embed_with_vectors(embed, ids, image_id, codes.vectors([s.scene for s in batch]))
+        prompts = [{"input_ids": s.input_ids[: _answer_start(s)]} for s in batch]
+        padded = tokenizer.pad(prompts, padding_side="left", return_tensors="pt")  # left, as at inference
+        inputs = embed_with_vectors(embed, padded["input_ids"], image_id, codes.vectors([s.scene for s in batch]))
         # Room for the longest right answer and its end of turn: a box is ~25 tokens with one token per digit.
-        longest = max(sum(label != -100 for label in s.labels) for s in batch)
-        out = model.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=longest + 2, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        longest = max(len(_answer_ids(s)) for s in batch)
+        out = model.generate(inputs_embeds=inputs, attention_mask=padded["attention_mask"],
+                             max_new_tokens=longest + 2, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         for sample, generated in zip(batch, out, strict=True):
-            reply = tokenizer.decode(generated, skip_special_tokens=True).strip()
-            answer = tokenizer.decode([t for t in sample.labels if t != -100], skip_special_tokens=True).strip()
+            reply = tokenizer.decode(generated, skip_special_tokens=True)
+            answer = tokenizer.decode(_answer_ids(sample), skip_special_tokens=True)
             if sample.task == spec.box_task:
                 box, truth = parse_box(reply), parse_box(answer)
                 hits[sample.task] += bool(box and truth and iou(box, truth) >= 0.5)
             else:
-                hits[sample.task] += reply.lower() == answer.lower()
+                hits[sample.task] += same_answer(reply, answer)
     return {task: hits[task] / asked[task] for task in asked}
