@@ -76,7 +76,7 @@ BUILD_SPEC = FoundationSpec(
     vocab_size=300,
     lm=replace(TINY_LM, steps=8),
     vision=replace(TINY_VISION, epochs=2),
-    reader=ReaderSpec(steps=4, batch_size=4, box_steps=2),
+    reader=ReaderSpec(steps=4, batch_size=4, box_steps=2, pass_marks={}),  # 4 steps would never pass: no restarts
     holdout=8,
 )
 
@@ -366,6 +366,8 @@ def test_cli_builds_then_reuses(world, tmp_path, capsys):
         "2",
         "--box-steps",
         "1",
+        "--reader-attempts",
+        "1",
         "--lm-steps",
         "2",
         "--vision-epochs",
@@ -373,9 +375,10 @@ def test_cli_builds_then_reuses(world, tmp_path, capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    first = json.loads(out[out.index("{") :])  # progress lines first, then the JSON summary
+    first = json.loads(out[out.index("\n{") :])  # progress lines first, then the JSON summary
     assert first["reused"] is False and Path(first["lm"], "config.json").is_file()
-    assert read_manifest(tmp_path)["spec"]["reader"]["box_steps"] == 1
+    spec = read_manifest(tmp_path)["spec"]["reader"]
+    assert spec["box_steps"] == 1 and spec["attempts"] == 1
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("foundation: reusing") and json.loads(out[out.index("{") :])["reused"] is True

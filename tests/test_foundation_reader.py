@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from test_foundation import BUILD_SPEC, TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import DataError
@@ -210,7 +210,32 @@ def test_a_build_records_the_reading_phase(tmp_path):
     assert read_manifest(built.root)["lm"]["text_pretraining"] is None
     reader = read_manifest(built.root)["lm"]["reader"]
     assert reader["steps"] == BUILD_SPEC.reader.steps and reader["samples"] == 32
+    assert reader["passed"] and reader["seed"] == 0 and len(reader["attempts"]) == 1  # no pass marks: one start
     assert AutoTokenizer.from_pretrained(built.lm).convert_tokens_to_ids(IMAGE_TOKEN) is not None
+
+
+@pytest.mark.parametrize("lm_steps", [0, 8], ids=["fresh-lm", "text-pretrained-lm"])
+def test_a_reader_that_misses_its_pass_marks_starts_again_and_the_closest_is_kept(tmp_path, lm_steps):
+    from vlmforge.models.foundation import build_foundation, read_manifest
+    from vlmforge.models.foundation.build import RESTART_SEED_STRIDE
+
+    root = write_world(tmp_path / "w", n=16)
+    reader_spec = replace(BUILD_SPEC.reader, attempts=2, pass_marks={"color": 1.01})  # a mark no start can meet
+    spec = replace(BUILD_SPEC, lm=replace(BUILD_SPEC.lm, steps=lm_steps), reader=reader_spec)
+    built = build_foundation(root, tmp_path / "f", spec, seed=3, progress=False)
+    record = read_manifest(built.root)["lm"]["reader"]
+    attempts = record["attempts"]
+    assert [a["seed"] for a in attempts] == [3, 3 + RESTART_SEED_STRIDE] and not record["passed"]
+    assert all(a["missed"]["color"] == a["train_reading"]["color"] for a in attempts)
+    assert attempts[0]["final_loss"] != attempts[1]["final_loss"]  # two different starts really ran
+    closest = max(attempts, key=lambda a: a["train_reading"]["color"])  # the first of equals
+    assert record["seed"] == closest["seed"]
+    # The saved LM is that attempt's: with its seed's codes it answers its train scenes as recorded.
+    saved = AutoModelForCausalLM.from_pretrained(built.lm)
+    again = object_reading_accuracy(saved, AutoTokenizer.from_pretrained(built.lm), root,
+                                    read_world(root, "train").regions, spec.vision, reader_spec, record["seed"],
+                                    split="train")  # fmt: skip
+    assert {t: round(v, 4) for t, v in again.items()} == closest["train_reading"]
 
 
 def _add_box_questions(root) -> int:

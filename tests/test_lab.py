@@ -15,7 +15,10 @@ from vlmforge.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
 def _config(out):
     return LabConfig(
         out=out, seeds=(0, 1), recipes=("bunny",), train_images=40, test_images=8,
-        foundation_overrides=tiny_foundation_overrides(),
+        # One start, with a pass mark no reader meets: the report must say the reader missed it.
+        foundation_overrides={
+            **tiny_foundation_overrides(), "reader.attempts": 1, "reader.pass_marks": {"color": 1.01},
+        },
         recipe_overrides=tuple(o for o in TINY_TRAINING if "num_visual_tokens" not in o), eval_batch_size=32,
         eval_max_new_tokens=4,
     )  # fmt: skip
@@ -44,6 +47,7 @@ def test_lab_writes_results_report_and_plot(lab):
     reading = results["foundation"]["reading_test"]  # the foundation's held-out reading test, carried over
     assert reading and all(0.0 <= v <= 1.0 for v in reading.values())
     assert f"color {reading['color']:.3f}" in report
+    assert results["foundation"]["reader_passed"] is False and "missed its pass marks in every attempt" in report
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     # every evaluated sample is a held-out test image
     samples = (out / "eval" / "bunny-seed1" / "samples_shapes_count.jsonl").read_text().splitlines()

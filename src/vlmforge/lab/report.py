@@ -51,6 +51,13 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
             "question type it did not learn there is not learned in the stages either (docs/foundation.md).",
             "",
         ]
+    if results["foundation"].get("reader_passed") is False:
+        lines += [
+            "**Warning:** the foundation LM's reading phase missed its pass marks in every attempt (see "
+            "`lm.reader.attempts` in the foundation's manifest.json); the question types it missed stay poor. "
+            "Rebuild it with another `--seed` or more `--reader-attempts` (docs/foundation.md).",
+            "",
+        ]
     timings = results["timings_seconds"]
     lines.append(
         "Wall time: "

@@ -17,9 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "phase); and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
             "per patch against the phrase of the object in it). Writes OUT/lm, OUT/vision (ordinary Hugging "
             "Face model folders) and OUT/manifest.json, which also records the LM's reading test: its accuracy "
-            "per question type on the held-out test scenes. Check it: from some seeds the reading phase does not "
-            "learn existence (docs/foundation.md). A second run with the same world, seed and settings reuses "
-            "the saved models."
+            "per question type on the held-out test scenes. From some seeds the reading phase does not learn "
+            "existence; it then starts again from another seed (--reader-attempts; docs/foundation.md). A "
+            "second run with the same world, seed and settings reuses the saved models."
         ),
     )
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reading steps at the end in which half of each batch are referring expressions answered with a box "
         "(default: the built-in spec, 500; 0 skips them; see docs/foundation.md)",
     )
+    parser.add_argument(
+        "--reader-attempts",
+        type=int,
+        help="most starts of the reading phase: it starts again from a new seed while its answers to its own train "
+        "scenes miss the pass marks (colour 0.9, existence 0.8), and keeps the best (default: 3; 1 never restarts)",
+    )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
 
@@ -59,6 +65,7 @@ def run_foundation(args: argparse.Namespace) -> int:
         ("--vision-epochs", args.vision_epochs, 1),
         ("--reader-steps", args.reader_steps, 0),
         ("--box-steps", args.box_steps, 0),
+        ("--reader-attempts", args.reader_attempts, 1),
     )
     for flag, value, least in bounds:
         if value is not None and value < least:
@@ -71,6 +78,8 @@ def run_foundation(args: argparse.Namespace) -> int:
         spec.reader = replace(spec.reader, steps=args.reader_steps)
     if args.box_steps is not None:
         spec.reader = replace(spec.reader, box_steps=args.box_steps)
+    if args.reader_attempts is not None:
+        spec.reader = replace(spec.reader, attempts=args.reader_attempts)
     paths = build_foundation(args.world, args.out, spec, seed=args.seed, force=args.force)
     manifest = read_manifest(paths.root) or {}
     summary = {

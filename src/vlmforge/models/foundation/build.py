@@ -80,6 +80,59 @@ def _count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# Attempt k of the reading phase starts from seed + k * RESTART_SEED_STRIDE: far from the seeds of other builds.
+RESTART_SEED_STRIDE = 1000
+
+
+def _teach_reading_with_restarts(
+    model: Any, tok: Any, world_dir: str | Path, world: Any, spec: FoundationSpec, seed: int, say: Any, progress: bool
+) -> tuple[Any, dict[str, Any], int]:
+    """The reading phase, run again from a new start while it misses ``spec.reader.pass_marks`` on the train
+    scenes' questions (up to ``spec.reader.attempts`` runs). Returns the model holding the attempt that passed, or
+    the one closest to passing; the manifest's record of it and of every attempt; and the seed its object codes
+    were drawn from (the held-out reading test must draw the same).
+
+    Why: whether the phase learns the answers that bind two words (the colour of "the large triangle", existence)
+    depends on its random start, about one start in four fails (docs/bunny.md items 25-26); restarting is cheaper
+    than the steps that would make every start succeed, which were not found."""
+    from vlmforge.models.foundation import lm, reader
+    from vlmforge.models.foundation.reading import object_reading_accuracy
+
+    pretrained = {k: v.clone() for k, v in model.state_dict().items()} if spec.lm.steps else None
+    marks, attempts, best = spec.reader.pass_marks, [], None
+    wanted = ", ".join(f"{task} {mark}" for task, mark in marks.items())
+    for k in range(max(1, spec.reader.attempts)):
+        attempt_seed = seed + k * RESTART_SEED_STRIDE
+        if k:  # a fresh start: the text-pretrained weights again, or a new initialisation
+            if pretrained is not None:
+                model.load_state_dict(pretrained)
+            else:
+                model = lm.new_lm(tok, spec.lm, attempt_seed)
+        say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps, attempt {k + 1}, "
+            f"seed {attempt_seed})")  # fmt: skip
+        log = reader.teach_reading(model, tok, world_dir, world.image_paths, world.regions, spec.vision, spec.reader,
+                                   attempt_seed, progress)  # fmt: skip
+        on_train = object_reading_accuracy(model, tok, world_dir, world.regions, spec.vision, spec.reader,
+                                           attempt_seed, split="train")  # fmt: skip
+        missed = {t: round(on_train[t], 4) for t, mark in marks.items() if on_train.get(t, mark) < mark}
+        shortfall = sum(marks[t] - v for t, v in missed.items())
+        attempts.append({"seed": attempt_seed, "final_loss": round(log.final_loss, 4), "missed": missed,
+                         "train_reading": {t: round(v, 4) for t, v in on_train.items()}})  # fmt: skip
+        if best is None or shortfall < best[0]:
+            best = (shortfall, {k: v.clone() for k, v in model.state_dict().items()}, log, attempt_seed)
+        if not missed:
+            break
+        got = ", ".join(f"{task} {value}" for task, value in missed.items())
+        say(f"foundation: the reader missed its pass marks ({wanted}) on its train scenes: {got}")
+    shortfall, state, log, attempt_seed = best
+    model.load_state_dict(state)
+    if shortfall > 0:
+        say(f"foundation: WARNING: no reading attempt met the pass marks ({wanted}); keeping seed {attempt_seed}, the "
+            "closest (its answers will be poor on the tasks it missed; docs/foundation.md)")  # fmt: skip
+    record = {**log.summary(), "seed": attempt_seed, "passed": shortfall == 0, "attempts": attempts}
+    return model, record, attempt_seed
+
+
 def build_foundation(
     world_dir: str | Path,
     out_dir: str | Path,
@@ -97,7 +150,7 @@ def build_foundation(
     from PIL import Image
     from transformers import AutoTokenizer
 
-    from vlmforge.models.foundation import corpus, lm, reader, tokenizer, vision
+    from vlmforge.models.foundation import corpus, lm, tokenizer, vision
     from vlmforge.models.foundation.reading import object_reading_accuracy, reading_accuracy
 
     spec = spec or FoundationSpec()
@@ -131,12 +184,10 @@ def build_foundation(
     else:
         say(f"foundation: tokenizer of {len(tok)} tokens; a fresh LM (no text pretraining)")
         model, lm_log = lm.new_lm(tok, spec.lm, seed), None
-    reader_log = None
+    reader_record, reader_seed = None, seed
     if spec.reader.steps:
-        say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps)")
-        reader_log = reader.teach_reading(
-            model, tok, world_dir, world.image_paths, world.regions, spec.vision, spec.reader, seed, progress
-        )
+        model, reader_record, reader_seed = _teach_reading_with_restarts(model, tok, world_dir, world, spec, seed, say,
+                                                                      progress)  # fmt: skip
     shutil.rmtree(out / "lm", ignore_errors=True)
     model.save_pretrained(out / "lm")
     tok.save_pretrained(out / "lm")
@@ -149,7 +200,7 @@ def build_foundation(
         t = time.perf_counter()
         if spec.reader.steps:
             object_reading = object_reading_accuracy(
-                model, saved_tok, world_dir, world.regions, spec.vision, spec.reader, seed
+                model, saved_tok, world_dir, world.regions, spec.vision, spec.reader, reader_seed
             )
             object_reading = {k: round(v, 4) for k, v in object_reading.items()}
             say(f"foundation: reading test (held-out scenes' object vectors -> answer): {object_reading}")
@@ -199,7 +250,7 @@ def build_foundation(
         "lm": {
             "parameters": lm_params,
             "text_pretraining": lm_log.summary() if lm_log else None,
-            "reader": reader_log.summary() if reader_log else None,
+            "reader": reader_record,
             "reading_accuracy": reading,
             "object_reading_accuracy": object_reading,
         },
