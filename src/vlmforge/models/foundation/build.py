@@ -92,9 +92,9 @@ def _teach_reading_with_restarts(
     the one closest to passing; the manifest's record of it and of every attempt; and the seed its object codes
     were drawn from (the held-out reading test must draw the same).
 
-    Why: whether the phase learns the answers that bind two words (the colour of "the large triangle", existence)
-    depends on its random start, about one start in four fails (docs/bunny.md items 25-26); restarting is cheaper
-    than the steps that would make every start succeed, which were not found."""
+    Why: whether the phase forms the colour lookup ("What colour is the star?") and with it existence depends on
+    its random start: three of six starts measured failed (docs/bunny.md items 25-26). Restarting at least catches
+    a failed reader; changes that would make every start succeed were not found."""
     from vlmforge.models.foundation import lm, reader
     from vlmforge.models.foundation.reading import object_reading_accuracy
 
