@@ -76,7 +76,8 @@ BUILD_SPEC = FoundationSpec(
     vocab_size=300,
     lm=replace(TINY_LM, steps=8),
     vision=replace(TINY_VISION, epochs=2),
-    reader=ReaderSpec(steps=4, batch_size=4, box_steps=2, pass_marks={}),  # 4 steps would never pass: no restarts
+    # 4 steps would never pass: no marks, no restarts
+    reader=ReaderSpec(steps=4, batch_size=4, box_steps=2, pass_marks={}, warm_marks={}),
     holdout=8,
 )
 

@@ -214,28 +214,54 @@ def test_a_build_records_the_reading_phase(tmp_path):
     assert AutoTokenizer.from_pretrained(built.lm).convert_tokens_to_ids(IMAGE_TOKEN) is not None
 
 
-@pytest.mark.parametrize("lm_steps", [0, 8], ids=["fresh-lm", "text-pretrained-lm"])
-def test_a_reader_that_misses_its_pass_marks_starts_again_and_the_closest_is_kept(tmp_path, lm_steps):
+def _build_with_marks(tmp_path, marks: dict, lm_steps: int = 0, warm_tasks=("color", "shape"), warm_marks=None):
+    """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10."""
     from vlmforge.models.foundation import build_foundation, read_manifest
-    from vlmforge.models.foundation.build import RESTART_SEED_STRIDE
 
     root = write_world(tmp_path / "w", n=16)
-    reader_spec = replace(BUILD_SPEC.reader, attempts=2, pass_marks={"color": 1.01})  # a mark no start can meet
+    reader_spec = replace(BUILD_SPEC.reader, steps=10, attempts=2, pass_marks=marks, warm_tasks=warm_tasks,
+                          warm_marks=warm_marks or {})  # fmt: skip
     spec = replace(BUILD_SPEC, lm=replace(BUILD_SPEC.lm, steps=lm_steps), reader=reader_spec)
     built = build_foundation(root, tmp_path / "f", spec, seed=3, progress=False)
-    record = read_manifest(built.root)["lm"]["reader"]
+    return root, built, spec, read_manifest(built.root)["lm"]["reader"]
+
+
+def _assert_saved_lm_is_the_kept_attempt(root, built, spec, record) -> None:
+    """With the kept seed's codes, the saved LM answers its train scenes exactly as that attempt's record says."""
+    kept = next(a for a in record["attempts"] if a["seed"] == record["seed"])
+    saved = AutoModelForCausalLM.from_pretrained(built.lm)
+    again = object_reading_accuracy(saved, AutoTokenizer.from_pretrained(built.lm), root,
+                                    read_world(root, "train").regions, spec.vision, spec.reader, record["seed"],
+                                    split="train")  # fmt: skip
+    assert {t: round(v, 4) for t, v in again.items()} == kept["train_reading"]
+
+
+@pytest.mark.parametrize("lm_steps", [0, 8], ids=["fresh-lm", "text-pretrained-lm"])
+def test_a_reader_that_misses_a_warm_up_mark_stops_there_and_starts_again(tmp_path, lm_steps):
+    from vlmforge.models.foundation.build import RESTART_SEED_STRIDE
+
+    root, built, spec, record = _build_with_marks(tmp_path, {"color": 1.01}, lm_steps, warm_marks={"color": 1.01})
+    first, last = record["attempts"]
+    assert [first["seed"], last["seed"]] == [3, 3 + RESTART_SEED_STRIDE] and not record["passed"]
+    # The first start stopped when its warm-up steps ended, checked on the warm-up task only.
+    assert first["stopped_after_warm"] == 4 and set(first["warm_reading"]) == {"color"}
+    assert first["missed"] == {"color": first["warm_reading"]["color"]} and "train_reading" not in first
+    # The last start always runs to the end, so a complete reader is kept: that one.
+    assert "stopped_after_warm" not in last and last["missed"]["color"] == last["train_reading"]["color"]
+    assert record["seed"] == last["seed"] and record["steps"] == 10
+    _assert_saved_lm_is_the_kept_attempt(root, built, spec, record)
+
+
+def test_of_readers_that_all_miss_a_final_mark_the_closest_is_kept(tmp_path):
+    # A warm-up mark on a task that is not a warm-up task is not checked early: both starts run to the end.
+    root, built, spec, record = _build_with_marks(tmp_path, {"color": 1.01}, warm_tasks=("shape",),
+                                                  warm_marks={"color": 1.01})  # fmt: skip
     attempts = record["attempts"]
-    assert [a["seed"] for a in attempts] == [3, 3 + RESTART_SEED_STRIDE] and not record["passed"]
-    assert all(a["missed"]["color"] == a["train_reading"]["color"] for a in attempts)
+    assert len(attempts) == 2 and not any("stopped_after_warm" in a for a in attempts) and not record["passed"]
     assert attempts[0]["final_loss"] != attempts[1]["final_loss"]  # two different starts really ran
     closest = max(attempts, key=lambda a: a["train_reading"]["color"])  # the first of equals
     assert record["seed"] == closest["seed"]
-    # The saved LM is that attempt's: with its seed's codes it answers its train scenes as recorded.
-    saved = AutoModelForCausalLM.from_pretrained(built.lm)
-    again = object_reading_accuracy(saved, AutoTokenizer.from_pretrained(built.lm), root,
-                                    read_world(root, "train").regions, spec.vision, reader_spec, record["seed"],
-                                    split="train")  # fmt: skip
-    assert {t: round(v, 4) for t, v in again.items()} == closest["train_reading"]
+    _assert_saved_lm_is_the_kept_attempt(root, built, spec, record)
 
 
 def _add_box_questions(root) -> int:

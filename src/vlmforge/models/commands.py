@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reader-attempts",
         type=int,
         help="most starts of the reading phase: it starts again from a new seed while its answers to its own train "
-        "scenes miss the pass marks (colour 0.9, existence 0.8), and keeps the best (default: 3; 1 never restarts)",
+        "scenes miss the pass marks (colour 0.9, existence 0.8), and keeps the best (default: 5; 1 never restarts)",
     )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)

@@ -56,8 +56,11 @@ def run_steps(
     warmup_steps: int,
     desc: str,
     progress: bool = True,
+    stop: Callable[[int], bool] | None = None,
 ) -> TrainLog:
-    """AdamW + linear warmup + cosine decay for ``steps`` steps; ``loss_fn(step)`` computes one batch's loss."""
+    """AdamW + linear warmup + cosine decay for ``steps`` steps; ``loss_fn(step)`` computes one batch's loss.
+
+    ``stop(step)``, asked before each step, ends the run early (the log then has fewer losses than ``steps``)."""
     params = [p for p in params if p.requires_grad]
     # No weight decay on biases, norms and scalars (temperature, bias): standard for transformers.
     groups = [
@@ -69,6 +72,8 @@ def run_steps(
     log, start = TrainLog(), time.perf_counter()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
+        if stop is not None and stop(step):
+            break
         loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -98,10 +98,11 @@ def object_reading_accuracy(
     split: str = "test",
     per_task: int = 300,
     batch_size: int = 64,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """The reading phase's own held-out test: the first ``per_task`` questions of each type the phase taught, asked
     about ``split``'s scenes with their object vectors where the image goes (codes drawn as in training, from
-    ``train_regions``), answered greedily. Exact match per type; boxes score Acc@IoU 0.5.
+    ``train_regions``), answered greedily (``tasks``: only these). Exact match per type; boxes score Acc@IoU 0.5.
 
     Why: whether the LM learned to read (existence in particular) decides the Bunny lab's accuracy, and the reading
     loss shows it only roughly (readers that answered existence at chance ended at 0.14-0.19, good ones at
@@ -109,7 +110,8 @@ def object_reading_accuracy(
     held_out = read_world(world_dir, split)
     codes = object_codes(held_out.regions, vision, model.config.hidden_size, seed, spec.word_pairs,
                          spec.patch_codes, vocabulary=train_regions)  # fmt: skip
-    tasks = (*spec.tasks, spec.box_task) if spec.box_steps else tuple(spec.tasks)
+    if tasks is None:
+        tasks = (*spec.tasks, spec.box_task) if spec.box_steps else tuple(spec.tasks)
     asked: Counter = Counter()
     questions = []
     for sample in reading_samples(world_dir, held_out.image_paths, tokenizer, codes.parts.shape[1], tasks, split):
