@@ -17,9 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "phase); and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
             "per patch against the phrase of the object in it). Writes OUT/lm, OUT/vision (ordinary Hugging "
             "Face model folders) and OUT/manifest.json, which also records the LM's reading test: its accuracy "
-            "per question type on the held-out test scenes. From some seeds the reading phase does not learn "
-            "existence; it then starts again from another seed (--reader-attempts; docs/foundation.md). A "
-            "second run with the same world, seed and settings reuses the saved models."
+            "per question type on the held-out test scenes. From many seeds the reading phase does not learn to "
+            "find an object by its shape (colour questions, often existence too); it then starts again from "
+            "another seed (--reader-attempts; docs/foundation.md). A second run with the same world, seed and "
+            "settings reuses the saved models."
         ),
     )
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reader-attempts",
         type=int,
         help="most starts of the reading phase: it starts again from a new seed while its answers to its own train "
-        "scenes miss the pass marks (colour 0.9, existence 0.8), and keeps the best (default: 5; 1 never restarts)",
+        "scenes miss the pass marks (colour 0.9, existence 0.8; colour 0.8 already when its warm-up ends, where a "
+        "failing start stops), and keeps the best (default: 5; 1 never restarts)",
     )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
