@@ -20,6 +20,7 @@ the LM's trainable word embeddings stayed at chance).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -188,14 +189,19 @@ def reading_samples(
     patches: int,
     tasks: Sequence[str],
     split: str = "train",
+    captions: bool = True,
+    per_task: int | None = None,
 ) -> list[ReadingSample]:
-    """The split's captions (plain template) and single questions of ``tasks`` (chat template), tokenised with
-    ``patches`` image tokens in the image's place. A record's scene is the captioned image it names
-    (``image_paths`` are the split's captioned images, in ``corpus.read_world`` order)."""
+    """The split's captions (plain template; unless ``captions`` is False) and single questions of ``tasks`` (chat
+    template), tokenised with ``patches`` image tokens in the image's place; with ``per_task``, only the first that
+    many of each kind. A record's scene is the captioned image it names (``image_paths`` are the split's captioned
+    images, in ``corpus.read_world`` order); every record of a kind asked for is checked for that, kept or not."""
     root = Path(world_dir)
     index = {Path(path).resolve(): i for i, path in enumerate(image_paths)}
-    out = []
-    for name, template in (("captions.jsonl", "plain"), ("instruct.jsonl", "chat")):
+    out: list[ReadingSample] = []
+    kept: Counter = Counter()
+    files = [("captions.jsonl", "plain"), ("instruct.jsonl", "chat")] if captions else [("instruct.jsonl", "chat")]
+    for name, template in files:
         for where, record in read_jsonl(root / split / name):
             task = CAPTION if template == "plain" else record.get("task")
             if task != CAPTION and task not in tasks:
@@ -203,6 +209,9 @@ def reading_samples(
             scene = index.get((root / str(record.get("image"))).resolve())
             if scene is None:
                 raise DataError(where, f"image {record.get('image')!r} is not a captioned {split} image", "image")
+            if per_task is not None and kept[task] >= per_task:
+                continue  # tokenising is the cost: a reading test asks a few hundred of the split's ~24,000
+            kept[task] += 1
             encoded = encode_conversation(record, tokenizer, template=template, image_tokens=patches, where=where)
             out.append(ReadingSample(scene, encoded.input_ids, encoded.labels, task))
     return out

@@ -24,7 +24,6 @@ from vlmforge.eval.normalize import iou, parse_box
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation.corpus import GroundedQuestion, grounded_questions, read_world
 from vlmforge.models.foundation.reader import (
-    CAPTION,
     ReaderSpec,
     ReadingSample,
     embed_with_vectors,
@@ -112,12 +111,9 @@ def object_reading_accuracy(
                          spec.patch_codes, vocabulary=train_regions)  # fmt: skip
     if tasks is None:
         tasks = (*spec.tasks, spec.box_task) if spec.box_steps else tuple(spec.tasks)
-    asked: Counter = Counter()
-    questions = []
-    for sample in reading_samples(world_dir, held_out.image_paths, tokenizer, codes.parts.shape[1], tasks, split):
-        if sample.task != CAPTION and asked[sample.task] < per_task:
-            asked[sample.task] += 1
-            questions.append(sample)
+    questions = reading_samples(world_dir, held_out.image_paths, tokenizer, codes.parts.shape[1], tasks, split,
+                                captions=False, per_task=per_task)  # fmt: skip
+    asked = Counter(sample.task for sample in questions)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     embed = model.get_input_embeddings()
     hits: Counter = Counter()
