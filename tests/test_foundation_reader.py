@@ -141,6 +141,10 @@ def test_reading_samples_put_one_image_token_per_patch_and_label_only_answers(re
     first_question = next(s for s in samples if s.task == "color")
     assert first_question.scene == 0
     assert reading_samples(root, world.image_paths, tok, patches=9, tasks=("shape",))[-1].task == "caption"
+    # A reading test's selection: no captions, the first 3 questions of each kind, as the full list has them.
+    few = reading_samples(root, world.image_paths, tok, patches=9, tasks=("color",), captions=False, per_task=3)
+    first = [s for s in samples if s.task == "color"][:3]
+    assert [(s.scene, s.input_ids, s.task) for s in few] == [(s.scene, s.input_ids, s.task) for s in first]
 
 
 def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_world, tmp_path):
@@ -152,8 +156,10 @@ def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_worl
     record["image"] = "images/train/nowhere.png"
     lines[2] = json.dumps(record)
     (bad / "train" / "instruct.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"instruct.jsonl:3.*nowhere.png"):
-        reading_samples(bad, read_world(bad, "train").image_paths, tok, patches=9, tasks=("color",))
+    for limit in (None, 1):  # a bad record is named even beyond the ones a reading test keeps
+        with pytest.raises(DataError, match=r"instruct.jsonl:3.*nowhere.png"):
+            reading_samples(bad, read_world(bad, "train").image_paths, tok, patches=9, tasks=("color",),
+                            per_task=limit)  # fmt: skip
 
 
 def _embedded(model, tok, sample, vectors) -> torch.Tensor:
