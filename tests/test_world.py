@@ -143,7 +143,8 @@ def test_every_answer_is_consistent_with_its_scene(world):
                 )
                 assert answer == str(expected)
             elif task == "exist":
-                color, shape = re.search(r"Is there a (\w+) (\w+) in", question).groups()
+                article, color, shape = re.search(r"Is there (an?) (\w+) (\w+) in", question).groups()
+                assert article == ("an" if color[0] in "aeiou" else "a"), question  # "an orange star"
                 present = any(o["color"] == color and o["shape"] == shape for o in objects)
                 assert answer == ("Yes" if present else "No")
             elif task == "color":

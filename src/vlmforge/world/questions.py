@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vlmforge.world.config import TASKS, WorldConfig, plural
-from vlmforge.world.describe import phrase, unique_reference
+from vlmforge.world.describe import article, phrase, unique_reference
 from vlmforge.world.render import Box, format_box, normalise_box
 from vlmforge.world.scene import Scene, position_of
 
@@ -90,7 +90,7 @@ def _position(ctx: Context) -> list[Question]:
 
 
 def _exist_prompt(color: str, shape: str) -> str:
-    return f"Is there a {color} {shape} in the image?{SHORT_ANSWER}"
+    return f"Is there {article(f'{color} {shape}')} in the image?{SHORT_ANSWER}"
 
 
 def _exist(ctx: Context) -> list[Question]:
