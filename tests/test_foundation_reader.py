@@ -270,6 +270,15 @@ def test_of_readers_that_all_miss_a_final_mark_the_closest_is_kept(tmp_path):
     _assert_saved_lm_is_the_kept_attempt(root, built, spec, record)
 
 
+def test_a_mark_that_cannot_be_checked_is_recorded_as_unchecked_not_met(tmp_path):
+    # "mc" is not among the reader's tasks, and "color" is not a warm-up task: neither mark can be checked, and the
+    # manifest says so instead of counting them met.
+    *_, record = _build_with_marks(tmp_path, {"color": 0.0, "mc": 0.9}, warm_tasks=("shape",),
+                                   warm_marks={"color": 0.5})  # fmt: skip
+    assert record["passed"] and len(record["attempts"]) == 1 and "mc" not in record["attempts"][0]["train_reading"]
+    assert record["unchecked_marks"] == {"pass": ["mc"], "warm": ["color"]}
+
+
 def _add_box_questions(root) -> int:
     """A referring expression per scene of a write_world folder, answered with its object's box (the world's format)."""
     scenes = [json.loads(line) for line in (root / "train" / "scenes.jsonl").read_text().splitlines()]
