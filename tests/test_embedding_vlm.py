@@ -225,3 +225,58 @@ def test_calibrate_command(saved, tmp_path, capsys):
     assert args.handler(args) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "m").config.image_mean_count == 1
+
+
+def _colour_folder(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for colour in COLOURS:
+        image(colour).save(root / f"{colour}.png")
+    return root
+
+
+def test_covariance_calibration_is_saved_used_and_dropped_by_a_mean_only_recalibration(saved, tmp_path):
+    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.synth.unicorn.alignment import align, covariance_alignment, shrunk_covariance
+
+    folder = _colour_folder(tmp_path / "images")
+    texts = F.normalize(torch.randn(50, EMBED_DIM, generator=torch.Generator().manual_seed(0)), dim=-1)
+    store = EmbeddingStore.write(tmp_path / "store", [f"t{i}" for i in range(50)], texts)
+    summary = calibrate_checkpoint(saved, folder, n=4, out_dir=tmp_path / "cov", text_store=store, shrinkage=0.5)
+    assert summary["alignment"] == "covariance" and summary["shrinkage"] == 0.5
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "cov").eval()  # a fresh load keeps the matrix
+    assert model.config.image_alignment == "covariance" and model.config.image_alignment_shrinkage == 0.5
+    processor = AutoProcessor.from_pretrained(tmp_path / "cov")
+    pixels = processor.image_processor([image(c) for c in sorted(COLOURS)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        raw = F.normalize(model.vision_tower(pixel_values=pixels).image_embeds, dim=-1)
+        stored = EmbeddingStore.open(store).get_many([f"t{i}" for i in range(50)]).float()  # float16 on disk
+        matrix = covariance_alignment(shrunk_covariance([raw], 0.5), shrunk_covariance([stored], 0.5))
+        assert torch.allclose(model.image_align, matrix, atol=1e-4)
+        assert torch.allclose(model.encode_images(pixels), align(raw, raw.mean(0), matrix), atol=1e-4)
+        centred_only = align(raw, raw.mean(0))
+        assert not torch.allclose(model.encode_images(pixels), centred_only, atol=1e-2)
+    # Calibrating again without a store goes back to the paper's centring and saves no matrix.
+    calibrate_checkpoint(tmp_path / "cov", folder, n=4, out_dir=tmp_path / "mean")
+    again = AutoModelForImageTextToText.from_pretrained(tmp_path / "mean").eval()
+    assert again.config.image_alignment == "mean" and not hasattr(again, "image_align")
+    with torch.no_grad():
+        assert torch.allclose(again.encode_images(pixels), centred_only, atol=1e-5)
+
+
+def test_covariance_calibration_rejects_a_store_of_another_width_and_a_bad_shrinkage(saved, tmp_path):
+    import argparse
+
+    from vlmforge.errors import ConfigError
+    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.synth.unicorn.calibrate_command import add_calibrate_parser
+
+    folder = _colour_folder(tmp_path / "images")
+    store = EmbeddingStore.write(tmp_path / "store", ["a", "b", "c"], torch.randn(3, EMBED_DIM + 1))
+    with pytest.raises(ConfigError, match=f"{EMBED_DIM + 1}-d vectors"):
+        calibrate_checkpoint(saved, folder, n=4, out_dir=tmp_path / "x", text_store=store)
+    parser = argparse.ArgumentParser()
+    add_calibrate_parser(parser.add_subparsers())
+    args = parser.parse_args(["calibrate", "--model", str(saved), "--images", str(folder), "--shrinkage", "2",
+                              "--match-covariance", str(store)])  # fmt: skip
+    with pytest.raises(ConfigError, match="--shrinkage must be between 0 and 1"):
+        args.handler(args)

@@ -3,6 +3,10 @@
 The paper centres image embeddings with the mean of the test-set image embeddings; any calibration set of
 unlabelled images from the same distribution works the same way. The mean is stored in the checkpoint
 (buffer ``image_mean``; ``config.image_mean_count`` = images used), so inference needs nothing else.
+
+Optionally (``text_store``) the covariance is matched too: the buffer ``image_align`` maps the centred image
+embeddings onto the covariance of the store the model was trained on (``vlmforge.synth.unicorn.alignment``; an
+extension beyond the paper, ``config.image_alignment = "covariance"``).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vlmforge.errors import ConfigError
+from vlmforge.synth.unicorn.alignment import DEFAULT_SHRINKAGE, covariance_alignment, shrunk_covariance
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -38,9 +44,23 @@ def calibration_image_paths(source: str | Path, n: int | None = 256) -> list[Pat
     return paths[:n] if n else paths
 
 
+# Rows of a training store read at a time for its covariance: a 1M x 1280 store does not have to fit in memory.
+STORE_CHUNK = 65536
+
+
 @torch.no_grad()
-def calibrate_image_mean(model, processor, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
-    """Set ``model.image_mean`` to the mean of the L2-normalised encoder embeddings of ``images``; returns it."""
+def calibrate_image_mean(
+    model,
+    processor,
+    images: Sequence[Image.Image],
+    batch_size: int = 64,
+    text_store: str | Path | None = None,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+) -> torch.Tensor:
+    """Set ``model.image_mean`` to the mean of the L2-normalised encoder embeddings of ``images``; returns it.
+
+    With ``text_store`` (the EmbeddingStore folder the model was trained on) the covariance is aligned as well
+    (``set_covariance_alignment``); without, the model goes back to centring only."""
     from vlmforge.synth.unicorn.transfer import compute_stats
 
     if model.vision_tower is None:
@@ -50,16 +70,53 @@ def calibrate_image_mean(model, processor, images: Sequence[Image.Image], batch_
     from vlmforge.models.embedding_vlm.modeling import encode_images
 
     model.eval()
-    stats = compute_stats(encode_images(model.vision_tower, processor.image_processor, images, batch_size))
+    embeddings = F.normalize(encode_images(model.vision_tower, processor.image_processor, images, batch_size), dim=-1)
+    stats = compute_stats(embeddings)
     model.image_mean.copy_(stats.mean.to(model.image_mean.device, model.image_mean.dtype))
     model.config.image_mean_count = stats.n
+    if text_store is not None:
+        set_covariance_alignment(model, embeddings, text_store, shrinkage)
+    elif "image_align" in model._buffers:  # a new mean invalidates a matrix computed around the old one
+        del model._buffers["image_align"]
+        model.config.image_alignment, model.config.image_alignment_shrinkage = "mean", None
     return stats.mean
 
 
+def set_covariance_alignment(
+    model, image_vectors: torch.Tensor, text_store: str | Path, shrinkage: float = DEFAULT_SHRINKAGE
+) -> torch.Tensor:
+    """Store in ``model.image_align`` the matrix that gives the calibration images' centred embeddings
+    (``image_vectors``, L2-normalised) the covariance of ``text_store``'s rows; returns it."""
+    import numpy as np
+
+    from vlmforge.synth.embedding_store import EmbeddingStore
+
+    if len(image_vectors) < 2:
+        raise ConfigError("covariance alignment needs at least 2 calibration images")
+    store = EmbeddingStore.open(text_store)
+    if store.dim != model.config.embed_dim:
+        raise ConfigError(f"store '{text_store}' holds {store.dim}-d vectors; the model takes {model.config.embed_dim}")
+    chunks = (torch.from_numpy(np.array(store.array[i : i + STORE_CHUNK])) for i in range(0, len(store), STORE_CHUNK))
+    matrix = covariance_alignment(shrunk_covariance([image_vectors], shrinkage), shrunk_covariance(chunks, shrinkage))
+    matrix = matrix.to(model.image_mean.device)
+    if "image_align" in model._buffers:
+        model.image_align.copy_(matrix)
+    else:
+        model.register_buffer("image_align", matrix, persistent=True)
+    model.config.image_alignment, model.config.image_alignment_shrinkage = "covariance", shrinkage
+    return matrix
+
+
 def calibrate_checkpoint(
-    model_dir: str | Path, images: str | Path, n: int = 256, out_dir: str | Path | None = None
+    model_dir: str | Path,
+    images: str | Path,
+    n: int = 256,
+    out_dir: str | Path | None = None,
+    text_store: str | Path | None = None,
+    shrinkage: float = DEFAULT_SHRINKAGE,
 ) -> dict:
-    """Load a saved embedding-input VLM, calibrate its image mean on ``images`` and save it (in place by default)."""
+    """Load a saved embedding-input VLM, calibrate its image mean on ``images`` (and, with ``text_store``, its
+    covariance alignment) and save it (in place by default)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlmforge.data.images import load_image
@@ -75,9 +132,11 @@ def calibrate_checkpoint(
         )
     processor = AutoProcessor.from_pretrained(model_dir)
     paths = calibration_image_paths(images, n)
-    mean = calibrate_image_mean(model, processor, [load_image(p, str(p)) for p in paths])
+    pictures = [load_image(p, str(p)) for p in paths]
+    mean = calibrate_image_mean(model, processor, pictures, text_store=text_store, shrinkage=shrinkage)
     out = Path(out_dir) if out_dir else model_dir
     model.save_pretrained(out)
     if out != model_dir:
         processor.save_pretrained(out)
-    return {"model": str(out), "images": len(paths), "mean_norm": float(mean.norm())}
+    return {"model": str(out), "images": len(paths), "mean_norm": float(mean.norm()),
+            "alignment": model.config.image_alignment, "shrinkage": model.config.image_alignment_shrinkage}  # fmt: skip

@@ -9,6 +9,9 @@ MODEL_TYPE = "vlmforge_embedding_vlm"
 # mlp2x_gelu: Linear(D -> H), GELU, Linear(H -> k*H): k distinct tokens from one vector.
 # repeat:     Linear(D -> H), GELU, Linear(H -> H), repeated k times (Unicorn's released code).
 PROJECTORS = ("mlp2x_gelu", "repeat")
+# How image embeddings meet the training vectors at inference: "mean" centres them (the paper); "covariance" also
+# matches their covariance to the training store's (vlmforge.synth.unicorn.alignment; an extension).
+IMAGE_ALIGNMENTS = ("mean", "covariance")
 
 
 class EmbeddingVLMConfig(PreTrainedConfig):
@@ -18,6 +21,8 @@ class EmbeddingVLMConfig(PreTrainedConfig):
     ``embed_dim``: size of the pooled embedding. ``num_visual_tokens``: how many ``<image>`` tokens one image fills.
     ``transfer_method``: how the training embeddings were moved (none / mean_shift / c3), for the record.
     ``image_mean_count``: number of images the stored image mean was calibrated on (0: not calibrated, no centring).
+    ``image_alignment``: "mean" (the paper's centring) or "covariance" (centring, then the buffer ``image_align``
+    matches the covariance to the training vectors'; ``image_alignment_shrinkage`` records how it was computed).
     """
 
     model_type = MODEL_TYPE
@@ -35,6 +40,8 @@ class EmbeddingVLMConfig(PreTrainedConfig):
     image_token_index: int = 0
     transfer_method: str | None = None
     image_mean_count: int = 0
+    image_alignment: str = "mean"
+    image_alignment_shrinkage: float | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -43,3 +50,5 @@ class EmbeddingVLMConfig(PreTrainedConfig):
             raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
         if self.num_visual_tokens < 1:
             raise ValueError(f"num_visual_tokens must be at least 1, got {self.num_visual_tokens}")
+        if self.image_alignment not in IMAGE_ALIGNMENTS:
+            raise ValueError(f"image_alignment must be one of {IMAGE_ALIGNMENTS}, got {self.image_alignment!r}")

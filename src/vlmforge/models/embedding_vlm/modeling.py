@@ -4,13 +4,14 @@
 Training feeds ``image_embeds`` (caption embeddings already moved into the image-embedding space, see
 ``vlmforge.synth.unicorn.transfer``); inference feeds ``pixel_values``, which the frozen paired image encoder turns
 into v = Norm(Norm(e_img) - image_mean), the paper's test-time centring with a mean calibrated on a set of images
-(:mod:`vlmforge.models.embedding_vlm.calibrate`). An uncalibrated model has a zero mean: no centring.
+(:mod:`vlmforge.models.embedding_vlm.calibrate`). An uncalibrated model has a zero mean: no centring. Calibrated
+with covariance alignment (an extension, :mod:`vlmforge.synth.unicorn.alignment`), the centred vector is also
+multiplied by the buffer ``image_align`` before it is normalised.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoModel,
@@ -21,6 +22,7 @@ from transformers import (
 )
 
 from vlmforge.models.embedding_vlm.configuration import EmbeddingVLMConfig
+from vlmforge.synth.unicorn.alignment import align
 
 # Encoders whose plain AutoModel lacks the pooled projection into the shared text-image space.
 _WITH_PROJECTION = {"clip_vision_model": CLIPVisionModelWithProjection}
@@ -91,12 +93,16 @@ class EmbeddingVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         )
         # Image-side centring vector (saved with the weights); zeros = not calibrated = no centring.
         self.register_buffer("image_mean", torch.zeros(config.embed_dim), persistent=True)
+        if config.image_alignment == "covariance":  # only then: older and mean-calibrated checkpoints lack it
+            self.register_buffer("image_align", torch.eye(config.embed_dim), persistent=True)
         self.post_init()
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if module is self:  # a fresh model is uncalibrated; a loaded one gets its saved mean afterwards
             self.image_mean.zero_()
+            if hasattr(self, "image_align"):
+                self.image_align.copy_(torch.eye(self.config.embed_dim))
 
     # Embedding accessors go to the LM, so resizing and weight tying work as for a plain causal LM.
     def get_input_embeddings(self) -> nn.Module:
@@ -122,9 +128,9 @@ class EmbeddingVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return self.centre(pooled_embedding(output))
 
     def centre(self, embeds: torch.Tensor) -> torch.Tensor:
-        """v = Norm(Norm(e) - image_mean): the inference-side mean shift (identity up to scale when uncalibrated)."""
-        u = F.normalize(embeds.float(), dim=-1)
-        return F.normalize(u - self.image_mean.float(), dim=-1)
+        """v = Norm(Norm(e) - image_mean): the inference-side mean shift (identity up to scale when uncalibrated);
+        with covariance alignment, Norm((Norm(e) - image_mean) image_align)."""
+        return align(embeds, self.image_mean, getattr(self, "image_align", None))
 
     def image_tokens(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """[N, embed_dim] -> [N, k, hidden] soft tokens."""

@@ -1,4 +1,5 @@
-"""``vlmforge unicorn calibrate``: store the image mean (test-time centring) in an embedding-input VLM checkpoint.
+"""``vlmforge unicorn calibrate``: store the image mean (test-time centring) in an embedding-input VLM checkpoint,
+and optionally the covariance alignment (``--match-covariance``).
 
 ``add_calibrate_parser(stages)`` adds the subcommand to the ``vlmforge unicorn`` parser.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from vlmforge.synth.unicorn.alignment import DEFAULT_SHRINKAGE
 
 
 def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:
@@ -31,6 +34,21 @@ def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n", type=int, default=256, help="use the first N images (default: 256)")
     p.add_argument("--out", type=Path, help="save the calibrated model here instead of overwriting --model")
+    p.add_argument(
+        "--match-covariance",
+        type=Path,
+        metavar="STORE",
+        help="also match the spread, not only the mean (an extension beyond the paper): give the embedding store "
+        "the model was trained on (e.g. the output of 'vlmforge unicorn transfer'); the centred image embeddings "
+        "are then mapped onto its covariance (CORAL). See docs/unicorn.md",
+    )
+    p.add_argument(
+        "--shrinkage",
+        type=float,
+        default=DEFAULT_SHRINKAGE,
+        help=f"with --match-covariance: pull both covariances toward a scaled identity by this much, needed when "
+        f"there are fewer images than embedding dimensions (default: {DEFAULT_SHRINKAGE})",
+    )
     p.set_defaults(handler=run_calibrate)
 
 
@@ -40,5 +58,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
-    print(json.dumps(calibrate_checkpoint(args.model, args.images, args.n, args.out), indent=2))
+    if not 0.0 <= args.shrinkage <= 1.0:
+        raise ConfigError(f"--shrinkage must be between 0 and 1, got {args.shrinkage}")
+    summary = calibrate_checkpoint(args.model, args.images, args.n, args.out, args.match_covariance, args.shrinkage)
+    print(json.dumps(summary, indent=2))
     return 0
