@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from test_foundation import BUILD_SPEC
 from vlmforge.errors import ConfigError
 from vlmforge.lab.run import LAB_TASKS, LabConfig, expand_recipes, run_lab
 from vlmforge.lab.transfer_probe import ATTRIBUTES
 from vlmforge.lab.unicorn import CONTROL, METHODS, RECIPE_NAMES, unicorn_statements
+from vlmforge.lab.unicorn_aligned import ALIGNED
 from vlmforge.synth.embedding_store import EmbeddingStore
 
 TINY_TRAINING = (
@@ -71,14 +74,14 @@ def test_stores_are_prepared_once_per_method_with_the_right_statistics(lab):
 
 def test_every_recipe_is_evaluated_on_the_held_out_test_images(lab):
     out, results = lab
-    assert set(results["recipes"]) == set(RECIPE_NAMES)
-    for name in RECIPE_NAMES:
+    assert set(results["recipes"]) == {*RECIPE_NAMES, ALIGNED}
+    for name in (*RECIPE_NAMES, ALIGNED):
         run = results["recipes"][name]["runs"][0]
         assert set(run["tasks"]) == set(LAB_TASKS)
         samples = (out / "eval" / f"{name}-seed0" / "samples_shapes_color.jsonl").read_text().splitlines()
         assert samples and all(json.loads(s)["id"].startswith("test-") for s in samples)
         config = json.loads((out / run["model"] / "config.json").read_text())
-        centred = name in ("unicorn-mean_shift", "unicorn-c3")
+        centred = name in ("unicorn-mean_shift", "unicorn-c3", ALIGNED)
         # calibrated on the 40 train images (never the 8 test images); none and the control stay uncentred
         assert (config.get("image_mean_count") or 0) == (40 if centred else 0), name
     control = json.loads((out / results["recipes"][CONTROL]["runs"][0]["model"] / "config.json").read_text())
@@ -86,7 +89,28 @@ def test_every_recipe_is_evaluated_on_the_held_out_test_images(lab):
     report = (out / "report.md").read_text()
     assert "Unicorn: text-only vs image-trained control" in report and "stand in for the LLM" in report
     header = next(line for line in report.splitlines() if line.startswith("| question type | unicorn-none"))
-    assert header.endswith("| unicorn-control | question only |")
+    assert header.endswith(f"| unicorn-control | {ALIGNED} | question only |")
+
+
+def test_the_aligned_row_is_the_mean_shift_models_with_covariance_alignment_only(lab):
+    out, results = lab
+    shift, aligned = (results["recipes"][n]["runs"][0] for n in ("unicorn-mean_shift", ALIGNED))
+    config = json.loads((out / aligned["model"] / "config.json").read_text())
+    assert config["image_alignment"] == "covariance" and config["transfer_method"] == "mean_shift"
+    assert Path(aligned["model"]).parent == Path(shift["model"]).parent  # the same run, nothing retrained
+    assert aligned["train_seconds"] == shift["train_seconds"]
+    same = {k: v for k, v in safe_weights(out / shift["model"]).items() if k not in ("image_align",)}
+    moved = safe_weights(out / aligned["model"])
+    assert "image_align" in moved and all(torch.equal(v, moved[k]) for k, v in same.items())
+    gap = results["unicorn"]["modality_gap"]["after"]
+    assert ALIGNED in gap and gap[ALIGNED] != gap["mean_shift"]
+    assert any(s.startswith("With covariance alignment at test time") for s in results["unicorn"]["statements"])
+
+
+def safe_weights(model_dir) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
 
 
 def test_modality_gap_is_measured_before_and_after_transfer(lab):

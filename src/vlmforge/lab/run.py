@@ -172,14 +172,11 @@ def train_and_evaluate(
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
     training and evaluation (e.g. test-time calibration)."""
-    from vlmforge.eval.runner import evaluate
     from vlmforge.manifest import read_manifest
-    from vlmforge.runtime import load_generator
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
 
-    out = Path(config.out)
-    run_dir = out / "runs" / f"{name}-seed{seed}"
+    run_dir = Path(config.out) / "runs" / f"{name}-seed{seed}"
     recipe = load_recipe(
         recipe_file,
         [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides],
@@ -190,15 +187,26 @@ def train_and_evaluate(
         before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
     train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
+    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds)
+
+
+def evaluate_on_test(
+    config: LabConfig, label: str, model_dir: Path, world_root: Path, seed: int, train_seconds: float
+) -> dict[str, Any]:
+    """Evaluate a trained model on every lab task over the world's held-out test images (into OUT/eval/LABEL);
+    returns the lab's run record."""
+    from vlmforge.eval.runner import evaluate
+    from vlmforge.runtime import load_generator
+
     tick = time.perf_counter()
-    generator = load_generator(final, batch_size=config.eval_batch_size)
+    generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = evaluate(
-        generator, LAB_TASKS, out / "eval" / f"{name}-seed{seed}", batch_size=config.eval_batch_size,
+        generator, LAB_TASKS, Path(config.out) / "eval" / label, batch_size=config.eval_batch_size,
         max_new_tokens=config.eval_max_new_tokens,
         data={"world": str(world_root), "world_split": "test"},
-        model={"name": f"{name}-seed{seed}", "path": str(final)}, progress=True,
+        model={"name": label, "path": str(model_dir)}, progress=True,
     )  # fmt: skip
-    return {"seed": seed, "model": str(final), "train_seconds": train_seconds,
+    return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tick, "tasks": results["tasks"]}  # fmt: skip
 
 
