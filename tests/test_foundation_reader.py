@@ -17,6 +17,7 @@ from vlmforge.models.foundation import pretrain_lm, train_tokenizer
 from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
 from vlmforge.models.foundation.lm import new_lm
 from vlmforge.models.foundation.reader import (
+    DETAIL,
     ReaderSpec,
     embed_with_vectors,
     object_codes,
@@ -162,6 +163,46 @@ def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_worl
                             per_task=limit)  # fmt: skip
 
 
+def test_detailed_captions_come_last_labelled_on_the_description_and_name_a_record_without_one(reading_world, tmp_path):
+    root, world, tok = reading_world
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    samples = reading_samples(root, world.image_paths, tok, patches=9, tasks=("color",), detailed=True)
+    details = [s for s in samples if s.task == DETAIL]
+    assert len(details) == len(world.image_paths) and samples[-len(details) :] == details
+    for scene, (sample, text) in enumerate(zip(details, world.detailed, strict=True)):
+        labelled = [t for t, label in zip(sample.input_ids, sample.labels, strict=True) if label != -100]
+        assert sample.scene == scene and sample.input_ids.count(image_id) == 9 and text in tok.decode(labelled)
+    bad = tmp_path / "w"
+    write_world(bad, n=4)
+    paths = read_world(bad, "train").image_paths
+    lines = (bad / "train" / "captions.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    del record["detailed_caption"]
+    lines[1] = json.dumps(record)
+    (bad / "train" / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"captions.jsonl:2.*detailed_caption"):
+        reading_samples(bad, paths, tok, patches=9, tasks=("color",), detailed=True)
+
+
+def test_detailed_captions_never_enter_the_warm_up(reading_world):
+    root, world, tok = reading_world
+
+    def weights_after(detailed: bool, stop_after_warm: bool) -> dict:
+        model = new_lm(tok, TINY_LM, 0)
+        spec = ReaderSpec(steps=10, batch_size=4, tasks=("color",), warm_tasks=("color",), warm_fraction=0.4,
+                          box_steps=0, detailed_captions=detailed)  # fmt: skip
+        teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False,
+                      after_warm=lambda: not stop_after_warm)  # fmt: skip
+        return model.state_dict()
+
+    # Stopped when the warm-up ends, a start is the same with or without them (what decides a start is untouched)...
+    plain, detailed = weights_after(False, True), weights_after(True, True)
+    assert all(torch.equal(plain[k], detailed[k]) for k in plain)
+    # ...and after it they are learned from.
+    plain, detailed = weights_after(False, False), weights_after(True, False)
+    assert not all(torch.equal(plain[k], detailed[k]) for k in plain)
+
+
 def _embedded(model, tok, sample, vectors) -> torch.Tensor:
     """One reading sample's input embeddings, its scene's object vectors in the image tokens' place."""
     ids = torch.tensor([sample.input_ids])
@@ -184,9 +225,8 @@ def _colour_accuracy(model, tok, samples, vectors):
 def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world):
     root, world, tok = reading_world
     model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
-    spec = ReaderSpec(
-        steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0, box_steps=0
-    )
+    spec = ReaderSpec(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0,
+                      box_steps=0, detailed_captions=False)  # fmt: skip
     log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
     assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
     vectors = object_codes(world.regions, TINY_VISION, model.config.hidden_size, seed=0).vectors()

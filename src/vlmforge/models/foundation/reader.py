@@ -38,6 +38,7 @@ from vlmforge.models.foundation.loop import TrainLog, run_steps
 from vlmforge.models.foundation.vision import Region, VisionSpec, patch_targets
 
 CAPTION = "caption"
+DETAIL = "detail"  # a scene's detailed caption, written from its object vectors (ReaderSpec.detailed_captions)
 FILLER_WORDS = frozenset({"a", "an", "the"})
 
 
@@ -58,6 +59,12 @@ class ReaderSpec:
     # rose from 0.58 (a constant) to 0.86 and existence from 0.53 to 0.79, colour and shape staying >= 0.99 (item 20).
     warm_tasks: tuple[str, ...] = ("color", "shape")
     warm_fraction: float = 0.4
+    # After the warm-up the reader may also write each scene's detailed caption ("There are 4 objects. A large
+    # yellow triangle at the top left. ..."): where every object is, where position questions give one. Never in the
+    # warm-up, which decides whether a start forms the colour lookup (docs/bunny.md items 26-27). Off: measured from
+    # seed 0 (item 28) the reader's held-out position rose 0.19 -> 0.24 and existence 0.90 -> 0.96, but the lab's
+    # position fell 0.30 -> 0.26 and boxes 0.095 -> 0.064, and the build took 36 s longer (demo 9 min 54 s).
+    detailed_captions: bool = False
     word_pairs: bool = True  # object vectors also carry a code per pair of words of the phrase (object_codes)
     patch_codes: bool = False  # a fixed code per patch; without, the reader learns where from the token's place
     # Each part of an object vector (word, pair or empty code) is left out of a training sample with this
@@ -191,14 +198,17 @@ def reading_samples(
     split: str = "train",
     captions: bool = True,
     per_task: int | None = None,
+    detailed: bool = False,
 ) -> list[ReadingSample]:
     """The split's captions (plain template; unless ``captions`` is False) and single questions of ``tasks`` (chat
     template), tokenised with ``patches`` image tokens in the image's place; with ``per_task``, only the first that
     many of each kind. A record's scene is the captioned image it names (``image_paths`` are the split's captioned
-    images, in ``corpus.read_world`` order); every record of a kind asked for is checked for that, kept or not."""
+    images, in ``corpus.read_world`` order); every record of a kind asked for is checked for that, kept or not.
+    With ``detailed``, each caption record's ``detailed_caption`` too (task ``DETAIL``, plain template, last)."""
     root = Path(world_dir)
     index = {Path(path).resolve(): i for i, path in enumerate(image_paths)}
     out: list[ReadingSample] = []
+    details: list[ReadingSample] = []
     kept: Counter = Counter()
     files = [("captions.jsonl", "plain"), ("instruct.jsonl", "chat")] if captions else [("instruct.jsonl", "chat")]
     for name, template in files:
@@ -214,7 +224,21 @@ def reading_samples(
             kept[task] += 1
             encoded = encode_conversation(record, tokenizer, template=template, image_tokens=patches, where=where)
             out.append(ReadingSample(scene, encoded.input_ids, encoded.labels, task))
-    return out
+            if detailed and task == CAPTION:
+                details.append(_detail_sample(record, scene, tokenizer, patches, where))
+    return out + details
+
+
+def _detail_sample(
+    record: dict, scene: int, tokenizer: PreTrainedTokenizerBase, patches: int, where: str
+) -> ReadingSample:
+    text = record.get("detailed_caption")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(where, "missing or empty 'detailed_caption' (ReaderSpec.detailed_captions)", "detailed_caption")
+    turns = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": text}]
+    detail = {"image": record.get("image"), "conversations": turns}  # with its image, or <image> is read as text
+    encoded = encode_conversation(detail, tokenizer, template="plain", image_tokens=patches, where=where)
+    return ReadingSample(scene, encoded.input_ids, encoded.labels, DETAIL)
 
 
 def teach_reading(
@@ -240,8 +264,9 @@ def teach_reading(
     codes = object_codes(regions, vision, model.config.hidden_size, seed, spec.word_pairs, spec.patch_codes)
     # One pass over the records for both phases; the box phase's task is read only when the phase runs.
     box_tasks = (spec.box_task,) if spec.box_steps else ()
-    every = reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], (*spec.tasks, *box_tasks))
-    samples = [s for s in every if s.task == CAPTION or s.task in spec.tasks]
+    every = reading_samples(world_dir, image_paths, tokenizer, codes.parts.shape[1], (*spec.tasks, *box_tasks),
+                            detailed=spec.detailed_captions)  # fmt: skip
+    samples = [s for s in every if s.task in (CAPTION, DETAIL) or s.task in spec.tasks]
     boxes = [s for s in every if s.task in box_tasks]
     warm = [s for s in samples if s.task in (*spec.warm_tasks, CAPTION)]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
