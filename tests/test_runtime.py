@@ -1,3 +1,5 @@
+import threading
+
 from PIL import Image
 
 from serve_support import chatty_llava  # noqa: F401  (fixture: tiny LLaVA whose greedy answers are non-empty words)
@@ -33,6 +35,17 @@ def test_stream_concatenates_to_the_generated_text(chatty_llava):  # noqa: F811
         pieces = [p + d for p, d in zip(pieces, deltas, strict=True)]
     expected = [c.text for c in vlm.generate(_conversations(), params)]
     assert all(expected) and [p.strip() for p in pieces] == expected
+
+
+def test_a_finished_stream_leaves_no_generation_thread_behind(chatty_llava):  # noqa: F811
+    # The streamer ends before generate() returns; a process that exits then (`vlmforge chat`) used to kill the
+    # thread mid-return ("terminate called without an active exception").
+    vlm = VisionLanguageModel.from_pretrained(chatty_llava)
+    before = set(threading.enumerate())
+    for _ in range(3):
+        for _ in vlm.stream(_conversations(), SamplingParams(max_new_tokens=6)):
+            pass
+        assert set(threading.enumerate()) == before
 
 
 def test_stop_strings_cut_the_answer(chatty_llava):  # noqa: F811

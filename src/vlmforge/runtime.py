@@ -154,8 +154,12 @@ class VisionLanguageModel:
             except Exception as err:  # surface the failure in the consumer's thread
                 streamer.fail(err)
 
-        threading.Thread(target=run, daemon=True).start()
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
         yield from streamer
+        # The streamer ends before generate() returns: wait for it, or a process that exits right after the last
+        # token kills the thread mid-return ("terminate called without an active exception" from `vlmforge chat`).
+        worker.join()
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
