@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--recipes",
         default="bunny",
         help="comma-separated lab recipes (default: bunny); 'unicorn' adds the text-only Unicorn models "
-        "(transfer none / mean_shift / c3) and their image-trained control, e.g. --recipes bunny,unicorn",
+        "(transfer none / mean_shift / c3) and their image-trained control, and evaluates the mean_shift models "
+        "once more with covariance alignment at test time (row unicorn-mean_shift+cov), e.g. --recipes bunny,unicorn",
     )
     demo.add_argument(
         "--set",

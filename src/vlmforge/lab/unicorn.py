@@ -4,7 +4,8 @@ All four recipes use the same embedding-input VLM (one pooled 384-d vector per i
 records; only what fills the vector differs: the MiniLM embedding of the image's detailed caption, transferred
 (text-only), or the foundation vision tower's pooled ``image_embeds`` of the real image (control). Every model is
 evaluated on the same held-out test images. In the lab the world's exact detailed captions and QA stand in for
-the LLM's stage-1/2 output, because no capable LLM is available offline.
+the LLM's stage-1/2 output, because no capable LLM is available offline. The mean_shift models are also evaluated
+with covariance alignment at test time (an extension beyond the paper; :mod:`vlmforge.lab.unicorn_aligned`).
 """
 
 from __future__ import annotations
