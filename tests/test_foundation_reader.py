@@ -289,6 +289,8 @@ def test_a_reader_that_misses_a_warm_up_mark_stops_there_and_starts_again(tmp_pa
     root, built, spec, record = _build_with_marks(tmp_path, {"color": 1.01}, lm_steps, warm_marks={"color": 1.01})
     first, last = record["attempts"]
     assert [first["seed"], last["seed"]] == [3, 3 + RESTART_SEED_STRIDE] and not record["passed"]
+    # The first start at the phase's rate, the restart at ReaderSpec.restart_lr.
+    assert [first["lr"], last["lr"]] == [spec.reader.lr, spec.reader.restart_lr] and first["lr"] != last["lr"]
     # The first start stopped when its warm-up steps ended, checked on the warm-up task only.
     assert first["stopped_after_warm"] == 4 and set(first["warm_reading"]) == {"color"}
     assert first["missed"] == {"color": first["warm_reading"]["color"]} and "train_reading" not in first

@@ -17,7 +17,7 @@ import json
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -131,16 +131,19 @@ def _teach_reading_with_restarts(
                 model.load_state_dict(pretrained)
             else:
                 model = lm.new_lm(tok, spec.lm, attempt_seed)
+        reader_spec = spec.reader
+        if attempt and spec.reader.restart_lr:  # restarts at their own rate (ReaderSpec.restart_lr)
+            reader_spec = replace(spec.reader, lr=spec.reader.restart_lr)
         say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps, attempt {attempt + 1}, "
-            f"seed {attempt_seed})")  # fmt: skip
-        record: dict[str, Any] = {"seed": attempt_seed}
+            f"seed {attempt_seed}, lr {reader_spec.lr:g})")  # fmt: skip
+        record: dict[str, Any] = {"seed": attempt_seed, "lr": reader_spec.lr}
 
         def after_warm(model: Any = model, attempt_seed: int = attempt_seed, record: dict = record) -> bool:
             record["warm_reading"], record["missed"] = check(model, attempt_seed, warm_marks, tuple(warm_marks))
             return not record["missed"]
 
         last = attempt == n_attempts - 1
-        log = reader.teach_reading(model, tok, world_dir, world.image_paths, world.regions, spec.vision, spec.reader,
+        log = reader.teach_reading(model, tok, world_dir, world.image_paths, world.regions, spec.vision, reader_spec,
                                    attempt_seed, progress, None if last or not warm_marks else after_warm)  # fmt: skip
         record["final_loss"] = round(log.final_loss, 4)
         attempts.append(record)
