@@ -48,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reader-attempts",
         type=int,
         help="most starts of the reading phase: it starts again from a new seed (and at lr 1e-3) while its answers "
-        "to its own train scenes miss the pass marks (colour 0.9, existence 0.8; colour 0.8 already when its "
-        "warm-up ends, where a failing start stops), and keeps the best (default: 5; 1 never restarts)",
+        "to its own train scenes miss the pass marks (colour and shape 0.9, existence 0.8; colour and shape 0.8 "
+        "already when its warm-up ends, where a failing start stops), and keeps the best (default: 5; 1 never "
+        "restarts)",
     )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)

@@ -90,8 +90,10 @@ class ReaderSpec:
     # 1) and four at 1e-3 (1, 2, 12, 1002), seed 1002's full phase at 1e-3 then reading held-out colour 1.00 and
     # existence 0.97 (docs/bunny.md item 29). The first start keeps ``lr``, at which the lab's seed 0 passes.
     restart_lr: float | None = 1e-3
-    pass_marks: dict[str, float] = field(default_factory=lambda: {"color": 0.9, "exist": 0.8})
-    warm_marks: dict[str, float] = field(default_factory=lambda: {"color": 0.8})
+    # Shape too since session 12: from seed 2 on the world that says "an orange star" the lookup by colour failed
+    # instead (train shape 0.733, held-out 0.683) while colour passed, and the build kept it (docs/bunny.md item 29).
+    pass_marks: dict[str, float] = field(default_factory=lambda: {"color": 0.9, "shape": 0.9, "exist": 0.8})
+    warm_marks: dict[str, float] = field(default_factory=lambda: {"color": 0.8, "shape": 0.8})
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
         self.tasks, self.warm_tasks = tuple(self.tasks), tuple(self.warm_tasks)
