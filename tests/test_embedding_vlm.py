@@ -250,7 +250,7 @@ def test_covariance_calibration_is_saved_used_and_dropped_by_a_mean_only_recalib
     with torch.no_grad():
         raw = F.normalize(model.vision_tower(pixel_values=pixels).image_embeds, dim=-1)
         stored = EmbeddingStore.open(store).get_many([f"t{i}" for i in range(50)]).float()  # float16 on disk
-        matrix = covariance_alignment(shrunk_covariance([raw], 0.5), shrunk_covariance([stored], 0.5))
+        matrix = covariance_alignment(shrunk_covariance(raw, 0.5), shrunk_covariance(stored, 0.5))
         assert torch.allclose(model.image_align, matrix, atol=1e-4)
         assert torch.allclose(model.encode_images(pixels), align(raw, raw.mean(0), matrix), atol=1e-4)
         centred_only = align(raw, raw.mean(0))

@@ -24,8 +24,9 @@ def evaluate_aligned(
     calibration_dir: Path,
     calibration_images: int,
 ) -> list[dict[str, Any]]:
-    """Per mean_shift run: calibrate a copy of its final model with covariance alignment onto ``store`` (reused
-    when present) and evaluate it on the held-out test images."""
+    """Per mean_shift run: calibrate a copy of its final model with covariance alignment onto ``store`` and
+    evaluate it on the held-out test images. The copy is made again every time (a few seconds), as the mean_shift
+    model is calibrated again before each evaluation: a kept copy could predate a retrained ``final``."""
     from vlmforge.lab.run import evaluate_on_test
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
 
@@ -33,8 +34,7 @@ def evaluate_aligned(
     for run in shift_runs:
         final = Path(run["model"])
         aligned = final.parent / ALIGNED_DIR
-        if not (aligned / "config.json").is_file():
-            calibrate_checkpoint(final, calibration_dir, n=calibration_images, out_dir=aligned, text_store=store)
+        calibrate_checkpoint(final, calibration_dir, n=calibration_images, out_dir=aligned, text_store=store)
         seed = run["seed"]
         runs.append(evaluate_on_test(config, f"{ALIGNED}-seed{seed}", aligned, world_root, seed, run["train_seconds"]))
     return runs

@@ -44,10 +44,6 @@ def calibration_image_paths(source: str | Path, n: int | None = 256) -> list[Pat
     return paths[:n] if n else paths
 
 
-# Rows of a training store read at a time for its covariance: a 1M x 1280 store does not have to fit in memory.
-STORE_CHUNK = 65536
-
-
 @torch.no_grad()
 def calibrate_image_mean(
     model,
@@ -87,8 +83,6 @@ def set_covariance_alignment(
 ) -> torch.Tensor:
     """Store in ``model.image_align`` the matrix that gives the calibration images' centred embeddings
     (``image_vectors``, L2-normalised) the covariance of ``text_store``'s rows; returns it."""
-    import numpy as np
-
     from vlmforge.synth.embedding_store import EmbeddingStore
 
     if len(image_vectors) < 2:
@@ -96,8 +90,10 @@ def set_covariance_alignment(
     store = EmbeddingStore.open(text_store)
     if store.dim != model.config.embed_dim:
         raise ConfigError(f"store '{text_store}' holds {store.dim}-d vectors; the model takes {model.config.embed_dim}")
-    chunks = (torch.from_numpy(np.array(store.array[i : i + STORE_CHUNK])) for i in range(0, len(store), STORE_CHUNK))
-    matrix = covariance_alignment(shrunk_covariance([image_vectors], shrinkage), shrunk_covariance(chunks, shrinkage))
+    # The store is read in chunks of rows: a 1M x 1280 store does not have to fit in memory.
+    matrix = covariance_alignment(
+        shrunk_covariance(image_vectors, shrinkage), shrunk_covariance(store.array, shrinkage)
+    )
     matrix = matrix.to(model.image_mean.device)
     if "image_align" in model._buffers:
         model.image_align.copy_(matrix)

@@ -15,8 +15,7 @@ Written here because none of our libraries does it: two shrunk covariances and t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,22 +25,23 @@ import torch.nn.functional as F
 DEFAULT_SHRINKAGE = 0.3
 
 
-def shrunk_covariance(chunks: Iterable[torch.Tensor], shrinkage: float = DEFAULT_SHRINKAGE) -> torch.Tensor:
-    """Covariance of the rows of ``chunks`` (row blocks, read one at a time: a store may not fit in memory), about
-    their mean, pulled toward mean-variance x identity by ``shrinkage`` (float64)."""
+def shrunk_covariance(x, shrinkage: float = DEFAULT_SHRINKAGE, chunk: int = 65536) -> torch.Tensor:
+    """Covariance of the rows of ``x`` (a tensor, or an array such as a memory-mapped store read ``chunk`` rows at a
+    time, as ``transfer.compute_stats`` reads it), about their mean, pulled toward mean-variance x identity by
+    ``shrinkage`` (float64)."""
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
-    n, total, outer = 0, None, None
-    for chunk in chunks:
-        x = torch.as_tensor(chunk).double()
-        total = x.sum(0) if total is None else total + x.sum(0)
-        outer = x.T @ x if outer is None else outer + x.T @ x
-        n += x.shape[0]
+    n, d = int(x.shape[0]), int(x.shape[1])
     if n < 2:
         raise ValueError(f"a covariance needs at least 2 rows, got {n}")
+    total, outer = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        rows = torch.as_tensor(np.array(x[start : start + chunk])).double()
+        total += rows.sum(0)
+        outer += rows.T @ rows
     mean = total / n
     cov = (outer - n * torch.outer(mean, mean)) / (n - 1)
-    target = cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    target = cov.diagonal().mean() * torch.eye(d, dtype=cov.dtype)
     return (1 - shrinkage) * cov + shrinkage * target
 
 
