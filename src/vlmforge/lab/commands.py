@@ -40,11 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(repeatable). Values may use ${world}, ${foundation} and ${records} (the folder of the recipe's training "
         "records), e.g. --set 'stages.finetune.data.path=${records}/instruct.jsonl'",
     )
+    demo.add_argument(
+        "--foundation-set",
+        dest="foundation_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a value of the foundation models' spec, as `vlmforge foundation --set` does (repeatable), "
+        "e.g. --foundation-set vision.place_weight=1.0; a foundation folder built with other values is rebuilt",
+    )
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from vlmforge.lab.run import LabConfig, expand_recipes, run_lab
+    from vlmforge.models.foundation.build import cli_settings
 
     out = Path(args.out)
     config = LabConfig.quick(out) if args.quick else LabConfig(out=out)
@@ -54,6 +64,10 @@ def _demo(args: argparse.Namespace) -> int:
     if args.foundation:
         config.foundation_dir = Path(args.foundation)
     config.recipe_overrides = (*config.recipe_overrides, *args.overrides)
+    config.foundation_overrides = {
+        **config.foundation_overrides,
+        **cli_settings(args.foundation_settings, "--foundation-set"),
+    }
     results = run_lab(config)
     print((out / "report.md").read_text())
     print(f"total wall time: {results['timings_seconds']['total']:.0f} s — results in {out}")

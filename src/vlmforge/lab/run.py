@@ -62,20 +62,9 @@ def recipe_path(name: str) -> Path:
     return Path(str(resources.files("vlmforge") / "recipes" / RECIPES[name]))
 
 
-def _foundation_spec(overrides: dict[str, Any]):
-    from vlmforge.models.foundation.build import FoundationSpec
-
-    spec = FoundationSpec()
-    for key, value in overrides.items():
-        target, *rest = key.split(".")
-        obj = getattr(spec, target) if rest else spec
-        setattr(obj, rest[0] if rest else target, value)
-    return spec
-
-
 def run_lab(config: LabConfig) -> dict[str, Any]:
     from vlmforge.manifest import read_manifest
-    from vlmforge.models.foundation.build import build_foundation
+    from vlmforge.models.foundation.build import build_foundation, foundation_spec
     from vlmforge.world import WorldConfig, build_world
 
     started = time.perf_counter()
@@ -92,7 +81,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
 
     tick = time.perf_counter()
     foundation = build_foundation(
-        world.root, config.foundation_dir or out / "foundation", _foundation_spec(config.foundation_overrides)
+        world.root, config.foundation_dir or out / "foundation", foundation_spec(config.foundation_overrides)
     )
     timings["foundation"] = time.perf_counter() - tick
 

@@ -52,6 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "already when its warm-up ends, where a failing start stops), and keeps the best (default: 5; 1 never "
         "restarts)",
     )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change any value of the build's spec (repeatable; applied before the flags above), e.g. --set "
+        "vision.place_weight=1.0 --set reader.patch_codes=true; the keys are the fields of FoundationSpec, "
+        "LMSpec (lm.), VisionSpec (vision.) and ReaderSpec (reader.), see docs/foundation.md",
+    )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")
     parser.set_defaults(handler=run_foundation)
 
@@ -60,9 +70,10 @@ def run_foundation(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vlmforge.errors import ConfigError
-    from vlmforge.models.foundation import FoundationSpec, build_foundation, read_manifest
+    from vlmforge.models.foundation import build_foundation, foundation_spec, read_manifest
+    from vlmforge.models.foundation.build import cli_settings
 
-    spec = FoundationSpec()
+    spec = foundation_spec(cli_settings(args.settings, "--set"))
     bounds = (
         ("--lm-steps", args.lm_steps, 0),
         ("--vision-epochs", args.vision_epochs, 1),

@@ -3,7 +3,13 @@
 They play the roles that Qwen/Phi and SigLIP play at full scale; real users pass hub ids instead.
 """
 
-from vlmforge.models.foundation.build import FoundationPaths, FoundationSpec, build_foundation, read_manifest
+from vlmforge.models.foundation.build import (
+    FoundationPaths,
+    FoundationSpec,
+    build_foundation,
+    foundation_spec,
+    read_manifest,
+)
 from vlmforge.models.foundation.lm import LMSpec, pretrain_lm
 from vlmforge.models.foundation.tokenizer import train_tokenizer
 from vlmforge.models.foundation.vision import VisionSpec, retrieval_recall_at_1, train_vision_tower
@@ -14,6 +20,7 @@ __all__ = [
     "LMSpec",
     "VisionSpec",
     "build_foundation",
+    "foundation_spec",
     "pretrain_lm",
     "read_manifest",
     "retrieval_recall_at_1",

@@ -17,11 +17,13 @@ import json
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vlmforge.errors import ConfigError
 from vlmforge.manifest import MANIFEST, package_versions, read_manifest
 from vlmforge.models.foundation.lm import LMSpec
 from vlmforge.models.foundation.reader import ReaderSpec
@@ -45,6 +47,61 @@ class FoundationSpec:
     reader: ReaderSpec = field(default_factory=ReaderSpec)
     # Training images held out of vision training to measure retrieval recall@1 (a sanity metric).
     holdout: int = 256
+
+
+def foundation_spec(overrides: Mapping[str, Any] | None = None) -> FoundationSpec:
+    """The default spec with dotted ``overrides`` applied, e.g. ``{"vision.place_weight": 1.0}``; a value may
+    also be the command line's text ("1.0", "true", "[color, shape]"), read as YAML. An unknown key, or a value
+    of another kind than the default's, is an error that names the key (and lists the valid ones)."""
+    import yaml
+
+    spec = FoundationSpec()
+    for key, value in (overrides or {}).items():
+        node, *path = spec, *key.split(".")
+        for depth, name in enumerate(path):
+            valid = [f.name for f in fields(node)]
+            if name not in valid:
+                where = ".".join(path[:depth]) or "the foundation spec"
+                raise ConfigError(f"unknown foundation key {key}: {where} has {', '.join(valid)}")
+            if depth < len(path) - 1:
+                node = getattr(node, name)
+                if not is_dataclass(node):
+                    raise ConfigError(f"foundation key {key}: {'.'.join(path[: depth + 1])} is a value, not a section")
+        value = yaml.safe_load(value) if isinstance(value, str) else value
+        setattr(node, path[-1], _like(getattr(node, path[-1]), value, key))
+    return spec
+
+
+def cli_settings(items: Sequence[str], flag: str) -> dict[str, str]:
+    """``["vision.place_weight=1", ...]`` from the command line as the mapping ``foundation_spec`` takes."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, e.g. {flag} vision.place_weight=1.0; got '{item}'")
+        settings[key.strip()] = value
+    return settings
+
+
+def _like(default: Any, value: Any, key: str) -> Any:
+    """``value`` as the kind of thing ``default`` is (an int may stand for a float, a list for a tuple)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and (isinstance(default, float) or float(value).is_integer())
+        value = type(default)(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple))
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"foundation key {key}: expected {type(default).__name__} (the default is {default!r}), got {value!r}"
+        )
+    return value
 
 
 @dataclass
