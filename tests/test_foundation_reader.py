@@ -190,7 +190,7 @@ def test_detailed_captions_never_enter_the_warm_up(reading_world):
     def weights_after(detailed: bool, stop_after_warm: bool) -> dict:
         model = new_lm(tok, TINY_LM, 0)
         spec = ReaderSpec(steps=10, batch_size=4, tasks=("color",), warm_tasks=("color",), warm_fraction=0.4,
-                          box_steps=0, detailed_captions=detailed)  # fmt: skip
+                          box_steps=0, detailed_captions=detailed, warm_extension=0)  # fmt: skip
         teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False,
                       after_warm=lambda: not stop_after_warm)  # fmt: skip
         return model.state_dict()
@@ -261,12 +261,13 @@ def test_a_build_records_the_reading_phase(tmp_path):
 
 
 def _build_with_marks(tmp_path, marks: dict, lm_steps: int = 0, warm_tasks=("color", "shape"), warm_marks=None):
-    """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10."""
+    """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10, which a
+    start that misses its warm-up marks extends by 4 (checked every 2)."""
     from vlmforge.models.foundation import build_foundation, read_manifest
 
     root = write_world(tmp_path / "w", n=16)
     reader_spec = replace(BUILD_SPEC.reader, steps=10, attempts=2, pass_marks=marks, warm_tasks=warm_tasks,
-                          warm_marks=warm_marks or {})  # fmt: skip
+                          warm_marks=warm_marks or {}, warm_extension=4, warm_check_every=2)  # fmt: skip
     spec = replace(BUILD_SPEC, lm=replace(BUILD_SPEC.lm, steps=lm_steps), reader=reader_spec)
     built = build_foundation(root, tmp_path / "f", spec, seed=3, progress=False)
     return root, built, spec, read_manifest(built.root)["lm"]["reader"]
@@ -291,12 +292,12 @@ def test_a_reader_that_misses_a_warm_up_mark_stops_there_and_starts_again(tmp_pa
     assert [first["seed"], last["seed"]] == [3, 3 + RESTART_SEED_STRIDE] and not record["passed"]
     # The first start at the phase's rate, the restart at ReaderSpec.restart_lr.
     assert [first["lr"], last["lr"]] == [spec.reader.lr, spec.reader.restart_lr] and first["lr"] != last["lr"]
-    # The first start stopped when its warm-up steps ended, checked on the warm-up task only.
-    assert first["stopped_after_warm"] == 4 and set(first["warm_reading"]) == {"color"}
+    # The first start stopped when its extended warm-up ended (4 + 4 steps), checked on the warm-up task only.
+    assert first["stopped_after_warm"] == 8 and first["warm_extension"] == 4 and set(first["warm_reading"]) == {"color"}
     assert first["missed"] == {"color": first["warm_reading"]["color"]} and "train_reading" not in first
-    # The last start always runs to the end, so a complete reader is kept: that one.
+    # The last start always runs to the end (its warm-up extended too), so a complete reader is kept: that one.
     assert "stopped_after_warm" not in last and last["missed"]["color"] == last["train_reading"]["color"]
-    assert record["seed"] == last["seed"] and record["steps"] == 10
+    assert record["seed"] == last["seed"] and last["warm_extension"] == 4 and record["steps"] == 14
     _assert_saved_lm_is_the_kept_attempt(root, built, spec, record)
 
 

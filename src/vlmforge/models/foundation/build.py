@@ -149,9 +149,10 @@ def _teach_reading_with_restarts(
     the one closest to passing; the manifest's record of it and of every attempt; and the seed its object codes
     were drawn from (the held-out reading test must draw the same).
 
-    ``spec.reader.warm_marks`` are checked when the warm-up steps end, and a start that misses them stops there
-    (except the last start, so that a complete reader is always kept): no start that had not formed the colour
-    lookup by then formed it later (docs/bunny.md item 26), so a failed start costs ~2 min rather than 5.
+    ``spec.reader.warm_marks`` are checked when the warm-up steps end; a start that misses them keeps to the
+    warm-up tasks for up to ``spec.reader.warm_extension`` steps (when the lookup by shape forms varies from start
+    to start; docs/bunny.md item 31), and one that misses them still stops there (except the last start, so that a
+    complete reader is always kept), so a failed start costs ~3 min rather than 5.
 
     Why: whether the phase forms the colour lookup ("What colour is the star?") and with it existence depends on
     its random start (docs/bunny.md items 25-26). Restarting catches a failed reader; changes that would make
@@ -201,8 +202,12 @@ def _teach_reading_with_restarts(
 
         last = attempt == n_attempts - 1
         log = reader.teach_reading(model, tok, world_dir, world.image_paths, world.regions, spec.vision, reader_spec,
-                                   attempt_seed, progress, None if last or not warm_marks else after_warm)  # fmt: skip
+                                   attempt_seed, progress, after_warm if warm_marks else None, give_up=not last)  # fmt: skip
         record["final_loss"] = round(log.final_loss, 4)
+        record["warm_extension"] = int(log.extra.get("warm_extension", 0))
+        if record["warm_extension"]:
+            say(f"foundation: the warm-up went on {record['warm_extension']} steps past its end (warm-up reading on "
+                f"the train scenes then: {listed(record['warm_reading'])})")  # fmt: skip
         attempts.append(record)
         if "stopped_after_warm" in log.extra:
             record["stopped_after_warm"] = int(log.extra["stopped_after_warm"])

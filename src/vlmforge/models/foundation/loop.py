@@ -57,10 +57,13 @@ def run_steps(
     desc: str,
     progress: bool = True,
     stop: Callable[[int], bool] | None = None,
+    hold: Callable[[int], bool] | None = None,
 ) -> TrainLog:
     """AdamW + linear warmup + cosine decay for ``steps`` steps; ``loss_fn(step)`` computes one batch's loss.
 
-    ``stop(step)``, asked before each step, ends the run early (the log then has fewer losses than ``steps``)."""
+    ``stop(step)``, asked before each step, ends the run early (the log then has fewer losses than ``steps``).
+    ``hold(step)``, asked next, makes this an extra step: taken at the current learning rate without moving the
+    schedule on, so ``step`` comes again (the log then has more losses than ``steps``)."""
     params = [p for p in params if p.requires_grad]
     # No weight decay on biases, norms and scalars (temperature, bias): standard for transformers.
     groups = [
@@ -70,18 +73,24 @@ def run_steps(
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98))
     schedule = get_cosine_schedule_with_warmup(optimizer, min(warmup_steps, steps // 2), steps)
     log, start = TrainLog(), time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    step = 0
+    while step < steps:
         if stop is not None and stop(step):
             break
+        extra = hold is not None and hold(step)
         loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        schedule.step()
         log.losses.append(float(loss.detach()))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{log.losses[-1]:.3f}")
+        if len(log.losses) % 10 == 1:
+            bar.set_postfix(loss=f"{log.losses[-1]:.3f}", **({"extra": len(log.losses) - step} if extra else {}))
+        if not extra:
+            schedule.step()
+            step += 1
+            bar.update()
+    bar.close()
     log.seconds = time.perf_counter() - start
     return log

@@ -1,0 +1,63 @@
+"""The reading phase's warm-up goes on until its lookups form: held steps in the loop, extension in the phase."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_foundation import TINY_LM, TINY_VISION
+from test_foundation_reader import reading_world  # noqa: F401  (a fixture)
+from vlmforge.models.foundation.lm import new_lm
+from vlmforge.models.foundation.loop import run_steps
+from vlmforge.models.foundation.reader import ReaderSpec, teach_reading
+
+
+def test_held_steps_are_extra_steps_at_the_learning_rate_reached():
+    weight = torch.nn.Parameter(torch.zeros(()))
+    values, seen = [], []
+
+    def loss_fn(step: int) -> torch.Tensor:
+        seen.append(step)
+        values.append(float(weight.detach()))
+        return weight * 1.0  # a constant gradient: each AdamW step moves the weight by the learning rate
+
+    log = run_steps([weight], loss_fn, steps=8, lr=0.1, weight_decay=0.0, warmup_steps=2, desc="", progress=False,
+                    hold=lambda step: step == 4 and seen.count(4) < 2)  # fmt: skip
+    assert len(log.losses) == 10 and seen == [0, 1, 2, 3, 4, 4, 4, 5, 6, 7]
+    moves = [a - b for a, b in zip(values, values[1:], strict=False)] + [values[-1] - float(weight.detach())]
+    # The two extra steps move it as far as the step they repeat (the schedule waits); the cosine then goes on.
+    assert moves[4] == pytest.approx(moves[5]) == pytest.approx(moves[6])
+    assert moves[3] > moves[4] > moves[7] > 0
+
+
+def _teach(reading_world, answers: list[bool], give_up: bool = True):  # noqa: F811
+    """10 steps, 4 of them the warm-up, extended by up to 6 steps checked every 2; ``answers``: after_warm's."""
+    root, world, tok = reading_world
+    spec = ReaderSpec(steps=10, batch_size=4, tasks=("color", "shape"), warm_tasks=("color",), warm_fraction=0.4,
+                      box_steps=0, warm_extension=6, warm_check_every=2)  # fmt: skip
+    asked = iter(answers)
+    log = teach_reading(new_lm(tok, TINY_LM, 0), tok, root, world.image_paths, world.regions, TINY_VISION, spec,
+                        progress=False, after_warm=lambda: next(asked), give_up=give_up)  # fmt: skip
+    return log, next(asked, None)
+
+
+def test_a_warm_up_that_forms_late_goes_on_until_it_has(reading_world):  # noqa: F811
+    log, left = _teach(reading_world, [False, False, True, "never asked"])
+    # Asked at its end and after 2 and 4 extra steps; then every task, for the 6 steps the schedule still had.
+    assert left == "never asked" and log.extra["warm_extension"] == 4 and len(log.losses) == 14
+    assert "stopped_after_warm" not in log.extra
+
+
+def test_a_warm_up_that_never_forms_stops_or_goes_on_as_asked(reading_world):  # noqa: F811
+    log, left = _teach(reading_world, [False] * 4 + ["never asked"])
+    assert left == "never asked" and log.extra["warm_extension"] == 6 and log.extra["stopped_after_warm"] == 10
+    log, _ = _teach(reading_world, [False] * 4, give_up=False)  # the last start: kept, so it runs to the end
+    assert log.extra["warm_extension"] == 6 and len(log.losses) == 16 and "stopped_after_warm" not in log.extra
+
+
+def test_without_a_check_the_warm_up_ends_on_schedule(reading_world):  # noqa: F811
+    root, world, tok = reading_world
+    spec = ReaderSpec(steps=6, batch_size=4, tasks=("color",), warm_fraction=0.5, box_steps=0)
+    log = teach_reading(new_lm(tok, TINY_LM, 0), tok, root, world.image_paths, world.regions, TINY_VISION, spec,
+                        progress=False)  # fmt: skip
+    assert len(log.losses) == 6 and log.extra["warm_extension"] == 0
