@@ -30,11 +30,11 @@ def test_held_steps_are_extra_steps_at_the_learning_rate_reached():
     assert moves[3] > moves[4] > moves[7] > 0
 
 
-def _teach(reading_world, answers: list[bool], give_up: bool = True):  # noqa: F811
+def _teach(reading_world, answers: list[bool], give_up: bool = True, extension: int = 6):  # noqa: F811
     """10 steps, 4 of them the warm-up, extended by up to 6 steps checked every 2; ``answers``: after_warm's."""
     root, world, tok = reading_world
     spec = ReaderSpec(steps=10, batch_size=4, tasks=("color", "shape"), warm_tasks=("color",), warm_fraction=0.4,
-                      box_steps=0, warm_extension=6, warm_check_every=2)  # fmt: skip
+                      box_steps=0, warm_extension=extension, warm_check_every=2)  # fmt: skip
     asked = iter(answers)
     log = teach_reading(new_lm(tok, TINY_LM, 0), tok, root, world.image_paths, world.regions, TINY_VISION, spec,
                         progress=False, after_warm=lambda: next(asked), give_up=give_up)  # fmt: skip
@@ -53,6 +53,9 @@ def test_a_warm_up_that_never_forms_stops_or_goes_on_as_asked(reading_world):  #
     assert left == "never asked" and log.extra["warm_extension"] == 6 and log.extra["stopped_after_warm"] == 10
     log, _ = _teach(reading_world, [False] * 4, give_up=False)  # the last start: kept, so it runs to the end
     assert log.extra["warm_extension"] == 6 and len(log.losses) == 16 and "stopped_after_warm" not in log.extra
+    # An extension that is not a multiple of the check's interval is still its limit: checked at 0, 2, 4 and 5.
+    log, left = _teach(reading_world, [False] * 4 + ["never asked"], extension=5)
+    assert left == "never asked" and log.extra["warm_extension"] == 5 and log.extra["stopped_after_warm"] == 9
 
 
 def test_without_a_check_the_warm_up_ends_on_schedule(reading_world):  # noqa: F811

@@ -308,7 +308,10 @@ def teach_reading(
         return batch_loss(rng.sample(pool, min(spec.batch_size, len(pool))))
 
     def stop(step: int) -> bool:
-        if step != warm_steps or warm_end["done"] or warm_end["extra"] % max(1, spec.warm_check_every):
+        extra = warm_end["extra"]
+        if step != warm_steps or warm_end["done"]:
+            return False
+        if extra % max(1, spec.warm_check_every) and extra < spec.warm_extension:  # between checks
             return False
         model.eval()
         met = after_warm()
