@@ -17,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "phase); and a vision tower aligned to the frozen all-MiniLM-L6-v2 caption embeddings (pooled, and "
             "per patch against the phrase of the object in it). Writes OUT/lm, OUT/vision (ordinary Hugging "
             "Face model folders) and OUT/manifest.json, which also records the LM's reading test: its accuracy "
-            "per question type on the held-out test scenes. From many seeds the reading phase does not learn to "
-            "find an object by its shape (colour questions, often existence too); it then starts again from "
-            "another seed (--reader-attempts; docs/foundation.md). A second run with the same world, seed and "
-            "settings reuses the saved models."
+            "per question type on the held-out test scenes. From many seeds the reading phase is slow to learn "
+            "to find an object by its shape (colour questions, often existence too); its warm-up then goes on "
+            "for up to 800 steps, and a start that still has not learned it is replaced by another seed "
+            "(--reader-attempts; docs/foundation.md). A second run with the same world, seed and settings "
+            "reuses the saved models; --set changes any other setting of the build."
         ),
     )
     parser.add_argument("--world", required=True, help="shapes-world folder (made by `vlmforge world`)")
