@@ -82,8 +82,8 @@ class ReaderSpec:
     # of ``pass_marks`` scores below its mark, the phase runs again from a new start (a fresh LM and codes drawn
     # from another seed), up to ``attempts`` in all, and the closest to passing is kept. A failed start fails on the
     # scenes it trained on too, so the check never needs the test split. ``warm_marks`` are checked when the
-    # warm-up steps end, and a start that misses them stops there: no start whose colour was low then learned it
-    # later, and most starts fail (docs/bunny.md item 26). Lower than the final mark: a good start is still rising.
+    # warm-up steps end, and a start that still misses them after ``warm_extension`` more warm-up steps stops
+    # there: most starts fail (docs/bunny.md items 26, 31). Lower than the final mark: a good start is still rising.
     attempts: int = 5
     # Restarts run at this learning rate (None: ``lr``). Which starts form the colour lookup depends on the rate as
     # much as on the seed: at the warm-up's end, of seeds 0, 1, 2, 10, 11, 12 and 1002, two passed at 2e-3 (0 and
@@ -307,22 +307,26 @@ def teach_reading(
         pool = warm if step < warm_steps or not warm_end["done"] else samples
         return batch_loss(rng.sample(pool, min(spec.batch_size, len(pool))))
 
+    def warming_past_end(step: int) -> bool:
+        return step == warm_steps and not warm_end["done"]
+
     def stop(step: int) -> bool:
         extra = warm_end["extra"]
-        if step != warm_steps or warm_end["done"]:
+        if not warming_past_end(step):
             return False
         if extra % max(1, spec.warm_check_every) and extra < spec.warm_extension:  # between checks
             return False
         model.eval()
         met = after_warm()
         model.train()
-        if met or warm_end["extra"] >= spec.warm_extension:
+        if met or extra >= spec.warm_extension:
             warm_end.update(done=True, missed=not met)
         return warm_end["missed"] and give_up
 
     def hold(step: int) -> bool:
-        warm_end["extra"] += step == warm_steps and not warm_end["done"]
-        return step == warm_steps and not warm_end["done"]
+        holding = warming_past_end(step)
+        warm_end["extra"] += holding
+        return holding
 
     model.train()
     log = run_steps(
