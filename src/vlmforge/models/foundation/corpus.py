@@ -6,7 +6,7 @@ Only this module knows the world's layout (``world.json``; ``{split}/captions.js
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,21 @@ def lm_texts(world: WorldText, tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """
     chats = tokenizer.apply_chat_template(world.conversations + world.grounded, tokenize=False)
     return world.captions + world.detailed + list(chats)
+
+
+def scene_lookup(world_dir: str | Path, image_paths: Sequence[Path], split: str) -> Callable[[dict, str], int]:
+    """``scene_of(record, where)``: the index in ``image_paths`` (the split's captioned images, in ``read_world``
+    order) of the image ``record`` names; a record about any other image is a DataError naming ``where``."""
+    root = Path(world_dir)
+    index = {Path(path).resolve(): i for i, path in enumerate(image_paths)}
+
+    def scene_of(record: dict, where: str) -> int:
+        scene = index.get((root / str(record.get("image"))).resolve())
+        if scene is None:
+            raise DataError(where, f"image {record.get('image')!r} is not a captioned {split} image", "image")
+        return scene
+
+    return scene_of
 
 
 # Question types whose answer is one exact string (multiple choice is scored circularly, boxes by IoU).

@@ -31,10 +31,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vlmforge.data.chat import encode_conversation
 from vlmforge.data.collate import PaddingCollator
-from vlmforge.errors import DataError
+from vlmforge.errors import ConfigError, DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl
+from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl, scene_lookup
 from vlmforge.models.foundation.loop import TrainLog, run_steps
+from vlmforge.models.foundation.options import MC_TASK, OptionSampler, option_questions
 from vlmforge.models.foundation.vision import Region, VisionSpec, patch_targets
 
 CAPTION = "caption"
@@ -78,6 +79,10 @@ class ReaderSpec:
     box_lr: float = 1e-3  # at 2e-3 the lab's boxes were 0.13 rather than 0.09, but its shape fell to 0.89 (item 25)
     box_fraction: float = 0.5
     box_task: str = "rec"
+    # Multiple choice in the box phase: this share of each of its batches, the options drawn afresh per sample and
+    # ``mc_lookup_share`` of them the letter lookup alone (options.py). Off: see docs/bunny.md item 32.
+    mc_fraction: float = 0.0
+    mc_lookup_share: float = 0.5
     # Restarts: after the phase, the reader answers its own train scenes' first questions (reading.py); if any task
     # of ``pass_marks`` scores below its mark, the phase runs again from a new start (a fresh LM and codes drawn
     # from another seed), up to ``attempts`` in all, and the closest to passing is kept. A failed start fails on the
@@ -104,6 +109,14 @@ class ReaderSpec:
 
     def __post_init__(self) -> None:  # lists arrive from JSON manifests
         self.tasks, self.warm_tasks = tuple(self.tasks), tuple(self.warm_tasks)
+        if self.box_fraction + self.mc_fraction > 1:
+            raise ConfigError(f"reader.box_fraction + reader.mc_fraction is {self.box_fraction + self.mc_fraction}: "
+                              "they are shares of one batch, at most 1 together")  # fmt: skip
+
+    def phase_tasks(self) -> tuple[str, ...]:
+        """Every question type the phase teaches (the box phase's, when it runs, included)."""
+        extra = (self.box_task, *([MC_TASK] if self.mc_fraction else [])) if self.box_steps else ()
+        return (*self.tasks, *extra)
 
 
 @dataclass
@@ -220,7 +233,7 @@ def reading_samples(
     images, in ``corpus.read_world`` order); every record of a kind asked for is checked for that, kept or not.
     With ``detailed``, each caption record's ``detailed_caption`` too (task ``DETAIL``, plain template, last)."""
     root = Path(world_dir)
-    index = {Path(path).resolve(): i for i, path in enumerate(image_paths)}
+    scene_of = scene_lookup(root, image_paths, split)
     out: list[ReadingSample] = []
     details: list[ReadingSample] = []
     kept: Counter = Counter()
@@ -230,9 +243,7 @@ def reading_samples(
             task = CAPTION if template == "plain" else record.get("task")
             if task != CAPTION and task not in tasks:
                 continue
-            scene = index.get((root / str(record.get("image"))).resolve())
-            if scene is None:
-                raise DataError(where, f"image {record.get('image')!r} is not a captioned {split} image", "image")
+            scene = scene_of(record, where)
             if per_task is not None and kept[task] >= per_task:
                 continue  # tokenising is the cost: a reading test asks a few hundred of the split's ~24,000
             kept[task] += 1
@@ -345,16 +356,22 @@ def teach_reading(
     stopped = warm_end["missed"] and give_up
     if stopped:
         log.extra["stopped_after_warm"] = len(log.losses)
-    if boxes and not stopped:
+    if (boxes or spec.mc_fraction) and spec.box_steps and not stopped:
         questions = [s for s in samples if s.task != CAPTION]  # as measured: the captions rest in this phase
         n_boxes = max(1, round(spec.batch_size * spec.box_fraction))
+        n_mc = round(spec.batch_size * spec.mc_fraction)
+        if n_mc:
+            found = option_questions(world_dir, "train", scene_lookup(world_dir, image_paths, "train"))
+            options = OptionSampler(found, tokenizer, codes.parts.shape[1], spec.mc_lookup_share)
+            log.extra["mc_samples"] = len(found)
 
         # Its own sample order, so that the phase does not change with how many main steps ran before it.
         box_rng = random.Random(seed)
 
         def box_loss_fn(step: int) -> torch.Tensor:
-            kept = box_rng.sample(questions, min(spec.batch_size - n_boxes, len(questions)))
-            return batch_loss(box_rng.sample(boxes, min(n_boxes, len(boxes))) + kept)
+            kept = box_rng.sample(questions, min(spec.batch_size - n_boxes - n_mc, len(questions)))
+            chosen = [ReadingSample(*options.draw(box_rng), MC_TASK) for _ in range(n_mc)]
+            return batch_loss(box_rng.sample(boxes, min(n_boxes, len(boxes))) + chosen + kept)
 
         box_log = run_steps(
             model.parameters(),

@@ -110,7 +110,7 @@ def object_reading_accuracy(
     codes = object_codes(held_out.regions, vision, model.config.hidden_size, seed, spec.word_pairs,
                          spec.patch_codes, vocabulary=train_regions)  # fmt: skip
     if tasks is None:
-        tasks = (*spec.tasks, spec.box_task) if spec.box_steps else tuple(spec.tasks)
+        tasks = spec.phase_tasks()
     questions = reading_samples(world_dir, held_out.image_paths, tokenizer, codes.parts.shape[1], tasks, split,
                                 captions=False, per_task=per_task)  # fmt: skip
     asked = Counter(sample.task for sample in questions)
