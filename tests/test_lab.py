@@ -100,3 +100,23 @@ def test_demo_help_explains_itself(capsys):
         main(["demo", "--help"])
     text = capsys.readouterr().out
     assert "--quick" in text and "held-out" in text
+
+
+def test_the_long_lab_lengthens_the_box_phase_and_foundation_sets_still_win(monkeypatch, tmp_path):
+    import vlmforge.lab.run as lab_run
+    from vlmforge.models.foundation.build import foundation_spec
+
+    seen = {}
+
+    def record(config):
+        seen["config"] = config
+        (tmp_path / "report.md").write_text("report")
+        return {"timings_seconds": {"total": 1.0}}
+
+    monkeypatch.setattr(lab_run, "run_lab", record)
+    main(["demo", "--long", "--out", str(tmp_path), "--foundation-set", "reader.box_fraction=0.3"])
+    spec = foundation_spec(seen["config"].foundation_overrides)
+    assert (spec.reader.box_steps, spec.reader.mc_fraction) == (2000, 0.625)  # LONG_FOUNDATION
+    assert spec.reader.box_fraction == 0.3 and seen["config"].seeds == (0, 1, 2)
+    with pytest.raises(SystemExit):
+        main(["demo", "--quick", "--long", "--out", str(tmp_path)])

@@ -18,7 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     demo.add_argument("--out", default="runs/lab", help="output folder (default: runs/lab)")
-    demo.add_argument("--quick", action="store_true", help="a small, fast version (one seed, small world) for CI")
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small, fast version (one seed, small world) for CI")
+    size.add_argument(
+        "--long",
+        action="store_true",
+        help="the default lab plus a longer box phase in the foundation LM's reading (2000 steps instead of 500) "
+        "that also teaches multiple choice: boxes and option letters need thousands of steps of their own "
+        "(about three minutes more; docs/bunny.md item 32)",
+    )
     demo.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1,2; quick: 0)")
     demo.add_argument(
         "--foundation", default=None, help="foundation models folder to build or reuse (default: OUT/foundation)"
@@ -57,7 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
     from vlmforge.models.foundation.build import cli_settings
 
     out = Path(args.out)
-    config = LabConfig.quick(out) if args.quick else LabConfig(out=out)
+    config = LabConfig.quick(out) if args.quick else LabConfig.long(out) if args.long else LabConfig(out=out)
     if args.seeds:
         config.seeds = tuple(int(s) for s in args.seeds.split(","))
     config.recipes = expand_recipes(args.recipes)
