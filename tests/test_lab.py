@@ -116,7 +116,7 @@ def test_the_long_lab_lengthens_the_box_phase_and_foundation_sets_still_win(monk
     monkeypatch.setattr(lab_run, "run_lab", record)
     main(["demo", "--long", "--out", str(tmp_path), "--foundation-set", "reader.box_fraction=0.3"])
     spec = foundation_spec(seen["config"].foundation_overrides)
-    assert (spec.reader.box_steps, spec.reader.mc_fraction) == (2000, 0.625)  # LONG_FOUNDATION
+    assert (spec.reader.box_steps, spec.reader.mc_fraction) == (4000, 0.625)  # LONG_FOUNDATION
     assert spec.reader.box_fraction == 0.3 and seen["config"].seeds == (0, 1, 2)
     with pytest.raises(SystemExit):
         main(["demo", "--quick", "--long", "--out", str(tmp_path)])

@@ -23,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--long",
         action="store_true",
-        help="the default lab plus a longer box phase in the foundation LM's reading (2000 steps instead of 500) "
+        help="the default lab plus a longer box phase in the foundation LM's reading (4000 steps instead of 500) "
         "that also teaches multiple choice: boxes and option letters need thousands of steps of their own "
-        "(about three minutes more; docs/bunny.md item 32)",
+        "(about seven minutes more; docs/bunny.md item 32)",
     )
     demo.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1,2; quick: 0)")
     demo.add_argument(
