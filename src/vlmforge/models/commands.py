@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--box-steps",
         type=int,
         help="reading steps at the end in which half of each batch are referring expressions answered with a box "
-        "(default: the built-in spec, 500; 0 skips them; see docs/foundation.md)",
+        "(default: the built-in spec, 500; 0 skips them; see docs/foundation.md). Multiple choice joins them "
+        "with --set reader.mc_fraction=0.625 --set reader.box_fraction=0.25 (what `vlmforge demo --long` "
+        "runs, with 4000 steps: the option letters are learned only after thousands of steps)",
     )
     parser.add_argument(
         "--reader-attempts",
