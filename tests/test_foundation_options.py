@@ -127,3 +127,11 @@ def test_the_box_phase_teaches_multiple_choice_when_asked(mc_world):
 def test_box_and_multiple_choice_shares_cannot_exceed_one_batch():
     with pytest.raises(ConfigError, match="at most 1"):
         ReaderSpec(box_fraction=0.5, mc_fraction=0.75)
+
+
+def test_a_world_without_multiple_choice_records_is_named(tmp_path):
+    root = write_world(tmp_path / "w", n=4)
+    world = read_world(root, "train")
+    with pytest.raises(DataError, match="no multiple-choice records") as error:
+        option_questions(root, "train", scene_lookup(root, world.image_paths, "train"))
+    assert "instruct.jsonl" in str(error.value)

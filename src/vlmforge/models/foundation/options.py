@@ -63,12 +63,17 @@ def parse_option_question(record: dict, scene: int, where: str) -> OptionQuestio
 
 
 def option_questions(world_dir: str | Path, split: str, scene_of: Callable[[dict, str], int]) -> list[OptionQuestion]:
-    """The split's multiple-choice records (``task`` "mc"), each with its scene (``scene_of(record, where)``)."""
-    return [
+    """The split's multiple-choice records (``task`` "mc"), each with its scene (``scene_of(record, where)``); a
+    split without any is a DataError naming its file (whoever asks for them means to teach them)."""
+    path = Path(world_dir) / split / "instruct.jsonl"
+    found = [
         parse_option_question(record, scene_of(record, where), where)
-        for where, record in read_jsonl(Path(world_dir) / split / "instruct.jsonl")
+        for where, record in read_jsonl(path)
         if record.get("task") == MC_TASK
     ]
+    if not found:
+        raise DataError(str(path), "no multiple-choice records (task 'mc') to teach the option letters from", "mc")
+    return found
 
 
 class OptionSampler:
@@ -77,7 +82,7 @@ class OptionSampler:
     def __init__(self, questions: list[OptionQuestion], tokenizer: PreTrainedTokenizerBase, patches: int,
                  lookup_share: float) -> None:  # fmt: skip
         if not questions:
-            raise DataError("reader", "no multiple-choice records to teach the option letters from", "mc")
+            raise ValueError("no multiple-choice questions to draw from")
         self.questions, self.tokenizer, self.patches, self.lookup_share = questions, tokenizer, patches, lookup_share
         # Every text the records offer for a kind, in first-seen order so that draws are deterministic.
         self.pools: dict[str, list[str]] = {}

@@ -359,7 +359,7 @@ def teach_reading(
     if (boxes or spec.mc_fraction) and spec.box_steps and not stopped:
         questions = [s for s in samples if s.task != CAPTION]  # as measured: the captions rest in this phase
         n_boxes = max(1, round(spec.batch_size * spec.box_fraction))
-        n_mc = round(spec.batch_size * spec.mc_fraction)
+        n_mc = min(round(spec.batch_size * spec.mc_fraction), spec.batch_size - n_boxes)  # at least one box
         if n_mc:
             found = option_questions(world_dir, "train", scene_lookup(world_dir, image_paths, "train"))
             options = OptionSampler(found, tokenizer, codes.parts.shape[1], spec.mc_lookup_share)
