@@ -63,6 +63,24 @@ def test_rerun_reuses_world_foundation_and_finished_stages(lab):
     assert final.stat().st_mtime_ns == before  # the finished stage was not retrained
 
 
+def test_a_rerun_on_other_foundation_models_sets_the_old_runs_aside_and_trains_again(lab):
+    out, _ = lab
+    old_final = (out / "runs" / "bunny-seed0" / "finetune" / "final" / "model.safetensors").read_bytes()
+    config = _config(out)
+    config.seeds = (0,)
+    config.foundation_overrides = {**config.foundation_overrides, "reader.lr": 1e-3}  # another foundation LM
+    again = run_lab(config)
+    assert again["foundation"]["reused"] is False
+    aside = sorted((out / "stale").iterdir())
+    names = [p.name.rsplit("-", 3)[0] for p in aside]
+    assert names == ["bunny-seed0", "bunny-seed0"]  # the run and its evaluation, kept
+    kept_run = next(p for p in aside if (p / "finetune").is_dir())
+    assert (kept_run / "finetune" / "final" / "model.safetensors").read_bytes() == old_final
+    new_final = (out / "runs" / "bunny-seed0" / "finetune" / "final" / "model.safetensors").read_bytes()
+    assert new_final != old_final  # trained again on the new foundation, and evaluated again
+    assert again["recipes"]["bunny"]["runs"][0]["model"].startswith(str(out / "runs" / "bunny-seed0"))
+
+
 def test_summary_mean_and_standard_error_over_seeds():
     def run(value):
         return {"tasks": {"shapes_color": {"metrics": {"accuracy": {"value": value, "n": 10}}, "primary": "accuracy",

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run the embedded shapes lab offline: render the shapes world (train / held-out test images), build or "
             "reuse the tiny foundation models, train the Bunny two-stage recipe over several seeds, evaluate every "
             "model on the held-out images and write OUT/results.json, OUT/report.md and OUT/accuracy.png. "
-            "Reruns reuse finished work."
+            "Reruns reuse finished work made from the same inputs; a run or evaluation made from other foundation "
+            "models or settings is moved to OUT/stale/ and made again."
         ),
     )
     demo.add_argument("--out", default="runs/lab", help="output folder (default: runs/lab)")

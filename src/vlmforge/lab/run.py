@@ -2,7 +2,8 @@
 
 Everything here is orchestration over the public pieces (``build_world``, ``build_foundation``, ``run_recipe``,
 ``evaluate``); the lab has no code path of its own inside them. Reruns reuse finished work: the world and the
-foundation models are cached, finished stages are skipped, finished predictions are reused.
+foundation models are cached, finished stages are skipped, finished predictions are reused -- each only if made
+from the same inputs (freshness.py: work from other foundation models, settings or weights goes to OUT/stale/).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vlmforge.lab.freshness import set_aside_if_stale, weights_digest
 from vlmforge.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
 LAB_TASKS = (
@@ -179,11 +181,11 @@ def train_and_evaluate(
     from vlmforge.train.stage import run_recipe
 
     run_dir = Path(config.out) / "runs" / f"{name}-seed{seed}"
-    recipe = load_recipe(
-        recipe_file,
-        [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides],
-        variables=variables,
-    )
+    settings = [f"output_dir={run_dir}", f"seed={seed}", *overrides, *config.recipe_overrides]
+    recipe = load_recipe(recipe_file, settings, variables=variables)
+    foundation = read_manifest(Path(variables["foundation"])) or {}
+    inputs = {"foundation_build": foundation.get("build_id"), "recipe": str(recipe_file), "settings": settings}
+    set_aside_if_stale(Path(config.out), run_dir, inputs)
     final = run_recipe(recipe, resume=True)
     if before_eval is not None:
         before_eval(final)
@@ -201,9 +203,11 @@ def evaluate_on_test(
     from vlmforge.runtime import load_generator
 
     tick = time.perf_counter()
+    eval_dir = Path(config.out) / "eval" / label
+    set_aside_if_stale(Path(config.out), eval_dir, {"model": str(model_dir), "weights": weights_digest(model_dir)})
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = evaluate(
-        generator, LAB_TASKS, Path(config.out) / "eval" / label, batch_size=config.eval_batch_size,
+        generator, LAB_TASKS, eval_dir, batch_size=config.eval_batch_size,
         max_new_tokens=config.eval_max_new_tokens,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
