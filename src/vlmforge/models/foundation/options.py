@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlmforge.data.chat import encode_conversation
 from vlmforge.errors import DataError
+from vlmforge.eval.tasks.common import LETTERS, options_block
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.models.foundation.corpus import read_jsonl
 
@@ -39,21 +40,21 @@ class OptionQuestion:
     image: str
 
 
-def option_letters(n: int) -> list[str]:
-    return [chr(ord("A") + i) for i in range(n)]
-
-
 def parse_option_question(record: dict, scene: int, where: str) -> OptionQuestion:
     """Split ``record``'s human turn around its option lines ("A. red", one per ``choices`` entry, in order)."""
     choices, answer = record.get("choices"), record.get("answer")
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-        raise DataError(where, "a multiple-choice record needs a list of at least two option texts in 'choices'",
-                        "choices")  # fmt: skip
-    letters = option_letters(len(choices))
+    if (
+        not isinstance(choices, list)
+        or not 2 <= len(choices) <= len(LETTERS)
+        or not all(isinstance(c, str) for c in choices)
+    ):
+        raise DataError(where, f"a multiple-choice record needs a list of 2 to {len(LETTERS)} option texts in "
+                        "'choices'", "choices")  # fmt: skip
+    letters = list(LETTERS[: len(choices)])
     if answer not in letters:
         raise DataError(where, f"answer {answer!r} is not one of the option letters {''.join(letters)}", "answer")
     lines = str(record["conversations"][0]["value"]).split("\n")
-    options = [f"{letter}. {text}" for letter, text in zip(letters, choices, strict=True)]
+    options = options_block(dict(zip(letters, choices, strict=True))).split("\n")
     first = next((i for i in range(len(lines)) if lines[i : i + len(options)] == options), None)
     if first is None:
         raise DataError(where, "the human turn does not list 'choices' as option lines ('A. ...')", "conversations")
@@ -96,13 +97,11 @@ class OptionSampler:
         others = [text for text in self.pools[q.kind] if text != q.answer]
         texts = [q.answer, *rng.sample(others, min(len(q.choices) - 1, len(others)))]
         rng.shuffle(texts)
-        letters = option_letters(len(texts))
         stem = q.stem
         if rng.random() < self.lookup_share:  # the letter lookup alone: the image stays, the question names it
             stem = [line for line in q.stem if IMAGE_TOKEN in line] + [f"Which option is {q.answer}?"]
-        options = [f"{letter}. {text}" for letter, text in zip(letters, texts, strict=True)]
-        human = "\n".join([*stem, *options, *q.closing])
+        human = "\n".join([*stem, options_block(dict(zip(LETTERS, texts, strict=False))), *q.closing])
         record = {"image": q.image, "conversations": [
-            {"from": "human", "value": human}, {"from": "gpt", "value": letters[texts.index(q.answer)]}]}  # fmt: skip
+            {"from": "human", "value": human}, {"from": "gpt", "value": LETTERS[texts.index(q.answer)]}]}  # fmt: skip
         encoded = encode_conversation(record, self.tokenizer, template="chat", image_tokens=self.patches)
         return q.scene, encoded.input_ids, encoded.labels
