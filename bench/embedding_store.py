@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmforge.synth.embedding_store import EmbeddingStore
+from vlmforge.data.embedding_store import EmbeddingStore
 
 
 def make_data(root: Path, n: int, dim: int, seed: int) -> list[str]:

@@ -36,7 +36,7 @@ def main() -> None:
     if args.world:
         world = Path(args.world)
     else:
-        from vlmforge.world import WorldConfig, build_world
+        from vlmforge.shapes.world import WorldConfig, build_world
 
         world = build_world(WorldConfig(train_size=20, test_size=40), workdir / "world", progress=False).root
     if args.model:

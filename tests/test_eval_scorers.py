@@ -7,6 +7,7 @@ import pytest
 from vlmforge.eval import normalize as nz
 from vlmforge.eval import scorers as sc
 from vlmforge.eval.tasks.common import rotations
+from vlmforge.geometry import iou, parse_box
 
 
 def value(metrics, key):
@@ -147,7 +148,7 @@ def test_circular_mc_counts_question_only_if_every_rotation_right():
      ([0, 0, 0, 0], [0, 0, 0, 0], 0.0)],
 )  # fmt: skip
 def test_iou(a, b, expected):
-    assert nz.iou(a, b) == pytest.approx(expected)
+    assert iou(a, b) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,7 @@ def test_iou(a, b, expected):
      [10, 20, 30, 40]), ("no box", None), ("[-1, 0, 2.5, 3]", [-1, 0, 2.5, 3])],
 )  # fmt: skip
 def test_parse_box(raw, box):
-    assert nz.parse_box(raw) == box
+    assert parse_box(raw) == box
 
 
 def test_rec_acc_at_half():

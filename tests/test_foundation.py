@@ -19,7 +19,7 @@ from transformers import (
 from vlmforge.cli import main
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN, AssemblySpec, assemble_llava
-from vlmforge.models.foundation import (
+from vlmforge.shapes.foundation import (
     FoundationSpec,
     LMSpec,
     VisionSpec,
@@ -28,9 +28,9 @@ from vlmforge.models.foundation import (
     read_manifest,
     train_tokenizer,
 )
-from vlmforge.models.foundation.corpus import grounded_questions, read_world
-from vlmforge.models.foundation.reader import ReaderSpec
-from vlmforge.models.foundation.reading import score_reading
+from vlmforge.shapes.foundation.corpus import grounded_questions, read_world
+from vlmforge.shapes.foundation.reader import ReaderSpec
+from vlmforge.shapes.foundation.reading import score_reading
 
 COLORS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220)}
 CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]

@@ -1,4 +1,4 @@
-"""Multiple-choice samples with fresh options for the reader (vlmforge.models.foundation.options)."""
+"""Multiple-choice samples with fresh options for the reader (vlmforge.shapes.foundation.options)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from test_foundation import TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation import pretrain_lm, train_tokenizer
-from vlmforge.models.foundation.corpus import lm_texts, read_world, scene_lookup, tokenizer_texts
-from vlmforge.models.foundation.options import OptionSampler, option_questions, parse_option_question
-from vlmforge.models.foundation.reader import ReaderSpec, teach_reading
+from vlmforge.shapes.foundation import pretrain_lm, train_tokenizer
+from vlmforge.shapes.foundation.corpus import lm_texts, read_world, scene_lookup, tokenizer_texts
+from vlmforge.shapes.foundation.options import OptionSampler, option_questions, parse_option_question
+from vlmforge.shapes.foundation.reader import ReaderSpec, teach_reading
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle", "star", "hexagon", "diamond"]

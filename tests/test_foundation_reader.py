@@ -1,4 +1,4 @@
-"""Teaching the foundation LM to read object vectors (vlmforge.models.foundation.reader)."""
+"""Teaching the foundation LM to read object vectors (vlmforge.shapes.foundation.reader)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from test_foundation import BUILD_SPEC, TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation import pretrain_lm, train_tokenizer
-from vlmforge.models.foundation.corpus import lm_texts, read_world, tokenizer_texts
-from vlmforge.models.foundation.lm import new_lm
-from vlmforge.models.foundation.reader import (
+from vlmforge.shapes.foundation import pretrain_lm, train_tokenizer
+from vlmforge.shapes.foundation.corpus import lm_texts, read_world, tokenizer_texts
+from vlmforge.shapes.foundation.lm import new_lm
+from vlmforge.shapes.foundation.reader import (
     DETAIL,
     ReaderSpec,
     embed_with_vectors,
@@ -24,7 +24,7 @@ from vlmforge.models.foundation.reader import (
     reading_samples,
     teach_reading,
 )
-from vlmforge.models.foundation.reading import object_reading_accuracy
+from vlmforge.shapes.foundation.reading import object_reading_accuracy
 
 CELL = 1 / 3
 
@@ -246,7 +246,7 @@ def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world
 
 
 def test_a_build_records_the_reading_phase(tmp_path):
-    from vlmforge.models.foundation import build_foundation, read_manifest
+    from vlmforge.shapes.foundation import build_foundation, read_manifest
 
     assert BUILD_SPEC.reader.steps > 0
     root = write_world(tmp_path / "w", n=16)
@@ -263,7 +263,7 @@ def test_a_build_records_the_reading_phase(tmp_path):
 def _build_with_marks(tmp_path, marks: dict, lm_steps: int = 0, warm_tasks=("color", "shape"), warm_marks=None):
     """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10, which a
     start that misses its warm-up marks extends by 4 (checked every 2)."""
-    from vlmforge.models.foundation import build_foundation, read_manifest
+    from vlmforge.shapes.foundation import build_foundation, read_manifest
 
     root = write_world(tmp_path / "w", n=16)
     reader_spec = replace(BUILD_SPEC.reader, steps=10, attempts=2, pass_marks=marks, warm_tasks=warm_tasks,
@@ -285,7 +285,7 @@ def _assert_saved_lm_is_the_kept_attempt(root, built, spec, record) -> None:
 
 @pytest.mark.parametrize("lm_steps", [0, 8], ids=["fresh-lm", "text-pretrained-lm"])
 def test_a_reader_that_misses_a_warm_up_mark_stops_there_and_starts_again(tmp_path, lm_steps):
-    from vlmforge.models.foundation.build import RESTART_SEED_STRIDE
+    from vlmforge.shapes.foundation.build import RESTART_SEED_STRIDE
 
     root, built, spec, record = _build_with_marks(tmp_path, {"color": 1.01}, lm_steps, warm_marks={"color": 1.01})
     first, last = record["attempts"]

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProjection
 
 from test_foundation import CELLS, TINY_VISION, scenes
-from vlmforge.models.foundation import train_vision_tower
-from vlmforge.models.foundation.vision import (
+from vlmforge.shapes.foundation import train_vision_tower
+from vlmforge.shapes.foundation.vision import (
     BACKGROUND,
     VisionSpec,
     embed_texts,
@@ -34,7 +34,7 @@ def test_vision_tower_learns_and_loads_with_plain_transformers(tmp_path, text_mo
     )
     assert log.final_loss < log.first_loss
     model.save_pretrained(tmp_path)
-    from vlmforge.models.foundation.vision import image_processor
+    from vlmforge.shapes.foundation.vision import image_processor
 
     image_processor(TINY_VISION).save_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)

@@ -7,9 +7,9 @@ import torch
 
 from test_foundation import TINY_LM, TINY_VISION
 from test_foundation_reader import reading_world  # noqa: F401  (a fixture)
-from vlmforge.models.foundation.lm import new_lm
-from vlmforge.models.foundation.loop import run_steps
-from vlmforge.models.foundation.reader import ReaderSpec, teach_reading
+from vlmforge.shapes.foundation.lm import new_lm
+from vlmforge.shapes.foundation.loop import run_steps
+from vlmforge.shapes.foundation.reader import ReaderSpec, teach_reading
 
 
 def test_held_steps_are_extra_steps_at_the_learning_rate_reached():

@@ -8,8 +8,8 @@ import pytest
 
 from test_lab_unicorn import TINY_TRAINING, tiny_foundation_overrides
 from vlmforge.cli import main
-from vlmforge.lab.blind import question_only_baseline
-from vlmforge.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
+from vlmforge.shapes.lab.blind import question_only_baseline
+from vlmforge.shapes.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
 
 
 def _config(out):
@@ -121,8 +121,8 @@ def test_demo_help_explains_itself(capsys):
 
 
 def test_the_long_lab_lengthens_the_box_phase_and_foundation_sets_still_win(monkeypatch, tmp_path):
-    import vlmforge.lab.run as lab_run
-    from vlmforge.models.foundation.build import foundation_spec
+    import vlmforge.shapes.lab.run as lab_run
+    from vlmforge.shapes.foundation.build import foundation_spec
 
     seen = {}
 

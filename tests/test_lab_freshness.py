@@ -1,10 +1,10 @@
-"""Finished lab work is reused only for the inputs it was made from (vlmforge.lab.freshness)."""
+"""Finished lab work is reused only for the inputs it was made from (vlmforge.shapes.lab.freshness)."""
 
 from __future__ import annotations
 
 import json
 
-from vlmforge.lab.freshness import INPUTS_JSON, set_aside_if_stale, weights_digest
+from vlmforge.shapes.lab.freshness import INPUTS_JSON, set_aside_if_stale, weights_digest
 
 
 def test_the_same_inputs_keep_the_folder_and_other_inputs_move_it_aside(tmp_path):

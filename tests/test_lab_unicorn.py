@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from test_foundation import BUILD_SPEC
+from vlmforge.data.embedding_store import EmbeddingStore
 from vlmforge.errors import ConfigError
-from vlmforge.lab.run import LAB_TASKS, LabConfig, expand_recipes, run_lab
-from vlmforge.lab.transfer_probe import ATTRIBUTES
-from vlmforge.lab.unicorn import CONTROL, METHODS, RECIPE_NAMES, unicorn_statements
-from vlmforge.lab.unicorn_aligned import ALIGNED
-from vlmforge.synth.embedding_store import EmbeddingStore
+from vlmforge.shapes.lab.run import LAB_TASKS, LabConfig, expand_recipes, run_lab
+from vlmforge.shapes.lab.transfer_probe import ATTRIBUTES
+from vlmforge.shapes.lab.unicorn import CONTROL, METHODS, RECIPE_NAMES, unicorn_statements
+from vlmforge.shapes.lab.unicorn_aligned import ALIGNED
 
 TINY_TRAINING = (
     "stages.pretrain.max_steps=1", "stages.finetune.max_steps=1", "stages.pretrain.global_batch_size=8",

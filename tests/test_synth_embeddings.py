@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from vlmforge.cli import main
+from vlmforge.data.embedding_store import EmbeddingStore
 from vlmforge.errors import DataError
-from vlmforge.synth.embedding_store import EmbeddingStore
-from vlmforge.synth.unicorn.transfer import TransferStats, compute_stats, transfer
+from vlmforge.models.embedding_vlm.transfer import TransferStats, compute_stats, transfer
 
 
 def clustered(n: int = 4000, d: int = 64, seed: int = 0) -> torch.Tensor:

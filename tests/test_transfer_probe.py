@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vlmforge.errors import DataError
-from vlmforge.lab.transfer_probe import (
+from vlmforge.shapes.foundation.corpus import read_scenes
+from vlmforge.shapes.lab.transfer_probe import (
     ATTRIBUTES,
     SCENE_FIELDS,
     balanced_accuracy,
@@ -19,7 +20,6 @@ from vlmforge.lab.transfer_probe import (
     scene_labels,
     transfer_probe,
 )
-from vlmforge.models.foundation.corpus import read_scenes
 
 COLORS, SHAPES = ("red", "green", "blue"), ("circle", "square", "star")
 

@@ -1,4 +1,4 @@
-"""Covariance alignment (vlmforge.synth.unicorn.alignment): the math. The model and CLI side is in
+"""Covariance alignment (vlmforge.models.embedding_vlm.alignment): the math. The model and CLI side is in
 test_embedding_vlm.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmforge.synth.unicorn.alignment import align, covariance_alignment, shrunk_covariance
+from vlmforge.models.embedding_vlm.alignment import align, covariance_alignment, shrunk_covariance
 
 
 def _rows(n: int, d: int, seed: int, scale: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from vlmforge.errors import ConfigError
-from vlmforge.world import TASKS, WorldConfig, WorldPaths, build_world, chance_level, sample_scenes
-from vlmforge.world.commands import register
-from vlmforge.world.config import COLOR_RGB, plural
-from vlmforge.world.render import cell_bounds
-from vlmforge.world.scene import split_of
+from vlmforge.shapes.world import TASKS, WorldConfig, WorldPaths, build_world, chance_level, sample_scenes
+from vlmforge.shapes.world.commands import register
+from vlmforge.shapes.world.config import COLOR_RGB, plural
+from vlmforge.shapes.world.render import cell_bounds
+from vlmforge.shapes.world.scene import split_of
 
 SMALL = {"train_size": 60, "test_size": 20}
 

@@ -14,14 +14,14 @@ from vlmforge.errors import VlmforgeError
 
 # Order is the order shown in --help: the pipeline, then the tools around it.
 COMMAND_MODULES = [
-    "vlmforge.world.commands",
-    "vlmforge.models.commands",
+    "vlmforge.shapes.world.commands",
+    "vlmforge.shapes.foundation.commands",
     "vlmforge.train.commands",
     "vlmforge.synth.commands",
     "vlmforge.eval.commands",
     "vlmforge.chat",
     "vlmforge.serve.commands",
-    "vlmforge.lab.commands",
+    "vlmforge.shapes.lab.commands",
 ]
 
 

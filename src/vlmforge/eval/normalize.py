@@ -125,23 +125,3 @@ def infer_option(text: str, choices: Mapping[str, str]) -> str | None:
     lowered = text.lower()
     by_text = [letter for letter, option in choices.items() if str(option).lower() in lowered]
     return by_text[0] if len(by_text) == 1 else None
-
-
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_BOX = re.compile(r"[\[(]" + ",".join([_NUM] * 4) + r"[\])]")
-
-
-def parse_box(text: str) -> list[float] | None:
-    """The first "[x1, y1, x2, y2]" (or parenthesised) group of four numbers in free text."""
-    m = _BOX.search(text)
-    return [float(v) for v in m.groups()] if m else None
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes; degenerate or disjoint boxes give 0."""
-    ax1, ay1, ax2, ay2 = min(a[0], a[2]), min(a[1], a[3]), max(a[0], a[2]), max(a[1], a[3])
-    bx1, by1, bx2, by2 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
-    iw, ih = min(ax2, bx2) - max(ax1, bx1), min(ay2, by2) - max(ay1, by1)
-    inter = max(iw, 0.0) * max(ih, 0.0)
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return inter / union if union > 0 else 0.0

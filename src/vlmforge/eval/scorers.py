@@ -15,6 +15,7 @@ import numpy as np
 
 from vlmforge.eval import normalize as nz
 from vlmforge.eval.types import mean_metric, metric, proportion
+from vlmforge.geometry import iou, parse_box
 
 Metas = Sequence[Mapping[str, Any]]
 Metrics = dict[str, dict[str, Any]]
@@ -233,7 +234,7 @@ def multiple_choice_scores(predictions: Sequence[str], targets: Sequence[Any], m
 
 # ---- referring expressions ----
 def parse_rec(raw: str, meta: Mapping[str, Any] | None = None) -> list[float] | None:
-    return nz.parse_box(raw)
+    return parse_box(raw)
 
 
 def judge_rec(parsed: list[float] | None, target: Any, meta: Mapping[str, Any] | None = None) -> float:
@@ -241,7 +242,7 @@ def judge_rec(parsed: list[float] | None, target: Any, meta: Mapping[str, Any] |
     if parsed is None:
         return 0.0
     boxes = target if target and isinstance(target[0], list | tuple) else [target]
-    return float(max(nz.iou(parsed, b) for b in boxes) >= 0.5)
+    return float(max(iou(parsed, b) for b in boxes) >= 0.5)
 
 
 def rec_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
@@ -250,7 +251,7 @@ def rec_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas)
     ious = []
     for b, t in zip(parsed, targets, strict=True):
         boxes = t if t and isinstance(t[0], list | tuple) else [t]
-        ious.append(max(nz.iou(b, g) for g in boxes) if b is not None else 0.0)
+        ious.append(max(iou(b, g) for g in boxes) if b is not None else 0.0)
     return {
         "acc@0.5": proportion(sum(hits), len(hits)),
         "mean_iou": mean_metric(ious),

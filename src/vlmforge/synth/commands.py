@@ -142,8 +142,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
+    from vlmforge.data.embedding_store import TENSOR_FILE
     from vlmforge.manifest import file_fingerprint
-    from vlmforge.synth.embedding_store import TENSOR_FILE
     from vlmforge.synth.jobs import Manifest
     from vlmforge.synth.unicorn.transfer import transfer_store
 

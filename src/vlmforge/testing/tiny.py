@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from vlmforge.models.assemble import AssemblySpec, assemble_llava
-from vlmforge.models.foundation.tokenizer import train_tokenizer
+from vlmforge.models.tokenizer import train_tokenizer
 
 TINY_TEXT = [
     "a red circle at the top left",

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vlmforge.data.embedding_store import EmbeddingStore
 from vlmforge.errors import ConfigError
-from vlmforge.synth.embedding_store import EmbeddingStore
-from vlmforge.synth.unicorn.transfer import STATS_JSON
+from vlmforge.models.embedding_vlm.transfer import STATS_JSON
 
 
 def open_embeddings(directory: str | Path | None, model_config: Any = None) -> EmbeddingStore | None:

@@ -12,7 +12,6 @@ from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
 from vlmforge.eval.tasks import register
 from vlmforge.eval.tasks.common import (
-    LETTERS,
     SHORT_ANSWER,
     data_path,
     mc_samples,
@@ -22,6 +21,7 @@ from vlmforge.eval.tasks.common import (
     require,
 )  # fmt: skip
 from vlmforge.eval.types import Sample, Task, check_image
+from vlmforge.geometry import LETTERS
 
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG")
 

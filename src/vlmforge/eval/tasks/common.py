@@ -13,10 +13,10 @@ from typing import Any
 from vlmforge.data.records import iter_jsonl_objects
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.eval.types import Sample
+from vlmforge.geometry import LETTERS, options_block
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
-LETTERS = "ABCDEFGHIJ"
 
 
 def data_path(data: Mapping[str, str], key: str, task: str, default: Path | None = None) -> Path:
@@ -73,10 +73,6 @@ def require(record: Mapping[str, Any], fields: Sequence[str], where: str) -> Non
     missing = [f for f in fields if record.get(f) in (None, "")]
     if missing:
         raise DataError(where, f"missing field(s): {', '.join(missing)}", "missing_field")
-
-
-def options_block(choices: Mapping[str, str]) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in choices.items())
 
 
 def mc_prompt(question: str, choices: Mapping[str, str], hint: str | None = None) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
 from vlmforge.eval.tasks import register, register_group
-from vlmforge.eval.tasks.common import LETTERS, data_path, mc_samples, read_json, read_jsonl
+from vlmforge.eval.tasks.common import data_path, mc_samples, read_json, read_jsonl
 from vlmforge.eval.types import Sample, Task, check_image
+from vlmforge.geometry import LETTERS
 
 DEFAULT_CHANCE = {"color": 1 / 6, "shape": 1 / 6, "count": 1 / 4, "position": 1 / 9, "exist": 0.5, "mc": 0.25**4}
 # How world.json may name its vocabularies, when it has no explicit chance table.

@@ -15,8 +15,9 @@ from typing import Any
 from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
 from vlmforge.eval.tasks import register
-from vlmforge.eval.tasks.common import LETTERS, SHORT_ANSWER, data_path, mc_samples, read_tsv, require
+from vlmforge.eval.tasks.common import SHORT_ANSWER, data_path, mc_samples, read_tsv, require
 from vlmforge.eval.types import Sample, Task, decode_base64_image
+from vlmforge.geometry import LETTERS
 
 _MISSING = ("", "nan", "NaN", "None")
 

@@ -5,7 +5,7 @@ unlabelled images from the same distribution works the same way. The mean is sto
 (buffer ``image_mean``; ``config.image_mean_count`` = images used), so inference needs nothing else.
 
 Optionally (``text_store``) the covariance is matched too: the buffer ``image_align`` maps the centred image
-embeddings onto the covariance of the store the model was trained on (``vlmforge.synth.unicorn.alignment``; an
+embeddings onto the covariance of the store the model was trained on (``vlmforge.models.embedding_vlm.alignment``; an
 extension beyond the paper, ``config.image_alignment = "covariance"``).
 """
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vlmforge.errors import ConfigError
-from vlmforge.synth.unicorn.alignment import DEFAULT_SHRINKAGE, covariance_alignment, shrunk_covariance
+from vlmforge.models.embedding_vlm.alignment import DEFAULT_SHRINKAGE, covariance_alignment, shrunk_covariance
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -57,7 +57,7 @@ def calibrate_image_mean(
 
     With ``text_store`` (the EmbeddingStore folder the model was trained on) the covariance is aligned as well
     (``set_covariance_alignment``); without, the model goes back to centring only."""
-    from vlmforge.synth.unicorn.transfer import compute_stats
+    from vlmforge.models.embedding_vlm.transfer import compute_stats
 
     if model.vision_tower is None:
         raise ConfigError("this model has no image encoder to calibrate")
@@ -83,7 +83,7 @@ def set_covariance_alignment(
 ) -> torch.Tensor:
     """Store in ``model.image_align`` the matrix that gives the calibration images' centred embeddings
     (``image_vectors``, L2-normalised) the covariance of ``text_store``'s rows; returns it."""
-    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.data.embedding_store import EmbeddingStore
 
     if len(image_vectors) < 2:
         raise ConfigError("covariance alignment needs at least 2 calibration images")

@@ -10,7 +10,7 @@ MODEL_TYPE = "vlmforge_embedding_vlm"
 # repeat:     Linear(D -> H), GELU, Linear(H -> H), repeated k times (Unicorn's released code).
 PROJECTORS = ("mlp2x_gelu", "repeat")
 # How image embeddings meet the training vectors at inference: "mean" centres them (the paper); "covariance" also
-# matches their covariance to the training store's (vlmforge.synth.unicorn.alignment; an extension).
+# matches their covariance to the training store's (vlmforge.models.embedding_vlm.alignment; an extension).
 IMAGE_ALIGNMENTS = ("mean", "covariance")
 
 

@@ -2,10 +2,10 @@
 ``<image>`` tokens of the prompt of any causal LM.
 
 Training feeds ``image_embeds`` (caption embeddings already moved into the image-embedding space, see
-``vlmforge.synth.unicorn.transfer``); inference feeds ``pixel_values``, which the frozen paired image encoder turns
+``vlmforge.models.embedding_vlm.transfer``); inference feeds ``pixel_values``, which the frozen paired image encoder turns
 into v = Norm(Norm(e_img) - image_mean), the paper's test-time centring with a mean calibrated on a set of images
 (:mod:`vlmforge.models.embedding_vlm.calibrate`). An uncalibrated model has a zero mean: no centring. Calibrated
-with covariance alignment (an extension, :mod:`vlmforge.synth.unicorn.alignment`), the centred vector is also
+with covariance alignment (an extension, :mod:`vlmforge.models.embedding_vlm.alignment`), the centred vector is also
 multiplied by the buffer ``image_align`` before it is normalised.
 """
 
@@ -21,8 +21,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from vlmforge.models.embedding_vlm.alignment import align
 from vlmforge.models.embedding_vlm.configuration import EmbeddingVLMConfig
-from vlmforge.synth.unicorn.alignment import align
 
 # Encoders whose plain AutoModel lacks the pooled projection into the shared text-image space.
 _WITH_PROJECTION = {"clip_vision_model": CLIPVisionModelWithProjection}

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmforge.synth.unicorn.alignment import DEFAULT_SHRINKAGE
+from vlmforge.models.embedding_vlm.alignment import DEFAULT_SHRINKAGE
 
 
 def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:

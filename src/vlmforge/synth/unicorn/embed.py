@@ -88,7 +88,7 @@ def embed_records(
     """Embed the ``caption`` of every record (first occurrence of each id) into ``out_dir``; returns a summary."""
     from tqdm import tqdm
 
-    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.data.embedding_store import EmbeddingStore
     from vlmforge.synth.jobs import read_records
 
     ids, texts, seen = [], [], set()

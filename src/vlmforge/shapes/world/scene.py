@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from vlmforge.errors import ConfigError
-from vlmforge.world.config import SPLITS, WorldConfig, position_name
+from vlmforge.shapes.world.config import SPLITS, WorldConfig, position_name
 
 
 @dataclass(frozen=True)

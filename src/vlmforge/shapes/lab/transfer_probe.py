@@ -59,7 +59,7 @@ class SceneLabels:
 def scene_labels(
     scenes: Mapping[str, list[dict[str, Any]]], ids: Sequence[str], vocab: Mapping[str, Sequence[Any]]
 ) -> SceneLabels:
-    """Targets for ``ids`` (``scenes``: ``vlmforge.models.foundation.corpus.read_scenes``) over a fixed
+    """Targets for ``ids`` (``scenes``: ``vlmforge.shapes.foundation.corpus.read_scenes``) over a fixed
     vocabulary (``vocab[attribute]``, taken from the train scenes, so a test value never seen in training is simply
     never predicted)."""
     missing = [i for i in ids if i not in scenes]

@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vlmforge.world.config import TASKS, WorldConfig, plural
-from vlmforge.world.describe import article, phrase, unique_reference
-from vlmforge.world.render import Box, format_box, normalise_box
-from vlmforge.world.scene import Scene, position_of
+from vlmforge.geometry import format_box, normalise_box
+from vlmforge.shapes.world.config import TASKS, WorldConfig, plural
+from vlmforge.shapes.world.describe import article, phrase, unique_reference
+from vlmforge.shapes.world.render import Box
+from vlmforge.shapes.world.scene import Scene, position_of
 
 # Prompt suffixes from the LLaVA-1.5 evaluation prompts (REFERENCE.md, Bunny "Evaluation prompts").
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."

@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from vlmforge import __version__
 from vlmforge.errors import ConfigError
-from vlmforge.world.config import SPLITS, TASKS, WORLD_VERSION, WorldConfig, chance_level
-from vlmforge.world.describe import detailed_caption, short_caption
-from vlmforge.world.questions import Question, questions_for
-from vlmforge.world.render import normalise_box, render_scene
-from vlmforge.world.scene import Scene, position_of, sample_scenes
+from vlmforge.geometry import normalise_box
+from vlmforge.shapes.world.config import SPLITS, TASKS, WORLD_VERSION, WorldConfig, chance_level
+from vlmforge.shapes.world.describe import detailed_caption, short_caption
+from vlmforge.shapes.world.questions import Question, questions_for
+from vlmforge.shapes.world.render import render_scene
+from vlmforge.shapes.world.scene import Scene, position_of, sample_scenes
 
 IMAGE_TOKEN = "<image>"
 RECORD_FILES = ("scenes", "captions", "instruct", "conversations")

@@ -62,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from vlmforge.lab.run import LabConfig, expand_recipes, run_lab
-    from vlmforge.models.foundation.build import cli_settings
+    from vlmforge.shapes.foundation.build import cli_settings
+    from vlmforge.shapes.lab.run import LabConfig, expand_recipes, run_lab
 
     out = Path(args.out)
     config = LabConfig.quick(out) if args.quick else LabConfig.long(out) if args.long else LabConfig(out=out)

@@ -1,9 +1,9 @@
 """The shapes world: procedural scenes rendered with PIL, exact annotations, written as LLaVA records."""
 
-from vlmforge.world.build import WorldPaths, build_world
-from vlmforge.world.config import TASKS, WorldConfig, chance_level
-from vlmforge.world.render import render_scene
-from vlmforge.world.scene import Scene, SceneObject, sample_scenes
+from vlmforge.shapes.world.build import WorldPaths, build_world
+from vlmforge.shapes.world.config import TASKS, WorldConfig, chance_level
+from vlmforge.shapes.world.render import render_scene
+from vlmforge.shapes.world.scene import Scene, SceneObject, sample_scenes
 
 __all__ = [
     "TASKS",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, iter_questions, to_messages
+from vlmforge.shapes.foundation.corpus import EXACT_MATCH_TASKS, iter_questions, to_messages
 
 
 def _questions(world_dir: Path, split: str) -> list[tuple[str, str, str]]:

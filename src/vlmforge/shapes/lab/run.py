@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vlmforge.lab.freshness import set_aside_if_stale, weights_digest
-from vlmforge.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
+from vlmforge.shapes.lab.freshness import set_aside_if_stale, weights_digest
+from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
 LAB_TASKS = (
     "shapes_color",
@@ -74,13 +74,13 @@ LONG_FOUNDATION: dict[str, Any] = {"reader.box_steps": 4000, "reader.mc_fraction
 
 
 def recipe_path(name: str) -> Path:
-    return Path(str(resources.files("vlmforge") / "recipes" / RECIPES[name]))
+    return Path(str(resources.files("vlmforge.shapes") / "recipes" / RECIPES[name]))
 
 
 def run_lab(config: LabConfig) -> dict[str, Any]:
     from vlmforge.manifest import read_manifest
-    from vlmforge.models.foundation.build import build_foundation, foundation_spec
-    from vlmforge.world import WorldConfig, build_world
+    from vlmforge.shapes.foundation.build import build_foundation, foundation_spec
+    from vlmforge.shapes.world import WorldConfig, build_world
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -100,7 +100,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     )
     timings["foundation"] = time.perf_counter() - tick
 
-    from vlmforge.lab.blind import question_only_baseline
+    from vlmforge.shapes.lab.blind import question_only_baseline
 
     per_recipe: dict[str, Any] = {}
     # ${records}: the folder of the recipe's training records (the Unicorn recipes point it at their text-only
@@ -116,13 +116,13 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind)}
     unicorn = None
     if any(name in UNICORN_RECIPES for name in config.recipes):
-        from vlmforge.lab.unicorn import run_unicorn
+        from vlmforge.shapes.lab.unicorn import run_unicorn
 
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
         unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
         per_recipe.update(unicorn_runs)
 
-    from vlmforge.lab.report import write_lab_report
+    from vlmforge.shapes.lab.report import write_lab_report
 
     lm_manifest = (read_manifest(foundation.root) or {}).get("lm", {})
     results = {
@@ -225,7 +225,7 @@ def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:
 
 def summarize(runs: list[dict[str, Any]], question_only: dict[str, float] | None = None) -> dict[str, Any]:
     """Per question type: mean accuracy over seeds, its standard error, chance level, the question-only baseline
-    (``question_only``, see :mod:`vlmforge.lab.blind`; None where a type has none), questions per seed."""
+    (``question_only``, see :mod:`vlmforge.shapes.lab.blind`; None where a type has none), questions per seed."""
     summary = {}
     for task in runs[0]["tasks"]:
         values = [task_accuracy(run["tasks"][task])[0] for run in runs]

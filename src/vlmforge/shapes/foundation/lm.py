@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from vlmforge.errors import ConfigError
-from vlmforge.models.foundation.loop import TrainLog, run_steps
+from vlmforge.shapes.foundation.loop import TrainLog, run_steps
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlmforge.world.config import WorldConfig
+from vlmforge.shapes.world.config import WorldConfig
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmforge.world.build import build_world
+    from vlmforge.shapes.world.build import build_world
 
     config = WorldConfig(
         seed=args.seed,

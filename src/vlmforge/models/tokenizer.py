@@ -1,4 +1,4 @@
-"""A byte-level BPE tokenizer trained on the world's text: the tiny stand-in for Qwen's tokenizer.
+"""A byte-level BPE chat tokenizer trained on a corpus: the tiny stand-in for a hub LM's tokenizer (Qwen's).
 
 Byte-level BPE (as GPT-2/Qwen) never meets an unknown character, so any user text still tokenizes. The special
 tokens and the ChatML template match what ``vlmforge.models.assemble`` expects from a chat LM, so the saved
@@ -19,16 +19,15 @@ from vlmforge.models.assemble import DEFAULT_CHAT_TEMPLATE, IMAGE_TOKEN
 PAD_TOKEN = "<|endoftext|>"  # also the document separator when packing pretraining text (as in Qwen)
 EOS_TOKEN = "<|im_end|>"  # ends every chat turn, so generation stops after one assistant answer
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN, IMAGE_TOKEN]
-# The words the chat template writes around every turn. The world's text never contains them, so without this
-# "assistant" was 8 single-character tokens before every answer: noise a tiny LM must learn to look past. They are
+# The words the chat template writes around every turn. A small corpus may never contain them, and then
+# "assistant" becomes single-character tokens before every answer: noise a tiny LM must learn to look past. They are
 # counted once per training text, about as often as rendered chats would contain them, so BPE merges them early.
 TEMPLATE_WORDS = ["system", "user", "assistant"]
 # Qwen2's pre-tokenization (transformers' Qwen2Tokenizer): words with one leading non-letter, every digit on its own.
 # The foundation LM is a Qwen2 model, so AutoTokenizer loads the saved folder as Qwen2Tokenizer, which rebuilds this
 # pipeline (NFC, this split, byte-level) around the saved vocabulary and merges and ignores the one in
-# tokenizer.json. Training with any other pipeline makes the saved tokenizer split text differently from the one
-# the LM was trained with: with plain byte-level BPE every box "[0.688,0.703,...]" became other tokens once saved
-# (docs/bunny.md item 24).
+# tokenizer.json. Training with any other pipeline makes the saved tokenizer split text (boxes' digits above all)
+# differently from the one the LM was trained with.
 QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import MANIFEST, package_versions, read_manifest
-from vlmforge.models.foundation.lm import LMSpec
-from vlmforge.models.foundation.reader import ReaderSpec
-from vlmforge.models.foundation.vision import VisionSpec
+from vlmforge.shapes.foundation.lm import LMSpec
+from vlmforge.shapes.foundation.reader import ReaderSpec
+from vlmforge.shapes.foundation.vision import VisionSpec
 
 MANIFEST_FORMAT = 1
 VERSIONED_PACKAGES = ("vlmforge", "torch", "transformers", "tokenizers", "sentence-transformers")
@@ -157,8 +157,8 @@ def _teach_reading_with_restarts(
     Why: whether the phase forms the colour lookup ("What colour is the star?") and with it existence depends on
     its random start (docs/bunny.md items 25-26). Restarting catches a failed reader; changes that would make
     every start succeed were not found."""
-    from vlmforge.models.foundation import lm, reader
-    from vlmforge.models.foundation.reading import object_reading_accuracy
+    from vlmforge.shapes.foundation import lm, reader
+    from vlmforge.shapes.foundation.reading import object_reading_accuracy
 
     def check(model: Any, attempt_seed: int, marks: dict[str, float], tasks: tuple[str, ...] | None = None):
         """The train scenes' reading scores (of ``tasks``, default all) and the ``marks`` they miss."""
@@ -249,8 +249,9 @@ def build_foundation(
     from PIL import Image
     from transformers import AutoTokenizer
 
-    from vlmforge.models.foundation import corpus, lm, tokenizer, vision
-    from vlmforge.models.foundation.reading import object_reading_accuracy, reading_accuracy
+    from vlmforge.models.tokenizer import train_tokenizer
+    from vlmforge.shapes.foundation import corpus, lm, vision
+    from vlmforge.shapes.foundation.reading import object_reading_accuracy, reading_accuracy
 
     spec = spec or FoundationSpec()
     out = Path(out_dir)
@@ -271,7 +272,7 @@ def build_foundation(
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is "being built"
 
     t = time.perf_counter()
-    tok = tokenizer.train_tokenizer(
+    tok = train_tokenizer(
         corpus.tokenizer_texts(world), spec.vocab_size, model_max_length=spec.lm.max_position_embeddings
     )
     texts = corpus.lm_texts(world, tok) if spec.lm.steps else []

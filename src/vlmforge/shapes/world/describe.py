@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vlmforge.world.config import WorldConfig
-from vlmforge.world.scene import Scene, SceneObject, position_of
+from vlmforge.shapes.world.config import WorldConfig
+from vlmforge.shapes.world.scene import Scene, SceneObject, position_of
 
 # Attribute order inside a noun phrase: "large red circle".
 ATTRIBUTE_ORDER = ("size", "color", "shape")

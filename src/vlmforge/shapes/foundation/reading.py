@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 
 from vlmforge.data.chat import IGNORE_INDEX
-from vlmforge.eval.normalize import iou, parse_box
+from vlmforge.geometry import iou, parse_box
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation.corpus import GroundedQuestion, grounded_questions, read_world
-from vlmforge.models.foundation.reader import (
+from vlmforge.shapes.foundation.corpus import GroundedQuestion, grounded_questions, read_world
+from vlmforge.shapes.foundation.reader import (
     ReaderSpec,
     ReadingSample,
     embed_with_vectors,
     object_codes,
     reading_samples,
 )
-from vlmforge.models.foundation.vision import Region, VisionSpec
+from vlmforge.shapes.foundation.vision import Region, VisionSpec
 
 
 def same_answer(reply: str, answer: str) -> bool:

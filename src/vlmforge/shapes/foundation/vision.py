@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from vlmforge.errors import ConfigError
-from vlmforge.models.foundation.loop import TrainLog, run_steps
+from vlmforge.shapes.foundation.loop import TrainLog, run_steps
 
 TEXT_EMBED_DIM = 384  # all-MiniLM-L6-v2
 

@@ -3,16 +3,16 @@
 They play the roles that Qwen/Phi and SigLIP play at full scale; real users pass hub ids instead.
 """
 
-from vlmforge.models.foundation.build import (
+from vlmforge.models.tokenizer import train_tokenizer
+from vlmforge.shapes.foundation.build import (
     FoundationPaths,
     FoundationSpec,
     build_foundation,
     foundation_spec,
     read_manifest,
 )
-from vlmforge.models.foundation.lm import LMSpec, pretrain_lm
-from vlmforge.models.foundation.tokenizer import train_tokenizer
-from vlmforge.models.foundation.vision import VisionSpec, retrieval_recall_at_1, train_vision_tower
+from vlmforge.shapes.foundation.lm import LMSpec, pretrain_lm
+from vlmforge.shapes.foundation.vision import VisionSpec, retrieval_recall_at_1, train_vision_tower
 
 __all__ = [
     "FoundationPaths",

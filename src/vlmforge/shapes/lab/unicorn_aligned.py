@@ -2,7 +2,7 @@
 
 The paper centres image embeddings at test time (first moment). The lab evaluates each trained mean_shift model
 that way (``unicorn-mean_shift``) and, from the same weights, a copy calibrated on the same images with
-``--match-covariance`` (``vlmforge.synth.unicorn.alignment``), reported as its own row. Nothing is retrained, so
+``--match-covariance`` (``vlmforge.models.embedding_vlm.alignment``), reported as its own row. Nothing is retrained, so
 the difference between the two rows is the test-time alignment alone.
 """
 
@@ -27,8 +27,8 @@ def evaluate_aligned(
     """Per mean_shift run: calibrate a copy of its final model with covariance alignment onto ``store`` and
     evaluate it on the held-out test images. The copy is made again every time (a few seconds), as the mean_shift
     model is calibrated again before each evaluation: a kept copy could predate a retrained ``final``."""
-    from vlmforge.lab.run import evaluate_on_test
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
+    from vlmforge.shapes.lab.run import evaluate_on_test
 
     runs = []
     for run in shift_runs:
@@ -46,7 +46,7 @@ def aligned_image_side(train_images: Any, model_dir: str | Path) -> Any:
     from transformers import AutoModelForImageTextToText
 
     import vlmforge.models  # noqa: F401  (registers the embedding VLM with the Auto classes)
-    from vlmforge.synth.unicorn.alignment import align
+    from vlmforge.models.embedding_vlm.alignment import align
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     return align(train_images, model.image_mean, model.image_align)

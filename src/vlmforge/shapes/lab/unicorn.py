@@ -5,7 +5,7 @@ records; only what fills the vector differs: the MiniLM embedding of the image's
 (text-only), or the foundation vision tower's pooled ``image_embeds`` of the real image (control). Every model is
 evaluated on the same held-out test images. In the lab the world's exact detailed captions and QA stand in for
 the LLM's stage-1/2 output, because no capable LLM is available offline. The mean_shift models are also evaluated
-with covariance alignment at test time (an extension beyond the paper; :mod:`vlmforge.lab.unicorn_aligned`).
+with covariance alignment at test time (an extension beyond the paper; :mod:`vlmforge.shapes.lab.unicorn_aligned`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ STAND_IN_NOTE = (
     "stage-1 (dense caption) and stage-2 (QA) output: no capable LLM is available offline, so the text-only data "
     "here is cleaner than an LLM would write."
 )
-# the probe attribute (vlmforge.lab.transfer_probe) that holds what a question type needs: colour, shape and
+# the probe attribute (vlmforge.shapes.lab.transfer_probe) that holds what a question type needs: colour, shape and
 # existence questions bind a colour to a shape ("the star" -> its colour; "a red star?")
 PROBE_FOR_QUESTION = {"color": "objects", "shape": "objects", "exist": "objects", "count": "count",
                       "position": "positions"}  # fmt: skip
@@ -48,14 +48,15 @@ WHY_NOT_CARRIED = {
 
 
 def recipe_file() -> Path:
-    return Path(str(resources.files("vlmforge") / "recipes" / RECIPE_FILE))
+    return Path(str(resources.files("vlmforge.shapes") / "recipes" / RECIPE_FILE))
 
 
 def prepare_stores(world_root: Path, work: Path) -> dict[str, Any]:
     """Embed the train captions once and write one transferred store per method (reused when present); the
     seeds of a method share its store. Returns the paths and the mean norm of every store (centring check)."""
-    from vlmforge.synth.embedding_store import EmbeddingStore
-    from vlmforge.synth.unicorn.transfer import STATS_JSON, compute_stats, transfer_store
+    from vlmforge.data.embedding_store import EmbeddingStore
+    from vlmforge.models.embedding_vlm.transfer import STATS_JSON, compute_stats
+    from vlmforge.synth.unicorn.transfer import transfer_store
     from vlmforge.train.embedding_data import embed_world_captions
 
     text = work / "text"
@@ -118,7 +119,7 @@ def encode_image_side(world_root: Path, vision_dir: Path, train_ids: Sequence[st
     import torch.nn.functional as F
 
     from vlmforge.models.embedding_vlm.calibrate import calibration_image_paths
-    from vlmforge.synth.unicorn.transfer import compute_stats
+    from vlmforge.models.embedding_vlm.transfer import compute_stats
 
     train_of, test_of = _scene_images(world_root, "train"), _scene_images(world_root, "test")
     paths = [train_of[i] for i in train_ids]
@@ -133,7 +134,7 @@ def encode_image_side(world_root: Path, vision_dir: Path, train_ids: Sequence[st
 def caption_vectors(prepared: Mapping[str, Any], ids: Sequence[str]) -> dict[str, Any]:
     """The train captions' vectors in ``ids`` order, read once: ``"raw"`` (before transfer) and each method's
     transferred store."""
-    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.data.embedding_store import EmbeddingStore
 
     stores = {"raw": prepared["raw"], **prepared["stores"]}
     return {name: EmbeddingStore.open(folder).get_many(ids) for name, folder in stores.items()}
@@ -157,10 +158,10 @@ def modality_gap(side: ImageSide, captions: Mapping[str, Any]) -> dict[str, Any]
 
 
 def embedding_probe(world_root: Path, side: ImageSide, captions: Mapping[str, Any]) -> dict[str, Any]:
-    """The cross-modal transfer probe (:mod:`vlmforge.lab.transfer_probe`) for the control's real image vectors
+    """The cross-modal transfer probe (:mod:`vlmforge.shapes.lab.transfer_probe`) for the control's real image vectors
     and each method's transferred caption vectors (:func:`caption_vectors`), all scored on the real test images."""
-    from vlmforge.lab.transfer_probe import SCENE_FIELDS, label_vocabulary, scene_labels, transfer_probe
-    from vlmforge.models.foundation.corpus import read_scenes
+    from vlmforge.shapes.foundation.corpus import read_scenes
+    from vlmforge.shapes.lab.transfer_probe import SCENE_FIELDS, label_vocabulary, scene_labels, transfer_probe
 
     train_scenes = read_scenes(world_root, "train", required=SCENE_FIELDS)
     vocab = label_vocabulary(train_scenes)
@@ -185,10 +186,10 @@ def run_unicorn(
     """Train and evaluate the requested Unicorn recipes over ``config.seeds`` (``variables``: the lab's recipe
     variables; the text-only recipes get their own ``records`` and ``embeddings``); returns (per-recipe results in
     the lab's shape, the Unicorn section: stores, modality gap, probe, statements)."""
-    from vlmforge.lab.run import summarize, train_and_evaluate
-    from vlmforge.lab.unicorn_aligned import ALIGNED, aligned_image_side, evaluate_aligned
+    from vlmforge.data.embedding_store import EmbeddingStore
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
-    from vlmforge.synth.embedding_store import EmbeddingStore
+    from vlmforge.shapes.lab.run import summarize, train_and_evaluate
+    from vlmforge.shapes.lab.unicorn_aligned import ALIGNED, aligned_image_side, evaluate_aligned
 
     work = Path(config.out) / "unicorn"
     prepared = prepare_stores(world_root, work)
@@ -261,8 +262,8 @@ def unicorn_statements(
 ) -> list[str]:
     """Plain conclusions computed from the per-recipe summaries (``summarize`` output), the modality gap and the
     embedding-level transfer probe."""
-    from vlmforge.lab.transfer_probe import carried_by_vector, probe_statements
-    from vlmforge.lab.unicorn_aligned import ALIGNED
+    from vlmforge.shapes.lab.transfer_probe import carried_by_vector, probe_statements
+    from vlmforge.shapes.lab.unicorn_aligned import ALIGNED
 
     lines = [STAND_IN_NOTE]
     shift, none, control = (summaries.get(f"unicorn-{m}") for m in ("mean_shift", "none", "control"))
@@ -376,7 +377,7 @@ def unicorn_report_lines(results: Mapping[str, Any]) -> list[str]:
     ]
     lines += [f"| after {m} | {v:.3f} |" for m, v in gap["after"].items()]
     if section.get("probe"):
-        from vlmforge.lab.transfer_probe import probe_report_lines
+        from vlmforge.shapes.lab.transfer_probe import probe_report_lines
 
         lines += ["", *probe_report_lines(section["probe"])]
     lines += ["", *(f"- {s}" for s in section["statements"][1:]), ""]

@@ -40,7 +40,7 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         seconds = ", ".join(f"{t:.0f} s" for t in train)
         lines += ["", f"Training wall time per seed (as recorded when each stage ran): {seconds}.", ""]
     if results.get("unicorn"):
-        from vlmforge.lab.unicorn import unicorn_report_lines
+        from vlmforge.shapes.lab.unicorn import unicorn_report_lines
 
         lines += unicorn_report_lines(results)
     reading = results["foundation"].get("reading_test")

@@ -20,9 +20,9 @@ from transformers import PreTrainedTokenizerBase
 
 from vlmforge.data.chat import encode_conversation
 from vlmforge.errors import DataError
-from vlmforge.eval.tasks.common import LETTERS, options_block
+from vlmforge.geometry import LETTERS, options_block
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation.corpus import read_jsonl
+from vlmforge.shapes.foundation.corpus import read_jsonl
 
 MC_TASK = "mc"
 

@@ -33,10 +33,10 @@ from vlmforge.data.chat import encode_conversation
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.models.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl, scene_lookup
-from vlmforge.models.foundation.loop import TrainLog, run_steps
-from vlmforge.models.foundation.options import MC_TASK, OptionSampler, option_questions
-from vlmforge.models.foundation.vision import Region, VisionSpec, patch_targets
+from vlmforge.shapes.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl, scene_lookup
+from vlmforge.shapes.foundation.loop import TrainLog, run_steps
+from vlmforge.shapes.foundation.options import MC_TASK, OptionSampler, option_questions
+from vlmforge.shapes.foundation.vision import Region, VisionSpec, patch_targets
 
 CAPTION = "caption"
 DETAIL = "detail"  # a scene's detailed caption, written from its object vectors (ReaderSpec.detailed_captions)

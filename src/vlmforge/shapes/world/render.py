@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vlmforge.world.config import COLOR_RGB, SIZE_FRACTION, WorldConfig
-from vlmforge.world.scene import Scene, SceneObject
+from vlmforge.shapes.world.config import COLOR_RGB, SIZE_FRACTION, WorldConfig
+from vlmforge.shapes.world.scene import Scene, SceneObject
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels; x2/y2 exclusive, as PIL's getbbox
 
@@ -97,12 +97,3 @@ def render_scene(scene: Scene, config: WorldConfig) -> RenderedScene:
         bx0, by0, bx1, by1 = mask.getbbox()
         boxes.append((left + bx0, top + by0, left + bx1, top + by1))
     return RenderedScene(image=image, boxes_px=boxes)
-
-
-def normalise_box(box: Box, image_size: int) -> list[float]:
-    """Genixer's box format: [x1, y1, x2, y2] divided by the image side, 3 decimals."""
-    return [round(v / image_size, 3) for v in box]
-
-
-def format_box(box: list[float]) -> str:
-    return "[" + ",".join(f"{v:.3f}" for v in box) + "]"
