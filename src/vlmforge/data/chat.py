@@ -1,4 +1,4 @@
-"""Turn one validated record into ``input_ids`` + ``labels`` (DESIGN principle 4).
+"""Turn one validated record into ``input_ids`` + ``labels`` (docs/design.md, "Labels from the chat template").
 
 "chat": the record becomes chat messages, rendered once with the model's own chat template. Which characters
 belong to assistant turns is found from renders of message prefixes (character offsets), and which tokens to

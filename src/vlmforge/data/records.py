@@ -1,4 +1,4 @@
-"""Read and write LLaVA conversation records (DESIGN principle 3): JSONL for people, Parquet for scale.
+"""Read and write LLaVA conversation records (docs/design.md, "One record format"): JSONL for people, Parquet for scale.
 
 A record is ``{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value": ...}], ...}``. Readers keep the
 location of every record (``file.jsonl:LINE``, ``file.json:#INDEX``, ``file.parquet:#ROW``) so later errors can name

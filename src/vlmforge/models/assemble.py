@@ -1,7 +1,7 @@
 """Assemble a LLaVA model from any vision tower and any causal LM.
 
 The result is a plain ``LlavaForConditionalGeneration`` plus a ``LlavaProcessor`` in the llava-hf layout, so
-transformers, vLLM and lmms-eval load it without vlmforge (DESIGN principle 1). Composition happens through
+transformers, vLLM and lmms-eval load it without vlmforge (docs/design.md, "Standard artifacts"). Composition happens through
 configs: the vision and text configs are embedded in a ``LlavaConfig`` and the pretrained weights are copied into
 the freshly built sub-modules, so no per-backbone code exists here.
 """
