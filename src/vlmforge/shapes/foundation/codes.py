@@ -65,7 +65,7 @@ def object_codes(
     pairs = sorted({pair for ws in known for pair in combinations(ws, 2)})
     generator = torch.Generator().manual_seed(seed)
     word_codes = torch.randn(len(words), hidden_size, generator=generator)
-    # A row per patch is drawn and thrown away so that the pair and empty codes stay those of earlier builds.
+    # A row per patch is drawn and discarded: the pair and empty codes after it, and so saved readers, depend on it.
     torch.randn(targets.shape[1], hidden_size, generator=generator)
     pair_codes = torch.randn(len(pairs), hidden_size, generator=generator)
     empty = torch.randn(hidden_size, generator=generator)
