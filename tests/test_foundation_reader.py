@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from itertools import combinations
 
 import pytest
 import torch
@@ -14,16 +15,10 @@ from test_foundation import BUILD_SPEC, TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.shapes.foundation import pretrain_lm, train_tokenizer
+from vlmforge.shapes.foundation.codes import embed_with_vectors, object_codes
 from vlmforge.shapes.foundation.corpus import lm_texts, read_world, tokenizer_texts
 from vlmforge.shapes.foundation.lm import new_lm
-from vlmforge.shapes.foundation.reader import (
-    DETAIL,
-    ReaderSpec,
-    embed_with_vectors,
-    object_codes,
-    reading_samples,
-    teach_reading,
-)
+from vlmforge.shapes.foundation.reader import ReaderSpec, reading_samples, teach_reading
 from vlmforge.shapes.foundation.reading import object_reading_accuracy
 
 CELL = 1 / 3
@@ -42,37 +37,35 @@ REGIONS = [
 ]
 
 
-def test_object_vectors_sum_word_codes_per_patch():
-    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
+def test_object_vectors_sum_word_and_pair_codes_drawn_in_a_fixed_order():
+    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0).vectors()
     assert v.shape == (5, 9, 16)
-    # An empty patch holds only its patch code: the same in every scene, different from patch to patch.
-    assert torch.equal(v[0, 4], v[1, 4]) and not torch.equal(v[0, 4], v[0, 5])
-    patch0, patch4, patch8 = v[3, 0], v[0, 4], v[0, 8]  # empty in those scenes
+    # One generator draws, in order: a code per word (sorted), a row per patch (thrown away, so that what follows
+    # stays what earlier builds drew), a code per pair of words of one phrase (sorted), the "empty" code.
+    phrases = [words.split()[1:] for words in ("a small red circle", "a small red square", "a large blue square")]
+    pairs = sorted({pair for ws in [*phrases, ["large", "blue", "circle"]] for pair in combinations(ws, 2)})
+    generator = torch.Generator().manual_seed(0)
+    word = dict(zip(["blue", "circle", "large", "red", "small", "square"], torch.randn(6, 16, generator=generator),
+                    strict=True))  # fmt: skip
+    torch.randn(9, 16, generator=generator)
+    pair = dict(zip(pairs, torch.randn(len(pairs), 16, generator=generator), strict=True))
+    empty = torch.randn(16, generator=generator)
 
-    def obj(scene: int, patch: int, empty: torch.Tensor) -> torch.Tensor:
-        return v[scene, patch] - empty
+    def expected(phrase: str) -> torch.Tensor:
+        ws = phrase.split()[1:]
+        return sum(word[w] for w in ws) + sum(pair[p] for p in combinations(ws, 2))
 
-    # The same phrase gives the same object vector in any patch.
-    assert torch.allclose(obj(0, 0, patch0), obj(2, 8, patch8), atol=1e-6)
-    assert torch.allclose(obj(2, 0, patch0), obj(3, 4, patch4), atol=1e-6)
-    # Each word has one code: circle - square is the same difference whatever the size and colour.
-    small_red = obj(0, 0, patch0) - obj(1, 0, patch0)
-    large_blue = obj(4, 0, patch0) - obj(2, 0, patch0)
-    assert torch.allclose(small_red, large_blue, atol=1e-6) and small_red.norm() > 1
+    # Every empty patch holds the same "empty" code; an object's vector is the same wherever it is: no "where".
+    assert torch.equal(v[0, 4], empty) and torch.equal(v[0, 5], empty) and torch.equal(v[3, 0], empty)
+    assert torch.allclose(v[0, 0], expected("a small red circle"), atol=1e-5)
+    assert torch.equal(v[0, 0], v[2, 8]) and torch.allclose(v[2, 0], expected("a large blue square"), atol=1e-5)
     # The codes are fixed per seed, not learned: another seed, other codes.
-    assert not torch.allclose(
-        v, object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=1, word_pairs=False, patch_codes=True).vectors()
-    )
+    assert not torch.allclose(v, object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=1).vectors())
 
 
 def test_word_pair_codes_bind_the_words_of_one_object():
-    words = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, word_pairs=False, patch_codes=True).vectors()
-    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True).vectors()
-    # Empty patches and word codes are unchanged; objects gain a pair part, the same for a phrase in any patch.
-    assert torch.equal(v[0, 4], words[0, 4]) and torch.equal(v[3, 0], words[3, 0])
-    pair_part = v - words
-    assert pair_part[0, 0].norm() > 1 and torch.allclose(pair_part[0, 0], pair_part[2, 8], atol=1e-6)
-    # No longer additive: circle - square now depends on the colour it comes with.
+    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0).vectors()
+    # Not additive: circle - square depends on the colour and size it comes with (sums of word codes alone would not).
     assert not torch.allclose(v[0, 0] - v[1, 0], v[4, 0] - v[2, 0], atol=1e-3)
 
 
@@ -87,36 +80,6 @@ def test_held_out_scenes_get_the_codes_of_the_training_vocabulary():
     assert torch.allclose(test.vectors()[0, 8], small_circle.vectors()[0, 0])
     # Without a vocabulary the codes are drawn for these scenes' own words: other rows, other vectors.
     assert not torch.equal(object_codes(held_out, TINY_VISION, hidden_size=16, seed=0).codebook, train.codebook)
-
-
-def test_without_patch_codes_a_vector_says_what_but_not_where():
-    v = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0).vectors()  # the default: no patch codes
-    with_codes = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0, patch_codes=True).vectors()
-    # Every empty patch holds the same "empty" code; an object's vector is the same wherever it is.
-    assert torch.equal(v[0, 4], v[0, 5]) and torch.equal(v[0, 4], v[3, 0]) and v[0, 4].norm() > 1
-    assert torch.equal(v[0, 0], v[2, 8]) and not torch.equal(v[0, 0], v[0, 4])
-    # It is the patch-coded vector less its patch code.
-    assert torch.allclose(v[0, 0], with_codes[0, 0] - with_codes[3, 0], atol=1e-5)
-
-
-def test_code_dropout_leaves_out_whole_parts():
-    codes = object_codes(REGIONS, TINY_VISION, hidden_size=16, seed=0)
-    assert torch.count_nonzero(codes.vectors(drop=1.0)) == 0
-    # With some parts dropped, each patch holds the sum of a subset of its own parts, never anything else.
-    generator = torch.Generator().manual_seed(0)
-    dropped = codes.vectors([2, 3], drop=0.5, generator=generator)
-    subsets_seen = set()
-    for row, scene in enumerate([2, 3]):
-        for patch in range(9):
-            parts = [int(i) for i in codes.parts[scene, patch] if i != codes.pad]
-            sums = {
-                mask: codes.codebook[[i for k, i in enumerate(parts) if mask >> k & 1]].sum(0)
-                for mask in range(1 << len(parts))
-            }
-            match = [m for m, v in sums.items() if torch.allclose(dropped[row, patch], v, atol=1e-5)]
-            assert match, f"scene {scene} patch {patch} is not a sum of its own parts"
-            subsets_seen.add(match[0] == (1 << len(parts)) - 1)
-    assert subsets_seen == {True, False}  # some patches kept everything, some lost a part
 
 
 @pytest.fixture(scope="module")
@@ -163,46 +126,6 @@ def test_reading_samples_name_a_record_whose_image_is_not_captioned(reading_worl
                             per_task=limit)  # fmt: skip
 
 
-def test_detailed_captions_come_last_labelled_on_the_description_and_name_a_record_without_one(reading_world, tmp_path):
-    root, world, tok = reading_world
-    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    samples = reading_samples(root, world.image_paths, tok, patches=9, tasks=("color",), detailed=True)
-    details = [s for s in samples if s.task == DETAIL]
-    assert len(details) == len(world.image_paths) and samples[-len(details) :] == details
-    for scene, (sample, text) in enumerate(zip(details, world.detailed, strict=True)):
-        labelled = [t for t, label in zip(sample.input_ids, sample.labels, strict=True) if label != -100]
-        assert sample.scene == scene and sample.input_ids.count(image_id) == 9 and text in tok.decode(labelled)
-    bad = tmp_path / "w"
-    write_world(bad, n=4)
-    paths = read_world(bad, "train").image_paths
-    lines = (bad / "train" / "captions.jsonl").read_text().splitlines()
-    record = json.loads(lines[1])
-    del record["detailed_caption"]
-    lines[1] = json.dumps(record)
-    (bad / "train" / "captions.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"captions.jsonl:2.*detailed_caption"):
-        reading_samples(bad, paths, tok, patches=9, tasks=("color",), detailed=True)
-
-
-def test_detailed_captions_never_enter_the_warm_up(reading_world):
-    root, world, tok = reading_world
-
-    def weights_after(detailed: bool, stop_after_warm: bool) -> dict:
-        model = new_lm(tok, TINY_LM, 0)
-        spec = ReaderSpec(steps=10, batch_size=4, tasks=("color",), warm_tasks=("color",), warm_fraction=0.4,
-                          box_steps=0, detailed_captions=detailed, warm_extension=0)  # fmt: skip
-        teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False,
-                      after_warm=lambda: not stop_after_warm)  # fmt: skip
-        return model.state_dict()
-
-    # Stopped when the warm-up ends, a start is the same with or without them (what decides a start is untouched)...
-    plain, detailed = weights_after(False, True), weights_after(True, True)
-    assert all(torch.equal(plain[k], detailed[k]) for k in plain)
-    # ...and after it they are learned from.
-    plain, detailed = weights_after(False, False), weights_after(True, False)
-    assert not all(torch.equal(plain[k], detailed[k]) for k in plain)
-
-
 def _embedded(model, tok, sample, vectors) -> torch.Tensor:
     """One reading sample's input embeddings, its scene's object vectors in the image tokens' place."""
     ids = torch.tensor([sample.input_ids])
@@ -226,7 +149,7 @@ def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world
     root, world, tok = reading_world
     model, _ = pretrain_lm(tok, lm_texts(world, tok), replace(TINY_LM, steps=20), seed=0, progress=False)
     spec = ReaderSpec(steps=300, batch_size=16, lr=3e-3, warmup_steps=10, tasks=("color",), warm_fraction=0.0,
-                      box_steps=0, detailed_captions=False)  # fmt: skip
+                      box_steps=0)  # fmt: skip
     log = teach_reading(model, tok, root, world.image_paths, world.regions, TINY_VISION, spec, progress=False)
     assert log.final_loss < log.first_loss and log.extra["samples"] == 2 * len(world.image_paths)
     vectors = object_codes(world.regions, TINY_VISION, model.config.hidden_size, seed=0).vectors()
@@ -262,12 +185,12 @@ def test_a_build_records_the_reading_phase(tmp_path):
 
 def _build_with_marks(tmp_path, marks: dict, lm_steps: int = 0, warm_tasks=("color", "shape"), warm_marks=None):
     """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10, which a
-    start that misses its warm-up marks extends by 4 (checked every 2)."""
+    start that misses its warm-up marks extends by 4."""
     from vlmforge.shapes.foundation import build_foundation, read_manifest
 
     root = write_world(tmp_path / "w", n=16)
     reader_spec = replace(BUILD_SPEC.reader, steps=10, attempts=2, pass_marks=marks, warm_tasks=warm_tasks,
-                          warm_marks=warm_marks or {}, warm_extension=4, warm_check_every=2)  # fmt: skip
+                          warm_marks=warm_marks or {}, warm_extension=4)  # fmt: skip
     spec = replace(BUILD_SPEC, lm=replace(BUILD_SPEC.lm, steps=lm_steps), reader=reader_spec)
     built = build_foundation(root, tmp_path / "f", spec, seed=3, progress=False)
     return root, built, spec, read_manifest(built.root)["lm"]["reader"]
@@ -285,7 +208,7 @@ def _assert_saved_lm_is_the_kept_attempt(root, built, spec, record) -> None:
 
 @pytest.mark.parametrize("lm_steps", [0, 8], ids=["fresh-lm", "text-pretrained-lm"])
 def test_a_reader_that_misses_a_warm_up_mark_stops_there_and_starts_again(tmp_path, lm_steps):
-    from vlmforge.shapes.foundation.build import RESTART_SEED_STRIDE
+    from vlmforge.shapes.foundation.restarts import RESTART_SEED_STRIDE
 
     root, built, spec, record = _build_with_marks(tmp_path, {"color": 1.01}, lm_steps, warm_marks={"color": 1.01})
     first, last = record["attempts"]

@@ -15,29 +15,34 @@ from vlmforge.shapes.foundation.build import cli_settings
 def test_overrides_reach_nested_specs_and_take_the_defaults_kind():
     spec = foundation_spec(
         {
-            "vision.place_weight": "1",  # command-line text, read as YAML, made the default's float
-            "reader.patch_codes": "true",
+            "vision.dense_weight": "2",  # command-line text, read as YAML, made the default's float
+            "reader.restart_lr": "0.0005",
+            "reader.box_steps": "0",
             "reader.warm_tasks": "[color]",  # a list for a tuple field
             "reader.pass_marks": {"color": 0.95},
             "lm.steps": 12,
             "holdout": 8,
         }
     )
-    assert spec.vision.place_weight == 1.0 and isinstance(spec.vision.place_weight, float)
-    assert spec.reader.patch_codes is True and spec.reader.warm_tasks == ("color",)
+    assert spec.vision.dense_weight == 2.0 and isinstance(spec.vision.dense_weight, float)
+    assert spec.reader.box_steps == 0 and spec.reader.restart_lr == 0.0005 and spec.reader.warm_tasks == ("color",)
     assert spec.reader.pass_marks == {"color": 0.95} and spec.lm.steps == 12 and spec.holdout == 8
     # Everything else stays the default, and the default is not changed for the next caller.
-    assert spec.vision.epochs == FoundationSpec().vision.epochs and FoundationSpec().vision.place_weight == 0.0
+    assert spec.vision.epochs == FoundationSpec().vision.epochs and FoundationSpec().vision.dense_weight == 1.0
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("vision.place_wieght", 1.0, "unknown foundation key vision.place_wieght: vision has image_size"),
+        ("vision.dense_wieght", 1.0, "unknown foundation key vision.dense_wieght: vision has image_size"),
+        # Settings that were removed are unknown keys now, not ignored.
+        ("reader.patch_codes", "true", "unknown foundation key reader.patch_codes: reader has steps"),
+        ("vision.place_weight", 1.0, "unknown foundation key vision.place_weight"),
+        ("reader.warm_check_every", 2, "unknown foundation key reader.warm_check_every"),
         ("reader.steps.x", 1, "reader.steps is a value, not a section"),
         ("visoin.epochs", 1, "the foundation spec has vocab_size, lm, vision, reader, holdout"),
         ("lm.steps", "1.5", "expected int (the default is 0), got 1.5"),
-        ("reader.patch_codes", "1", "expected bool"),
+        ("reader.box_steps", "true", "expected int"),
         ("reader.tasks", "color", "expected tuple"),
     ],
 )
@@ -49,7 +54,7 @@ def test_a_bad_override_names_its_key(key, value, message):
 def test_cli_settings_need_key_and_value():
     assert cli_settings(["a.b=1", "c= x=y"], "--set") == {"a.b": "1", "c": " x=y"}
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
-        cli_settings(["vision.place_weight"], "--set")
+        cli_settings(["vision.epochs"], "--set")
 
 
 def test_cli_reports_a_bad_setting_before_building(tmp_path, capsys):

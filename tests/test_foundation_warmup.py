@@ -1,4 +1,4 @@
-"""The reading phase's warm-up goes on until its lookups form: held steps in the loop, extension in the phase."""
+"""The reading phase's warm-up goes on until its lookups form: held steps in the optimiser, extension in the phase."""
 
 from __future__ import annotations
 
@@ -8,24 +8,22 @@ import torch
 from test_foundation import TINY_LM, TINY_VISION
 from test_foundation_reader import reading_world  # noqa: F401  (a fixture)
 from vlmforge.shapes.foundation.lm import new_lm
-from vlmforge.shapes.foundation.loop import run_steps
+from vlmforge.shapes.foundation.loop import Optimiser
 from vlmforge.shapes.foundation.reader import ReaderSpec, teach_reading
 
 
 def test_held_steps_are_extra_steps_at_the_learning_rate_reached():
     weight = torch.nn.Parameter(torch.zeros(()))
-    values, seen = [], []
-
-    def loss_fn(step: int) -> torch.Tensor:
-        seen.append(step)
+    optimiser = Optimiser([weight], steps=8, lr=0.1, weight_decay=0.0, warmup_steps=2, desc="", progress=False)
+    values = []
+    for held in [False] * 4 + [True, True] + [False] * 4:
         values.append(float(weight.detach()))
-        return weight * 1.0  # a constant gradient: each AdamW step moves the weight by the learning rate
-
-    log = run_steps([weight], loss_fn, steps=8, lr=0.1, weight_decay=0.0, warmup_steps=2, desc="", progress=False,
-                    hold=lambda step: step == 4 and seen.count(4) < 2)  # fmt: skip
-    assert len(log.losses) == 10 and seen == [0, 1, 2, 3, 4, 4, 4, 5, 6, 7]
+        # A constant gradient: each AdamW step moves the weight by the learning rate.
+        optimiser.take(weight * 1.0, advance_schedule=not held)
+    log = optimiser.finish()
+    assert len(log.losses) == 10 and optimiser.scheduled == 8
     moves = [a - b for a, b in zip(values, values[1:], strict=False)] + [values[-1] - float(weight.detach())]
-    # The two extra steps move it as far as the step they repeat (the schedule waits); the cosine then goes on.
+    # The two held steps move it as far as the step after them (the schedule waits); the cosine then goes on.
     assert moves[4] == pytest.approx(moves[5]) == pytest.approx(moves[6])
     assert moves[3] > moves[4] > moves[7] > 0
 
@@ -34,10 +32,10 @@ def _teach(reading_world, answers: list[bool], give_up: bool = True, extension: 
     """10 steps, 4 of them the warm-up, extended by up to 6 steps checked every 2; ``answers``: after_warm's."""
     root, world, tok = reading_world
     spec = ReaderSpec(steps=10, batch_size=4, tasks=("color", "shape"), warm_tasks=("color",), warm_fraction=0.4,
-                      box_steps=0, warm_extension=extension, warm_check_every=2)  # fmt: skip
+                      box_steps=0, warm_extension=extension)  # fmt: skip
     asked = iter(answers)
     log = teach_reading(new_lm(tok, TINY_LM, 0), tok, root, world.image_paths, world.regions, TINY_VISION, spec,
-                        progress=False, after_warm=lambda: next(asked), give_up=give_up)  # fmt: skip
+                        progress=False, after_warm=lambda: next(asked), give_up=give_up, check_every=2)  # fmt: skip
     return log, next(asked, None)
 
 

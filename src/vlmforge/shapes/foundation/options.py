@@ -1,9 +1,9 @@
 """Multiple-choice questions for the reader, with their options drawn afresh for every sample.
 
 Answering one takes two lookups: the answer from the objects (what the other questions teach), then the letter of
-the option that names it. The second is an in-context lookup of its own that the tiny LM forms only after about a
-thousand steps spent on it, and only from options that change from sample to sample: from the records as written it
-memorises which letter goes with which question (docs/bunny.md items 24, 32). So each sample here keeps a record's
+the option that names it. The second is an in-context lookup of its own that the tiny LM forms only after many
+steps spent on it, and only from options that change from sample to sample: from the records as written it
+memorises which letter goes with which question. So each sample here keeps a record's
 question and scene, draws three other option texts from those the records offer for the same kind of question, and
 shuffles them; a share of the samples also asks the letter lookup alone ("Which option is green?"), whose answer is
 named in the text, which is what makes the lookup form at all.

@@ -5,7 +5,7 @@ place: the reading phase's own test (``reader``). ``reading_accuracy`` puts a te
 LMs pretrained on the world's text:
 
 LLaVA's stage 2 teaches an LM to answer from image tokens; an LM that cannot answer from a *text* description of
-the same scene starts that stage with nothing to build on (docs/bunny.md). This test puts each held-out scene's
+the same scene starts that stage with nothing to build on. This test puts each held-out scene's
 exact description where the image was, asks the world's question, and scores the greedy answer by exact match
 (case-insensitive) per question type. Only the exact-match types are used (multiple choice and boxes have their
 own scorers in `vlmforge eval`).
@@ -22,14 +22,9 @@ import torch
 from vlmforge.data.chat import IGNORE_INDEX
 from vlmforge.geometry import iou, parse_box
 from vlmforge.models.assemble import IMAGE_TOKEN
+from vlmforge.shapes.foundation.codes import embed_with_vectors, object_codes
 from vlmforge.shapes.foundation.corpus import GroundedQuestion, grounded_questions, read_world
-from vlmforge.shapes.foundation.reader import (
-    ReaderSpec,
-    ReadingSample,
-    embed_with_vectors,
-    object_codes,
-    reading_samples,
-)
+from vlmforge.shapes.foundation.reader import BOX_TASK, ReaderSpec, ReadingSample, reading_samples
 from vlmforge.shapes.foundation.vision import Region, VisionSpec
 
 
@@ -104,11 +99,9 @@ def object_reading_accuracy(
     ``train_regions``), answered greedily (``tasks``: only these). Exact match per type; boxes score Acc@IoU 0.5.
 
     Why: whether the LM learned to read (existence in particular) decides the Bunny lab's accuracy, and the reading
-    loss shows it only roughly (readers that answered existence at chance ended at 0.14-0.19, good ones at
-    0.08-0.11; docs/bunny.md item 25). Measured here in seconds, it is in the manifest of every build."""
+    loss shows it only roughly. Measured here in seconds, it is in the manifest of every build."""
     held_out = read_world(world_dir, split)
-    codes = object_codes(held_out.regions, vision, model.config.hidden_size, seed, spec.word_pairs,
-                         spec.patch_codes, vocabulary=train_regions)  # fmt: skip
+    codes = object_codes(held_out.regions, vision, model.config.hidden_size, seed, vocabulary=train_regions)
     if tasks is None:
         tasks = spec.phase_tasks()
     questions = reading_samples(world_dir, held_out.image_paths, tokenizer, codes.parts.shape[1], tasks, split,
@@ -122,14 +115,14 @@ def object_reading_accuracy(
         prompts = [{"input_ids": s.input_ids[: _answer_start(s)]} for s in batch]
         padded = tokenizer.pad(prompts, padding_side="left", return_tensors="pt")  # left, as at inference
         inputs = embed_with_vectors(embed, padded["input_ids"], image_id, codes.vectors([s.scene for s in batch]))
-        # Room for the longest right answer and its end of turn: a box is ~25 tokens with one token per digit.
+        # Room for the longest right answer and its end of turn: a box takes one token per digit.
         longest = max(len(_answer_ids(s)) for s in batch)
         out = model.generate(inputs_embeds=inputs, attention_mask=padded["attention_mask"],
                              max_new_tokens=longest + 2, do_sample=False, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         for sample, generated in zip(batch, out, strict=True):
             reply = tokenizer.decode(generated, skip_special_tokens=True)
             answer = tokenizer.decode(_answer_ids(sample), skip_special_tokens=True)
-            if sample.task == spec.box_task:
+            if sample.task == BOX_TASK:
                 box, truth = parse_box(reply), parse_box(answer)
                 hits[sample.task] += bool(box and truth and iou(box, truth) >= 0.5)
             else:

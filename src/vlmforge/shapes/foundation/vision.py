@@ -4,9 +4,10 @@ LiT-style: the text side is the real, frozen all-MiniLM-L6-v2; caption embedding
 the image tower learns, with SigLIP's pairwise sigmoid loss (learnable temperature, init log 10, and bias, init
 -10). Where the world gives object boxes, a second, dense sigmoid loss aligns each patch token with the phrase of
 the object in it (fine-grained alignment in the spirit of SPARC / region-text losses): LLaVA reads patch tokens,
-not the pooled embedding, and the pooled loss alone leaves shape weakly encoded in them. The tower is a standard ``CLIPVisionModelWithProjection``: its ``image_embeds`` output is the pooled
-image -> text-space projection (384-d, MiniLM's space), while ``AutoModel.from_pretrained`` gives the plain
-``CLIPVisionModel`` that LLaVA uses for patch features.
+not the pooled embedding, and the pooled loss alone leaves shape weakly encoded in them. The tower is a standard
+``CLIPVisionModelWithProjection``: its ``image_embeds`` output is the pooled image -> text-space projection
+(MiniLM's space), while ``AutoModel.from_pretrained`` gives the plain ``CLIPVisionModel`` that LLaVA uses for patch
+features.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ TEXT_EMBED_DIM = 384  # all-MiniLM-L6-v2
 
 @dataclass
 class VisionSpec:
-    """Size and training budget of the tiny vision tower (defaults: ~25 s of training on 2 CPU cores).
+    """Size and training budget of the tiny vision tower.
 
-    The default patch grid is the world's 3x3 scene grid: 64 // 21 = 3 patches a side, so each patch token sees
-    exactly one grid cell (the convolution skips the last pixel row and column, which is background). Measured on
-    a 3000-image world, this tower learns far faster than 8-px patches (held-out caption recall@1 0.62 vs 0.09
-    after the same compute; linear probes of shape 0.99 vs 0.34) and gives LLaVA 9 image tokens instead of 64.
+    The default patch grid is the world's 3x3 scene grid (64 // 21 = 3 patches a side), so each patch token sees
+    exactly one grid cell (the convolution skips the last pixel row and column, which is background): such a tower
+    learns far faster than one with small patches, and gives LLaVA 9 image tokens instead of 64.
     """
 
     image_size: int = 64
@@ -46,22 +46,14 @@ class VisionSpec:
     mlp_ratio: int = 4
     projection_dim: int = TEXT_EMBED_DIM
     batch_size: int = 128
-    # Measured on the default world (linear probe of the shape of the object in a patch token, layer -2, held-out
-    # images): pooled loss only, 20 epochs 0.60, 60 epochs 0.80; with the dense loss, 40 epochs at 3e-3 0.92.
+    # Enough epochs, with the dense loss, for the patch tokens to say the shape of their object.
     epochs: int = 40
     lr: float = 3e-3
     warmup_steps: int = 20
     weight_decay: float = 0.05
     # Weight of the per-patch (dense) loss, a mean over patch tokens, next to the pooled loss; 0 turns it off.
-    # 1.0 rather than 0.1: the shape probe rose from 0.933 to 0.952 (0.88 to 0.93 in a second pair of towers),
-    # and shape in the patch tokens is what LLaVA's projector reads (docs/bunny.md item 21).
+    # As heavy as the pooled loss, because shape in the patch tokens is what LLaVA's projector reads.
     dense_weight: float = 1.0
-    # Weight of the place loss: a linear head (scaffolding, not saved) reads each patch token's place in the grid
-    # from layer ``place_layer``, the one LLaVA's projector reads. Why: trained on content alone, this tower lets
-    # the place fade (a linear probe read a token's place 0.40 of the time, its column 0.48, chance 0.11 / 0.33),
-    # so no projector can say where an object is; a real ViT's patch tokens keep it. 0 turns it off.
-    place_weight: float = 0.0
-    place_layer: int = -2
 
 
 BACKGROUND = "background"
@@ -80,9 +72,8 @@ def load_text_encoder() -> Any:
 def embed_texts(texts: Sequence[str], text_model: Any, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """L2-normalised sentence embeddings of ``texts`` (any object with SentenceTransformer's ``encode``).
 
-    Batch 32 rather than 256: 12% faster on 2 CPU cores (less padding per batch). fp32, not bf16 autocast: bf16
-    was 1.7x faster here, but towers trained on its embeddings read shape worse (probe 0.88 / 0.93 against 0.93 /
-    0.95 at dense weight 0.1 / 1.0, docs/bunny.md item 21)."""
+    Small batches, because they pad less. fp32, not bf16 autocast: bf16 is faster, but towers trained on its
+    embeddings read shape worse."""
     with torch.no_grad():
         emb = text_model.encode(
             list(texts),
@@ -234,10 +225,8 @@ def train_vision_tower(
     model = CLIPVisionModelWithProjection(vision_config(spec))
     model.train()
     log_t, bias = sigmoid_loss_parameters()
-    # The dense loss has its own temperature and bias: ~73 phrases per patch is a different problem from captions.
+    # The dense loss has its own temperature and bias: matching patches to phrases is a different problem.
     dense_log_t, dense_bias = sigmoid_loss_parameters()
-    patches_per_image = (spec.image_size // spec.patch_size) ** 2
-    place = torch.nn.Linear(spec.hidden_size, patches_per_image) if spec.place_weight > 0 else None
     n, batch = len(images), min(spec.batch_size, len(images))
     # Drop each epoch's ragged tail: every step then sees a full batch of negatives.
     per_epoch = max(1, n // batch)
@@ -249,7 +238,7 @@ def train_vision_tower(
             order[:] = rng.sample(range(n), n)
         idx = order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
         cap = torch.tensor([rng.choice(per_image[i]) for i in idx])
-        out = model(pixel_values=pixels[idx], output_hidden_states=place is not None)
+        out = model(pixel_values=pixels[idx])
         emb = F.normalize(out.image_embeds, dim=-1)
         loss = sigmoid_loss(emb, text_emb[cap], cap[:, None] == cap[None, :], log_t, bias)
         if dense:
@@ -257,14 +246,9 @@ def train_vision_tower(
             labels = targets[idx].flatten()
             positives = labels[:, None] == torch.arange(len(phrases))[None, :]
             loss = loss + spec.dense_weight * sigmoid_loss(patches, phrase_emb, positives, dense_log_t, dense_bias)
-        if place is not None:
-            tokens = out.hidden_states[spec.place_layer][:, 1:]
-            where = torch.arange(tokens.shape[1]).repeat(len(idx))
-            loss = loss + spec.place_weight * F.cross_entropy(place(tokens.flatten(0, 1)), where)
         return loss
 
     params = [*model.parameters(), log_t, bias, *([dense_log_t, dense_bias] if dense else [])]
-    params += [*place.parameters()] if place is not None else []
     log = run_steps(params, loss_fn, steps, spec.lr, spec.weight_decay, spec.warmup_steps, "train vision", progress)
     log.extra = {"temperature": float(log_t.detach().exp()), "bias": float(bias.detach())}
     model.eval()

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="change a value of the foundation models' spec, as `vlmforge foundation --set` does (repeatable), "
-        "e.g. --foundation-set vision.place_weight=1.0; a foundation folder built with other values is rebuilt",
+        "e.g. --foundation-set vision.dense_weight=0.5; a foundation folder built with other values is rebuilt",
     )
     demo.set_defaults(handler=_demo)
 
