@@ -26,9 +26,11 @@ from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
 from vlmforge.models.architectures import get_architecture
 from vlmforge.models.assemble import resolve_model_path
+from vlmforge.provenance import write_inputs
 from vlmforge.train.data import build_training_data
 from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
+from vlmforge.train.reuse import check_stage, clear_stage, stage_inputs
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
 from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
 
@@ -41,19 +43,34 @@ CHECKPOINTING_ARG = next(
 )
 
 
-def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> Path:
-    """Run every stage in order; a finished stage (its ``final/`` exists) is skipped. Returns the last final/."""
+def run_recipe(recipe: Recipe, resume: bool = False, force: bool = False, callbacks: list | None = None) -> Path:
+    """Run every stage in order and return the last final/. A finished stage (its ``final/`` exists) is skipped
+    when it was made from the same settings and inputs; made from others, it stops the run with the differences
+    named (see train/reuse.py). ``force`` trains every stage again."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=launched_on_cpu())
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, out / "recipe.yaml")
     previous = recipe.model.init_from
     final = None
     for name, stage in recipe.stages.items():
-        final = out / name / "final"
-        if (final / "config.json").exists() and not overwrite:
-            print(f"[{name}] already finished: {final}")
+        stage_dir = out / name
+        final = stage_dir / "final"
+        inputs = stage_inputs(recipe, name, stage, previous)
+        if not force:
+            check_stage(stage_dir, name, inputs)
+        if (final / "config.json").exists() and not force:
+            if state.is_main_process:
+                print(f"[{name}] reused (same recipe and inputs): {final}")
         else:
-            run_stage(recipe, name, stage, previous, resume=resume, overwrite=overwrite, callbacks=callbacks)
+            if state.is_main_process:
+                if force:
+                    clear_stage(stage_dir)
+                save_recipe(recipe, out / "recipe.yaml")
+                write_inputs(stage_dir, inputs)
+            state.wait_for_everyone()
+            run_stage(recipe, name, stage, previous, resume=resume, callbacks=callbacks)
         previous = str(final)
     return final
 
@@ -134,7 +151,6 @@ def run_stage(
     stage: StageConfig,
     previous: str | None,
     resume: bool,
-    overwrite: bool,
     callbacks: list | None = None,
 ) -> Path:
     from accelerate import PartialState
@@ -142,8 +158,10 @@ def run_stage(
     started = time.perf_counter()
     stage_dir = Path(recipe.output_dir) / name
     last_checkpoint = get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
-    if last_checkpoint and not (resume or overwrite):
-        raise ConfigError(f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue or --overwrite")
+    if last_checkpoint and not resume:
+        raise ConfigError(
+            f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue, or --force to start over"
+        )
     stage_dir.mkdir(parents=True, exist_ok=True)
     use_cpu = launched_on_cpu()
     state = PartialState(cpu=use_cpu)
