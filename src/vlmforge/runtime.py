@@ -2,7 +2,7 @@
 
 One runtime serves `vlmforge chat`, `vlmforge eval` and `vlmforge serve`. It goes through the Auto classes
 (``AutoModelForImageTextToText`` + ``AutoProcessor``), so any model type registered with them — plain LLaVA, and
-vlmforge's own embedding-input and unified models — takes the same path.
+vlmforge's own embedding-input model — takes the same path.
 """
 
 from __future__ import annotations

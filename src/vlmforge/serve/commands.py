@@ -51,9 +51,10 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vlmforge.serve.app import create_app
+    from vlmforge.serve.engine import served_name
 
     app = create_app(engine, settings, ui=not args.no_ui, batcher=batcher)
-    name = settings.served_model_name or engine.name
+    name = served_name(engine, settings)
     print(f"serving '{name}' on http://{args.host}:{args.port}/v1" + ("" if args.no_ui else " (UI: /ui)"), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
