@@ -114,18 +114,22 @@ def test_train_stops_when_the_starting_model_changed(tmp_path, tiny_data, tiny_p
     assert f'model.language_model: "{lm}" -> "{other_lm}"' in str(err.value)
 
 
-def test_train_cli_names_the_difference_and_force_trains_again(tmp_path, tiny_data, tiny_parts, capsys):  # noqa: F811
+def test_train_cli_names_the_difference_and_force_trains_again(tmp_path, tiny_data, tiny_parts, capfd):  # noqa: F811
     recipe = write_yaml(tmp_path / "r.yaml", finetune_only_recipe(tmp_path / "unused", tiny_data, tiny_parts))
     out = tmp_path / "cli-run"
     assert main(["train", str(recipe), "--out", str(out)]) == 0
     assert (out / "finetune" / "final" / "config.json").exists() and not (tmp_path / "unused").exists()
-    capsys.readouterr()
+    printed = "".join(capfd.readouterr())
+    # one bar and one summary line per stage; no raw Trainer dicts or load reports without --verbose
+    assert "[finetune] 4 steps in" in printed and f"-> {out / 'finetune' / 'final'}" in printed
+    assert "{'loss'" not in printed and "Loading weights" not in printed and "LOAD REPORT" not in printed
     changed = ["train", str(recipe), "--out", str(out), "--set", "stages.finetune.epochs=2"]
     assert main(changed) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "stages.finetune.epochs: 1.0 -> 2.0" in err and "--force" in err and "--out" in err
-    assert main([*changed, "--force"]) == 0
+    assert main([*changed, "--force", "--verbose"]) == 0
     assert json.loads((out / "finetune" / "manifest.json").read_text())["counts"]["steps"] == 8
+    assert "{'loss'" in "".join(capfd.readouterr())  # the Trainer's own output, asked for
 
 
 # --- vlmforge eval ---
@@ -173,7 +177,7 @@ def test_eval_stops_when_the_questions_changed(tmp_path, world):
         evaluate(Oracle(["shapes_color"], world), ["shapes_color"], out, data=world, model=model, progress=False)
 
 
-def test_eval_cli_refuses_another_model_and_force_starts_over(tmp_path, tiny_llava, capsys):
+def test_eval_cli_refuses_another_model_and_force_starts_over(tmp_path, tiny_llava, capfd):
     world = shapes_world(tmp_path / "world")
     other = shutil.copytree(tiny_llava, tmp_path / "runs" / "other" / "finetune" / "final")
     config = json.loads((other / "config.json").read_text())
@@ -182,9 +186,10 @@ def test_eval_cli_refuses_another_model_and_force_starts_over(tmp_path, tiny_lla
     out = tmp_path / "eval"
     args = ["eval", "--tasks", "shapes_color", "--data", f"world={world}", "--out", str(out), "--max-new-tokens", "2"]
     assert main([*args, "--model", str(tiny_llava)]) == 0
-    capsys.readouterr()
+    printed = "".join(capfd.readouterr())
+    assert "[eval] 1 task(s), 2 questions, 0 reused" in printed and "Loading weights" not in printed
     assert main([*args, "--model", str(other)]) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert f"model: the contents of {other} changed" in err and "--force" in err
     assert main([*args, "--model", str(other), "--force"]) == 0
     results = json.loads((out / "results.json").read_text())

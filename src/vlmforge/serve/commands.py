@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vlmforge import console
 from vlmforge.serve import settings as serve_settings
 
 
@@ -56,7 +57,7 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(engine, settings, ui=not args.no_ui, batcher=batcher)
     name = served_name(engine, settings)
     print(f"serving '{name}' on http://{args.host}:{args.port}/v1" + ("" if args.no_ui else " (UI: /ui)"), flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if console.verbose() else "warning")
     return 0
 
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments, set_seed
+from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from vlmforge import console
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
 from vlmforge.models.architectures import get_architecture
@@ -32,7 +33,7 @@ from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.reuse import check_stage, clear_stage, stage_inputs
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
-from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
+from vlmforge.train.trainer import MetricsLogger, StageProgress, VlmTrainer, truncate_logs_to_checkpoint
 
 # transformers 5.2x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; the old name warns
 # on every run, and the new one does not exist before the rename (we support transformers >= 5.0).
@@ -136,6 +137,8 @@ def training_arguments(
         dataloader_num_workers=stage.dataloader_workers,
         remove_unused_columns=False,  # our collator builds exactly the model's inputs
         report_to="none",
+        disable_tqdm=False,  # else quieting transformers' logging turns the bar into printed log dicts
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,  # pinning without a GPU only warns
         ddp_find_unused_parameters=False,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=stage.eval_steps if evaluate else None,
@@ -206,9 +209,15 @@ def run_stage(
         data_order_log=order_log,
         callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
     )
+    if not console.verbose():
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StageProgress(f"[{name}]"))
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = trainer.evaluate() if heldout else {}
     final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
+    if state.is_main_process:
+        print(stage_summary(name, trainer.state.global_step, time.perf_counter() - started, result.metrics,
+                            final_eval, final))  # fmt: skip
 
     if state.is_main_process:
         write_manifest(
@@ -241,6 +250,18 @@ def run_stage(
             outputs={"final": str(final)},
         )
     return final
+
+
+def stage_summary(name: str, steps: int, seconds: float, train: dict, held_out: dict, final: Path) -> str:
+    """The line printed when a stage ends: steps, time, losses, held-out answer accuracy, where the model went."""
+    parts = [f"[{name}] {steps} steps in {seconds:.0f} s"]
+    if "train_loss" in train:
+        parts.append(f"loss {train['train_loss']:.4g}")
+    if "eval_loss" in held_out:
+        parts.append(f"held-out loss {held_out['eval_loss']:.4g}")
+    if "eval_answer_exact_match" in held_out:
+        parts.append(f"held-out answers right {held_out['eval_answer_exact_match']:.3g}")
+    return ", ".join(parts) + f" -> {final}"
 
 
 def export_stage(trainer: VlmTrainer, processor, stage: StageConfig, stage_dir: Path, previous_or_base) -> Path:
