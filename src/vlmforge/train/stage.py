@@ -215,41 +215,44 @@ def run_stage(
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = trainer.evaluate() if heldout else {}
     final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
-    if state.is_main_process:
-        print(stage_summary(name, trainer.state.global_step, time.perf_counter() - started, result.metrics,
-                            final_eval, final))  # fmt: skip
 
     if state.is_main_process:
-        write_manifest(
-            stage_dir,
-            stage=name,
-            recipe=recipe.to_dict(),
-            inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
-            counts={
-                "samples": len(data.dataset),
-                "steps": trainer.state.global_step,
-                "epochs": trainer.state.epoch,
-                "processes": state.num_processes,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "real_tokens_this_process": trainer.real_tokens,
-                **{f"params_{k}": v for k, v in count_parameters(model).items()},
-                **data.stats,
-                **(
-                    {"eval_records": heldout.stats["records"], "eval_rejected": heldout.stats["rejected"]}
-                    if heldout
-                    else {}
-                ),
-            },
-            rejections=data.rejections.as_dict(),
-            metrics={
-                k: v
-                for k, v in {**result.metrics, **final_eval}.items()
-                if isinstance(v, (int, float)) and math.isfinite(v)
-            },
-            wall_seconds=time.perf_counter() - started,
-            outputs={"final": str(final)},
-        )
+        seconds = time.perf_counter() - started
+        print(stage_summary(name, trainer.state.global_step, seconds, result.metrics, final_eval, final))
+        _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
+                              final)  # fmt: skip
     return final
+
+
+def _write_stage_manifest(
+    recipe: Recipe, name: str, stage: StageConfig, trainer: VlmTrainer, data, heldout, metrics: dict, seconds: float,
+    final: Path,
+) -> None:  # fmt: skip
+    write_manifest(
+        Path(recipe.output_dir) / name,
+        stage=name,
+        recipe=recipe.to_dict(),
+        inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
+        counts={
+            "samples": len(data.dataset),
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "processes": trainer.args.world_size,
+            "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+            "real_tokens_this_process": trainer.real_tokens,
+            **{f"params_{k}": v for k, v in count_parameters(trainer.model).items()},
+            **data.stats,
+            **(
+                {"eval_records": heldout.stats["records"], "eval_rejected": heldout.stats["rejected"]}
+                if heldout
+                else {}
+            ),
+        },
+        rejections=data.rejections.as_dict(),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+        wall_seconds=seconds,
+        outputs={"final": str(final)},
+    )
 
 
 def stage_summary(name: str, steps: int, seconds: float, train: dict, held_out: dict, final: Path) -> str:
