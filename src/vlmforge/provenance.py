@@ -107,7 +107,9 @@ def read_inputs(folder: str | Path, name: str = INPUTS_JSON) -> dict[str, Any] |
 def write_inputs(folder: str | Path, inputs: Mapping[str, Any], name: str = INPUTS_JSON) -> Path:
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(normalized(inputs), indent=2), encoding="utf-8")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(normalized(inputs), indent=2), encoding="utf-8")
+    tmp.replace(path)  # other processes of a multi-process run may read it meanwhile: never half a file
     return path
 
 
