@@ -212,12 +212,22 @@ def test_too_large_requests_are_413(server, client, vlm):  # noqa: F811
     assert err.value.status_code == 413 and err.value.body["code"] == "image_too_large"
 
 
-def test_unknown_model_is_404_and_image_generation_is_501(server, client):
+def test_unknown_model_is_404_and_there_is_no_image_generation_endpoint(server, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.APIStatusError) as err:
+    with pytest.raises(openai.NotFoundError):  # no endpoint that could only ever refuse
         client.images.generate(prompt="a red circle")
-    assert err.value.status_code == 501 and "does not generate images" in err.value.message
+
+
+def test_the_served_name_is_the_run_or_the_flag_in_the_api_and_the_ui():
+    from fastapi.testclient import TestClient
+
+    for settings, name in ((ServeSettings(), "fake"), (ServeSettings(served_model_name="bunny-seed0"), "bunny-seed0")):
+        with TestClient(create_app(FakeEngine(), settings, ui=True)) as http:
+            assert [m["id"] for m in http.get("/v1/models").json()["data"]] == [name]
+            body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+            assert http.post("/v1/chat/completions", json=body).json()["model"] == name
+            assert f"Chat with {name}" in http.get("/ui/config").text
 
 
 def test_full_queue_is_503_and_the_server_recovers():

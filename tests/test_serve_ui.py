@@ -50,6 +50,7 @@ def test_upload_ask_and_see_the_answer(vlm, tmp_path):  # noqa: F811
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto(server.url + "/ui/")
+            assert f"Chat with {vlm.name}" in page.locator("#title").inner_text(timeout=20_000)
             page.locator("#image input[type=file]").set_input_files(str(path))
             page.locator("#image img").first.wait_for(timeout=20_000)  # uploaded and previewed
             _set_number(page, "Temperature (0 = greedy)", "0")  # greedy, to compare with the runtime

@@ -12,6 +12,11 @@ import sys
 
 from vlmforge.errors import VlmforgeError
 
+VERBOSE_HELP = (
+    "also show the libraries' own output: transformers' load reports and bars, the Trainer's raw log lines, "
+    "the server's access log (default: progress bars and one-line summaries)"
+)
+
 # Order is the order shown in --help: the pipeline, then the tools around it.
 COMMAND_MODULES = [
     "vlmforge.shapes.world.commands",
@@ -33,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
             "evaluate -> serve. Start with `vlmforge demo --out runs/lab`."
         ),
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for command in subparsers.choices.values():
+        # Accepted after the command too; SUPPRESS keeps a subcommand's default from undoing `vlmforge -v CMD`.
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -45,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from vlmforge.console import configure
+
+    configure(args.verbose)
     try:
         return int(args.handler(args) or 0)
     except VlmforgeError as err:

@@ -17,3 +17,12 @@ class DataError(VlmforgeError):
 
 class ConfigError(VlmforgeError):
     """A bad recipe, flag or model path."""
+
+
+class StaleOutputError(VlmforgeError):
+    """An output folder holds work made from other inputs; reusing it would report the old work as new.
+    ``differences`` lists what changed, one ``key: old -> new`` each."""
+
+    def __init__(self, message: str, differences: list[str] | tuple[str, ...] = ()):
+        self.differences = list(differences)
+        super().__init__(message)

@@ -2,11 +2,12 @@
 
 One runtime serves `vlmforge chat`, `vlmforge eval` and `vlmforge serve`. It goes through the Auto classes
 (``AutoModelForImageTextToText`` + ``AutoProcessor``), so any model type registered with them — plain LLaVA, and
-vlmforge's own embedding-input and unified models — takes the same path.
+vlmforge's own embedding-input model — takes the same path.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from queue import Queue
 from typing import Any
 
 import torch
+import yaml
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
@@ -51,6 +53,25 @@ class Completion:
     finish_reason: str  # "stop" (end of turn / stop string) or "length"
 
 
+def run_name(path: str | Path) -> str:
+    """The name a user knows a model by: its folder's name, except for a stage's output of `vlmforge train`
+    (RUN/STAGE/final, RUN/STAGE/checkpoint-N), which is named after its run: RUN for the recipe's last stage,
+    RUN-STAGE for an earlier one, with -checkpoint-N appended for a checkpoint."""
+    path = Path(path).absolute()
+    if path.name != "final" and not re.fullmatch(r"checkpoint-\d+", path.name):
+        return path.name
+    stage_dir, run_dir = path.parent, path.parent.parent
+    try:
+        stages = list((yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}).get("stages") or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        stages = []
+    if not stages:  # no recipe beside it: a stage's folder holds its manifest, any other folder names the model
+        base = run_dir.name if (stage_dir / "manifest.json").is_file() else stage_dir.name
+    else:
+        base = run_dir.name if stages[-1] == stage_dir.name else f"{run_dir.name}-{stage_dir.name}"
+    return base if path.name == "final" else f"{base}-{path.name}"
+
+
 def _pick_device(device: str | None) -> torch.device:
     if device:
         return torch.device(device)
@@ -65,7 +86,7 @@ class VisionLanguageModel:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"  # generation appends on the right, so prompts align on the right
-        self.name = Path(path).name or type(model).__name__
+        self.name = run_name(path) if path else type(model).__name__
         self._lock = threading.Lock()  # one generate at a time per model; batching happens above this layer
 
     @classmethod

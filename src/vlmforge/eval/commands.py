@@ -46,15 +46,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from vlmforge.eval.tasks import resolve
 
     tasks = resolve([t for t in args.tasks.split(",") if t.strip()])  # fail on a typo before loading the model
-    from vlmforge.runtime import load_generator
+    from vlmforge.runtime import load_generator, run_name
 
     results = evaluate(
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, limit=args.limit, data=parse_data(args.data),
-        model={"name": args.name or args.model.rstrip("/").split("/")[-1], "path": args.model},
+        model={"name": args.name or run_name(args.model), "path": args.model}, force=args.force,
     )  # fmt: skip
     _print_summary(results)
-    print(f"wrote {args.out}/results.json, report.md, samples_<task>.jsonl")
     return 0
 
 
@@ -62,7 +61,7 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
     from vlmforge.eval.suite import load_suite, run_suite
 
     spec = load_suite(args.experiment)
-    runs = run_suite(spec)
+    runs = run_suite(spec, force=args.force)
     for name, results in runs.items():
         print(f"== {name}")
         _print_summary(results)
@@ -87,14 +86,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run greedy generation on each task's questions, score the answers the way the benchmark's "
             "reference scripts do, and write results.json, report.md (+ plot) and samples_<task>.jsonl to --out. "
-            "Rerunning with the same --out resumes: finished predictions are reused. Works under "
+            "Rerunning with the same --out resumes: finished predictions are reused, but only for the same model "
+            "(its folder's files) and task settings, recorded in OUT/inputs.json; another model or other settings "
+            "stop with the difference named (--force starts over, or choose a new --out). Works under "
             "`accelerate launch` (each process takes a share of the questions). List tasks with --list-tasks."
         ),
     )  # fmt: skip
     p.add_argument("--model", help="saved model folder (e.g. the output of `vlmforge train`)")
     p.add_argument("--tasks", help="comma-separated task names or groups, e.g. shapes or mme,pope")
-    p.add_argument("--out", help="output folder (created; reused to resume)")
-    p.add_argument("--name", help="model name shown in reports (default: the model folder's name)")
+    p.add_argument("--out", help="output folder (created; reused to resume the same evaluation)")
+    p.add_argument("--force", action="store_true",
+                   help="delete the predictions and results in --out first and evaluate from scratch")  # fmt: skip
+    p.add_argument("--name", help="model name shown in reports (default: the run's name, e.g. RUN for RUN/STAGE/final)")
     p.add_argument("--batch-size", type=int, default=8, help="questions per generation batch (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's answer length limit")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each task (smoke tests)")
@@ -107,9 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
         "eval-suite", help="evaluate several models on the same tasks and compare them",
         description="Read an experiment YAML (models, tasks, data; see docs/evaluation.md), evaluate every model "
-        "and write one comparison table and plot.",
+        "and write one comparison table and plot. A rerun reuses each model's predictions only if made by the same "
+        "model with the same task settings, as `vlmforge eval` does.",
     )  # fmt: skip
     s.add_argument("experiment", help="experiment YAML file")
+    s.add_argument("--force", action="store_true",
+                   help="evaluate every model from scratch instead of reusing its saved predictions")  # fmt: skip
     s.set_defaults(handler=run_suite_cmd)
 
     t = subparsers.add_parser(

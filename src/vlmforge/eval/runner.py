@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vlmforge.errors import DataError, VlmforgeError
+from vlmforge.eval.reuse import model_identity, prepare_folder, task_settings
 from vlmforge.eval.tasks import resolve
 from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
 from vlmforge.manifest import PACKAGES, package_versions
@@ -64,6 +66,15 @@ def _read_predictions(path: Path, known: Mapping[str, Sample], task: str) -> dic
     return out
 
 
+def _unique(samples: list[Sample], task: Task) -> list[Sample]:
+    seen: set[str] = set()
+    for s in samples:
+        if s.id in seen:
+            raise DataError(s.where or task.name, f"duplicate sample id {s.id!r} in task {task.name}")
+        seen.add(s.id)
+    return samples
+
+
 def _drop_torn_tail(path: Path) -> None:
     """Cut a half-written last line (the run was killed mid-write) so that appended records start on a new line."""
     if not path.exists():
@@ -98,21 +109,23 @@ def _shard() -> tuple[Any, int, int]:
     return state, state.process_index, state.num_processes
 
 
-def run_task(
-    generator: Generator, task: Task, samples: list[Sample], out_dir: Path, *, batch_size: int,
-    max_new_tokens: int, rank: int, world: int, progress: bool,
-) -> int:  # fmt: skip
-    """Generate this rank's missing predictions, appending to its part file. Returns how many were generated."""
-    from tqdm.auto import tqdm
-
+def pending(task: Task, samples: list[Sample], out_dir: Path, rank: int, world: int) -> list[Sample]:
+    """This rank's samples that have no saved prediction yet."""
     known = {s.id: s for s in samples}
     done: dict[str, str] = {}
     for path in sorted(out_dir.glob(f"samples_{task.name}.*jsonl")):
         done.update(_read_predictions(path, known, task.name))
-    todo = [s for i, s in enumerate(samples) if i % world == rank and s.id not in done]
+    return [s for i, s in enumerate(samples) if i % world == rank and s.id not in done]
+
+
+def run_task(
+    generator: Generator, task: Task, todo: list[Sample], out_dir: Path, *, batch_size: int, max_new_tokens: int,
+    rank: int, bar: Any = None,
+) -> int:  # fmt: skip
+    """Generate the predictions of ``todo``, appending to this rank's part file and advancing ``bar`` (a tqdm
+    bar, optional). Returns how many were generated."""
     part = out_dir / f"samples_{task.name}.part{rank}.jsonl"
     _drop_torn_tail(part)
-    bar = tqdm(total=len(todo), desc=task.name, unit="q", disable=not progress)
     with part.open("a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -123,8 +136,8 @@ def run_task(
             for sample, text in zip(batch, outputs, strict=True):
                 fh.write(json.dumps(_record(task, sample, str(text)), ensure_ascii=False) + "\n")
             fh.flush()
-            bar.update(len(batch))
-    bar.close()
+            if bar is not None:
+                bar.update(len(batch))
     return len(todo)
 
 
@@ -154,6 +167,31 @@ def merge_and_score(task: Task, samples: list[Sample], out_dir: Path, data: Mapp
     }  # fmt: skip
 
 
+def _write_results(
+    out: Path, resolved: list[Task], loaded: dict[str, list[Sample]], data: dict[str, str],
+    model: Mapping[str, Any] | None, config: dict[str, Any],
+) -> None:  # fmt: skip
+    """Rank 0: merge and score every task, keep the folder's other tasks, write results.json and report.md."""
+    from vlmforge.eval.report import write_report
+
+    results_file = out / "results.json"
+    previous = json.loads(results_file.read_text()) if results_file.exists() else {}
+    task_results = dict(previous.get("tasks", {}))
+    for task in resolved:
+        task_results[task.name] = merge_and_score(task, loaded[task.name], out, data)
+    results = {
+        "model": dict(model or {}),
+        "tasks": task_results,
+        "config": config,
+        "versions": package_versions(_VERSIONED),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = results_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    tmp.replace(results_file)
+    write_report(results, out)
+
+
 def evaluate(
     generator: Generator,
     tasks: Sequence[str | Task],
@@ -166,57 +204,52 @@ def evaluate(
     model: Mapping[str, Any] | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``generator`` on ``tasks`` (names, groups such as ``shapes``, or Task objects).
 
-    ``data`` maps the tasks' data keys to paths (``--data KEY=PATH``); ``model`` (name, config...) is recorded in
-    results.json; ``max_new_tokens`` overrides each task's own default. ``shard=(rank, world)`` overrides the
+    ``data`` maps the tasks' data keys to paths (``--data KEY=PATH``); ``model`` (name, path, ...) is recorded in
+    results.json; ``max_new_tokens`` overrides each task's own default. Saved predictions in ``out_dir`` are
+    reused only for the same model (``model["path"]``'s files) and task settings (eval/reuse.py); otherwise this
+    stops with a StaleOutputError, and ``force`` deletes them first. ``shard=(rank, world)`` overrides the
     ranks from ``accelerate.PartialState`` (for custom launchers and tests; then no barrier is used, and the
     caller must run rank 0 last). Returns the results dict (the content of results.json) on every rank.
     """
-    from vlmforge.eval.report import write_report
+    from tqdm.auto import tqdm
 
+    started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = dict(data or {})
     state, rank, world = (None, *shard) if shard else _shard()
     barrier = state.wait_for_everyone if state is not None and world > 1 else (lambda: None)
     resolved = resolve(tasks)
-    loaded = {}
+    loaded, settings = {}, {}
     for task in resolved:
-        samples = limit_samples(task.load(data), limit)
-        seen: set[str] = set()
-        for s in samples:
-            if s.id in seen:
-                raise DataError(s.where or task.name, f"duplicate sample id {s.id!r} in task {task.name}")
-            seen.add(s.id)
-        loaded[task.name] = samples
+        everything = task.load(data)
+        loaded[task.name] = _unique(limit_samples(everything, limit), task)
+        settings[task.name] = task_settings(task, everything, data, max_new_tokens or task.max_new_tokens)
+    prepare_folder(out, model_identity(model), settings, force, write=rank == 0)
+    barrier()
+    todo = {task.name: pending(task, loaded[task.name], out, rank, world) for task in resolved}
+    show = progress and rank == 0
+    bar = tqdm(total=sum(map(len, todo.values())), desc="eval", unit="q", disable=not show, dynamic_ncols=True)
+    for task in resolved:
+        bar.set_description(task.name)
         tokens = max_new_tokens or task.max_new_tokens
-        run_task(generator, task, samples, out, batch_size=batch_size, max_new_tokens=tokens, rank=rank,
-                 world=world, progress=progress and rank == 0)  # fmt: skip
+        run_task(generator, task, todo[task.name], out, batch_size=batch_size, max_new_tokens=tokens, rank=rank,
+                 bar=bar)  # fmt: skip
+    bar.close()
     barrier()
     results_file = out / "results.json"
     if rank == 0:
-        previous = json.loads(results_file.read_text()) if results_file.exists() else {}
-        task_results = dict(previous.get("tasks", {}))
-        for task in resolved:
-            task_results[task.name] = merge_and_score(task, loaded[task.name], out, data)
-        results = {
-            "model": dict(model or {}),
-            "tasks": task_results,
-            "config": {
-                "batch_size": batch_size,
-                "max_new_tokens": max_new_tokens,
-                "limit": limit,
-                "world_size": world,
-                "data": data,
-            },  # fmt: skip
-            "versions": package_versions(_VERSIONED),
-            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        tmp = results_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False))
-        tmp.replace(results_file)
-        write_report(results, out)
+        config = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit, "world_size": world,
+                  "data": data}  # fmt: skip
+        _write_results(out, resolved, loaded, data, model, config)
+        if show:
+            total = sum(map(len, loaded.values()))
+            reused = f", {total - sum(map(len, todo.values()))} reused" if world == 1 else ""
+            print(f"[eval] {len(resolved)} task(s), {total} questions{reused}, {time.perf_counter() - started:.0f} s "
+                  f"-> {results_file} (+ report.md, samples_<task>.jsonl)")  # fmt: skip
     barrier()
     return json.loads(results_file.read_text()) if results_file.exists() else {}

@@ -72,9 +72,13 @@ def load_suite(path: str | Path) -> dict[str, Any]:
 
 
 def run_suite(
-    spec: Mapping[str, Any] | str | Path, factory: GeneratorFactory | None = None, progress: bool = True
+    spec: Mapping[str, Any] | str | Path,
+    factory: GeneratorFactory | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate every model of the suite; returns {model name: results} and writes the comparison."""
+    """Evaluate every model of the suite; returns {model name: results} and writes the comparison. ``force``
+    evaluates every model from scratch instead of reusing the predictions saved for it."""
     spec = load_suite(spec) if isinstance(spec, str | Path) else spec
     factory = factory or _default_factory
     out = Path(spec["out"])
@@ -83,7 +87,7 @@ def run_suite(
         results = evaluate(
             factory(m["path"]), spec["tasks"], out / m["name"], batch_size=int(spec.get("batch_size") or 8),
             max_new_tokens=spec.get("max_new_tokens"), limit=spec.get("limit"), data=spec["data"],
-            model={"name": m["name"], "path": m["path"]}, progress=progress,
+            model={"name": m["name"], "path": m["path"]}, progress=progress, force=force,
         )  # fmt: skip
         runs.append((m["name"], results))
     write_comparison(runs, out)

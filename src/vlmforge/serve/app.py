@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import time
 import uuid
@@ -18,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from vlmforge.runtime import Conversation, SamplingParams
 from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
-from vlmforge.serve.engine import ImageEngine, TextEngine
+from vlmforge.serve.engine import TextEngine, served_name
 from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
 from vlmforge.serve.images import load_image
@@ -121,7 +119,7 @@ async def _sse(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
 
 
 def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher) -> FastAPI:
-    model_name = settings.served_model_name or engine.name
+    model_name = served_name(engine, settings)
     started = int(time.time())
 
     @asynccontextmanager
@@ -183,22 +181,9 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
             ),
         )
 
-    @v1.post("/images/generations", responses={501: {"model": p.ErrorResponse}})
-    async def images_generations(req: p.ImageGenerationRequest) -> dict:
-        if not isinstance(engine, ImageEngine):
-            raise APIError(501, f"model '{model_name}' does not generate images", None, "not_implemented")
-        images = await asyncio.to_thread(engine.generate_images, [req.prompt] * (req.n or 1), SamplingParams())
-        return {"created": int(time.time()), "data": [{"b64_json": _png_base64(image)} for image in images]}
-
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)
     return app
-
-
-def _png_base64(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _openapi(app: FastAPI) -> dict:

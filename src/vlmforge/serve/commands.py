@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vlmforge import console
 from vlmforge.serve import settings as serve_settings
 
 
@@ -51,11 +52,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vlmforge.serve.app import create_app
+    from vlmforge.serve.engine import served_name
 
     app = create_app(engine, settings, ui=not args.no_ui, batcher=batcher)
-    name = settings.served_model_name or engine.name
+    name = served_name(engine, settings)
     print(f"serving '{name}' on http://{args.host}:{args.port}/v1" + ("" if args.no_ui else " (UI: /ui)"), flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if console.verbose() else "warning")
     return 0
 
 

@@ -1,9 +1,8 @@
 """What the server needs from a model: the seam that lets other model types be served later.
 
-The batcher and the HTTP layer talk to an engine only through these protocols. ``VisionLanguageModel``
-(LLaVA, and vlmforge's embedding-input and unified models loaded through the Auto classes) is a
-``TextEngine``. A model that can also draw — the unified model — adds ``generate_images`` and the server's
-``/v1/images/generations`` endpoint starts answering instead of returning 501.
+The batcher and the HTTP layer talk to an engine only through this protocol. ``VisionLanguageModel`` (LLaVA, and
+any other model type loaded through the Auto classes, such as vlmforge's embedding-input model) is a
+``TextEngine``.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from PIL import Image
-
 from vlmforge.runtime import Completion, Conversation, SamplingParams
+from vlmforge.serve.settings import ServeSettings
 
 
 @runtime_checkable
@@ -25,9 +23,10 @@ class TextEngine(Protocol):
     def stream(self, conversations: Sequence[Conversation], params: SamplingParams) -> Iterator[list[str]]: ...
 
 
-@runtime_checkable
-class ImageEngine(Protocol):
-    def generate_images(self, prompts: Sequence[str], params: SamplingParams) -> list[Image.Image]: ...
+def served_name(engine: TextEngine, settings: ServeSettings) -> str:
+    """The model id clients use: ``--served-model-name``, else the engine's name (a run's name, see
+    vlmforge.runtime.run_name)."""
+    return settings.served_model_name or engine.name
 
 
 def load_engine(model_dir: str, device: str | None = None, dtype: str | None = None) -> TextEngine:

@@ -15,7 +15,6 @@ _TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
-    501: "not_implemented_error",
     503: "server_overloaded",
 }
 

@@ -56,13 +56,6 @@ class ChatCompletionRequest(_Request):
     n: int | None = Field(1, ge=1, le=1, description="only 1 is supported")
 
 
-class ImageGenerationRequest(_Request):
-    prompt: str = Field(min_length=1)
-    model: str | None = None
-    n: int | None = Field(1, ge=1, le=4)
-    response_format: Literal["b64_json"] | None = "b64_json"
-
-
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

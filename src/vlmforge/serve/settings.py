@@ -11,12 +11,16 @@ from pathlib import Path
 from vlmforge.errors import ConfigError
 
 API_KEY_ENV = "VLMFORGE_API_KEY"
+SERVED_NAME_HELP = (
+    "model id clients send and /v1/models and the web UI show (default: the run's name: RUN for RUN/STAGE/final "
+    "of `vlmforge train`, else the model folder's name)"
+)
 
 
 @dataclass
 class ServeSettings:
     api_key: str | None = None
-    served_model_name: str | None = None  # defaults to the checkpoint folder's name
+    served_model_name: str | None = None  # defaults to the model's run name (vlmforge.runtime.run_name)
     max_batch_size: int = 8
     batch_window_ms: float = 10.0
     max_queue: int = 64  # requests waiting for a batch; more are refused with 503
@@ -43,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"clients must send 'Authorization: Bearer KEY'; required when --host is not loopback "
         f"(default: ${API_KEY_ENV}; prefer the variable, command lines are visible to other users)",
     )
-    parser.add_argument("--served-model-name", help="model id clients use (default: the folder name)")
+    parser.add_argument("--served-model-name", help=SERVED_NAME_HELP)
     parser.add_argument("--device", help="torch device, e.g. cuda or cpu (default: cuda if available)")
     parser.add_argument("--dtype", help="torch dtype, e.g. bfloat16 (default: bfloat16 on GPU, float32 on CPU)")
     parser.add_argument(

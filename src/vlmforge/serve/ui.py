@@ -12,6 +12,7 @@ import gradio as gr
 
 from vlmforge.runtime import Conversation, SamplingParams
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, QueueFull
+from vlmforge.serve.engine import served_name
 from vlmforge.serve.guards import key_matches
 from vlmforge.serve.settings import ServeSettings
 
@@ -39,6 +40,7 @@ def build_ui(
 ) -> gr.Blocks:
     settings = settings or ServeSettings()
     defaults = defaults or UIDefaults()
+    name = served_name(batcher.engine, settings)
 
     async def respond(message: str, turns: list[dict], image, temperature: float, top_p: float, max_tokens: float):
         message = (message or "").strip()
@@ -62,8 +64,11 @@ def build_ui(
                 raise gr.Error("Generation failed; see the server log.")
         yield "", shown, [*turns, dict(answer)]
 
-    with gr.Blocks(title="vlmforge chat") as ui:
-        gr.Markdown("## vlmforge chat\nUpload an image, then ask about it. Changing the image starts a new chat.")
+    with gr.Blocks(title=f"{name} · vlmforge chat") as ui:
+        gr.Markdown(
+            f"## Chat with {name}\nUpload an image, then ask about it. Changing the image starts a new chat.",
+            elem_id="title",
+        )
         turns = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):

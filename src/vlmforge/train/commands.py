@@ -11,7 +11,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a VLM from a YAML recipe (stages: pretrain the projector, then instruction-tune)",
         description=(
             "Run the stages of a recipe in order. Each stage starts from the previous stage's result and writes a "
-            "plain LLaVA checkpoint to OUTPUT_DIR/<stage>/final. Multi-GPU / multi-node: "
+            "plain LLaVA checkpoint to OUTPUT_DIR/<stage>/final. Each stage folder records the resolved recipe and "
+            "its inputs (models, data files) in inputs.json: a rerun skips a finished stage, or resumes an "
+            "interrupted one with --resume, only when they are the same, and otherwise stops and names what "
+            "changed (--force trains again; --out writes elsewhere). Multi-GPU / multi-node: "
             "`accelerate launch [--config_file ...] -m vlmforge.cli train RECIPE`."
         ),
     )
@@ -24,8 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set stages.finetune.learning_rate=1e-4 (repeatable)",
     )
-    train.add_argument("--resume", action="store_true", help="continue each unfinished stage from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="retrain stages even if results exist")
+    train.add_argument("--out", help="output folder (default: the recipe's output_dir; same as --set output_dir=DIR)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each unfinished stage from its last checkpoint (only if made from the same recipe and inputs)",
+    )
+    train.add_argument(
+        "--force",
+        "--overwrite",
+        dest="force",
+        action="store_true",
+        help="train every stage again, deleting the checkpoints and results an earlier run left in the output folder",
+    )
     train.set_defaults(handler=_train)
 
     merge = subparsers.add_parser(
@@ -42,7 +56,10 @@ def _train(args: argparse.Namespace) -> int:
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
 
-    final = run_recipe(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.out:
+        recipe.output_dir = args.out
+    final = run_recipe(recipe, resume=args.resume, force=args.force)
     print(f"final model: {final}")
     return 0
 

@@ -19,18 +19,21 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments, set_seed
+from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from vlmforge import console
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
 from vlmforge.models.architectures import get_architecture
 from vlmforge.models.assemble import resolve_model_path
+from vlmforge.provenance import write_inputs
 from vlmforge.train.data import build_training_data
 from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
+from vlmforge.train.reuse import check_stage, clear_stage, stage_inputs
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
-from vlmforge.train.trainer import MetricsLogger, VlmTrainer, truncate_logs_to_checkpoint
+from vlmforge.train.trainer import MetricsLogger, StageProgress, VlmTrainer, truncate_logs_to_checkpoint
 
 # transformers 5.2x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; the old name warns
 # on every run, and the new one does not exist before the rename (we support transformers >= 5.0).
@@ -41,19 +44,34 @@ CHECKPOINTING_ARG = next(
 )
 
 
-def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> Path:
-    """Run every stage in order; a finished stage (its ``final/`` exists) is skipped. Returns the last final/."""
+def run_recipe(recipe: Recipe, resume: bool = False, force: bool = False, callbacks: list | None = None) -> Path:
+    """Run every stage in order and return the last final/. A finished stage (its ``final/`` exists) is skipped
+    when it was made from the same settings and inputs; made from others, it stops the run with the differences
+    named (see train/reuse.py). ``force`` trains every stage again."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=launched_on_cpu())
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, out / "recipe.yaml")
     previous = recipe.model.init_from
     final = None
     for name, stage in recipe.stages.items():
-        final = out / name / "final"
-        if (final / "config.json").exists() and not overwrite:
-            print(f"[{name}] already finished: {final}")
+        stage_dir = out / name
+        final = stage_dir / "final"
+        inputs = stage_inputs(recipe, name, stage, previous)
+        if not force:
+            check_stage(stage_dir, name, inputs)
+        if (final / "config.json").exists() and not force:
+            if state.is_main_process:
+                print(f"[{name}] reused (same recipe and inputs): {final}")
         else:
-            run_stage(recipe, name, stage, previous, resume=resume, overwrite=overwrite, callbacks=callbacks)
+            if state.is_main_process:
+                if force:
+                    clear_stage(stage_dir)
+                save_recipe(recipe, out / "recipe.yaml")
+                write_inputs(stage_dir, inputs)
+            state.wait_for_everyone()
+            run_stage(recipe, name, stage, previous, resume=resume, callbacks=callbacks)
         previous = str(final)
     return final
 
@@ -119,6 +137,8 @@ def training_arguments(
         dataloader_num_workers=stage.dataloader_workers,
         remove_unused_columns=False,  # our collator builds exactly the model's inputs
         report_to="none",
+        disable_tqdm=False,  # else quieting transformers' logging turns the bar into printed log dicts
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,  # pinning without a GPU only warns
         ddp_find_unused_parameters=False,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=stage.eval_steps if evaluate else None,
@@ -134,7 +154,6 @@ def run_stage(
     stage: StageConfig,
     previous: str | None,
     resume: bool,
-    overwrite: bool,
     callbacks: list | None = None,
 ) -> Path:
     from accelerate import PartialState
@@ -142,8 +161,10 @@ def run_stage(
     started = time.perf_counter()
     stage_dir = Path(recipe.output_dir) / name
     last_checkpoint = get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
-    if last_checkpoint and not (resume or overwrite):
-        raise ConfigError(f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue or --overwrite")
+    if last_checkpoint and not resume:
+        raise ConfigError(
+            f"{stage_dir} has checkpoints from an earlier run; pass --resume to continue, or --force to start over"
+        )
     stage_dir.mkdir(parents=True, exist_ok=True)
     use_cpu = launched_on_cpu()
     state = PartialState(cpu=use_cpu)
@@ -188,41 +209,62 @@ def run_stage(
         data_order_log=order_log,
         callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
     )
+    if not console.verbose():
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StageProgress(f"[{name}]"))
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = trainer.evaluate() if heldout else {}
     final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
 
     if state.is_main_process:
-        write_manifest(
-            stage_dir,
-            stage=name,
-            recipe=recipe.to_dict(),
-            inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
-            counts={
-                "samples": len(data.dataset),
-                "steps": trainer.state.global_step,
-                "epochs": trainer.state.epoch,
-                "processes": state.num_processes,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "real_tokens_this_process": trainer.real_tokens,
-                **{f"params_{k}": v for k, v in count_parameters(model).items()},
-                **data.stats,
-                **(
-                    {"eval_records": heldout.stats["records"], "eval_rejected": heldout.stats["rejected"]}
-                    if heldout
-                    else {}
-                ),
-            },
-            rejections=data.rejections.as_dict(),
-            metrics={
-                k: v
-                for k, v in {**result.metrics, **final_eval}.items()
-                if isinstance(v, (int, float)) and math.isfinite(v)
-            },
-            wall_seconds=time.perf_counter() - started,
-            outputs={"final": str(final)},
-        )
+        seconds = time.perf_counter() - started
+        print(stage_summary(name, trainer.state.global_step, seconds, result.metrics, final_eval, final))
+        _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
+                              final)  # fmt: skip
     return final
+
+
+def _write_stage_manifest(
+    recipe: Recipe, name: str, stage: StageConfig, trainer: VlmTrainer, data, heldout, metrics: dict, seconds: float,
+    final: Path,
+) -> None:  # fmt: skip
+    write_manifest(
+        Path(recipe.output_dir) / name,
+        stage=name,
+        recipe=recipe.to_dict(),
+        inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
+        counts={
+            "samples": len(data.dataset),
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "processes": trainer.args.world_size,
+            "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+            "real_tokens_this_process": trainer.real_tokens,
+            **{f"params_{k}": v for k, v in count_parameters(trainer.model).items()},
+            **data.stats,
+            **(
+                {"eval_records": heldout.stats["records"], "eval_rejected": heldout.stats["rejected"]}
+                if heldout
+                else {}
+            ),
+        },
+        rejections=data.rejections.as_dict(),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
+        wall_seconds=seconds,
+        outputs={"final": str(final)},
+    )
+
+
+def stage_summary(name: str, steps: int, seconds: float, train: dict, held_out: dict, final: Path) -> str:
+    """The line printed when a stage ends: steps, time, losses, held-out answer accuracy, where the model went."""
+    parts = [f"[{name}] {steps} steps in {seconds:.0f} s"]
+    if "train_loss" in train:
+        parts.append(f"loss {train['train_loss']:.4g}")
+    if "eval_loss" in held_out:
+        parts.append(f"held-out loss {held_out['eval_loss']:.4g}")
+    if "eval_answer_exact_match" in held_out:
+        parts.append(f"held-out answers right {held_out['eval_answer_exact_match']:.3g}")
+    return ", ".join(parts) + f" -> {final}"
 
 
 def export_stage(trainer: VlmTrainer, processor, stage: StageConfig, stage_dir: Path, previous_or_base) -> Path:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
+from tqdm.auto import tqdm
+from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from vlmforge.train import checkpoint_state
 from vlmforge.train.recipe import StageConfig
@@ -119,6 +120,27 @@ class MetricsLogger(TrainerCallback):
         record.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in logs.items()})
         with self.path.open("a") as out:
             out.write(json.dumps(record) + "\n")
+
+
+class StageProgress(ProgressCallback):
+    """One bar per training stage, showing the latest loss, in place of the Trainer's default progress output:
+    a printed dict per log event and a second bar for every held-out evaluation (metrics.jsonl keeps both)."""
+
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, desc=self.desc, unit="step", dynamic_ncols=True)
+        self.current_step = 0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
 
 
 def truncate_logs_to_checkpoint(stage_dir: Path, resume_step: int) -> None:

@@ -9,39 +9,49 @@ A folder made before the lab recorded its inputs has no record and is reused as 
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from vlmforge.errors import StaleOutputError
+from vlmforge.provenance import files_digest, recorded_differences, write_inputs
 
 INPUTS_JSON = "lab_inputs.json"
+T = TypeVar("T")
+
+
+def _move_aside(out: Path, folder: Path, why: str) -> Path:
+    aside = Path(out) / "stale" / f"{folder.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    folder.rename(aside)
+    print(f"lab: {folder} was made from other inputs ({why}); moved to {aside}, and made again")
+    return aside
 
 
 def set_aside_if_stale(out: Path, folder: Path, inputs: dict[str, Any]) -> Path | None:
     """Move ``folder`` to ``out/stale/`` when it records other ``inputs``; then record these in it. Returns where
     the stale folder went (None when nothing was stale)."""
-    inputs = json.loads(json.dumps(inputs))  # as it will read back (tuples become lists)
-    record = folder / INPUTS_JSON
-    aside = None
-    if record.is_file() and json.loads(record.read_text(encoding="utf-8")) != inputs:
-        aside = Path(out) / "stale" / f"{folder.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        folder.rename(aside)
-        print(f"lab: {folder} was made from other inputs (foundation models, recipe settings or weights); "
-              f"moved to {aside}, and made again")  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(inputs, indent=2), encoding="utf-8")
+    changed = recorded_differences(folder, inputs, INPUTS_JSON) if folder.is_dir() else []
+    aside = _move_aside(out, folder, "; ".join(changed)) if changed else None
+    write_inputs(folder, inputs, INPUTS_JSON)
     return aside
+
+
+def run_fresh(out: Path, folder: Path, inputs: dict[str, Any], work: Callable[[], T]) -> T:
+    """``work()`` (training or evaluating into ``folder``) on fresh ground: a folder made from other ``inputs`` is
+    set aside first, and so is one that ``work`` itself finds made from other inputs (its StaleOutputError names
+    models or data the lab's record does not hold); then ``work`` runs again in an empty folder."""
+    set_aside_if_stale(out, folder, inputs)
+    try:
+        return work()
+    except StaleOutputError as err:
+        _move_aside(out, folder, "; ".join(err.differences) or str(err))
+        write_inputs(folder, inputs, INPUTS_JSON)
+        return work()
 
 
 def weights_digest(model_dir: Path) -> str:
     """SHA-256 over a model folder's safetensors files (names and bytes): which weights an evaluation saw. The
     lab's models are a few MB, so this takes milliseconds."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).rglob("*.safetensors")):
-        digest.update(str(path.relative_to(model_dir)).encode())
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_digest(model_dir, "*.safetensors")

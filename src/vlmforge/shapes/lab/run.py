@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vlmforge.shapes.lab.freshness import set_aside_if_stale, weights_digest
+from vlmforge.shapes.lab.freshness import run_fresh, weights_digest
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
 LAB_TASKS = (
@@ -185,8 +185,7 @@ def train_and_evaluate(
     recipe = load_recipe(recipe_file, settings, variables=variables)
     foundation = read_manifest(Path(variables["foundation"])) or {}
     inputs = {"foundation_build": foundation.get("build_id"), "recipe": str(recipe_file), "settings": settings}
-    set_aside_if_stale(Path(config.out), run_dir, inputs)
-    final = run_recipe(recipe, resume=True)
+    final = run_fresh(Path(config.out), run_dir, inputs, lambda: run_recipe(recipe, resume=True))
     if before_eval is not None:
         before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
@@ -204,14 +203,14 @@ def evaluate_on_test(
 
     tick = time.perf_counter()
     eval_dir = Path(config.out) / "eval" / label
-    set_aside_if_stale(Path(config.out), eval_dir, {"model": str(model_dir), "weights": weights_digest(model_dir)})
+    inputs = {"model": str(model_dir), "weights": weights_digest(model_dir)}
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
-    results = evaluate(
+    results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
         generator, LAB_TASKS, eval_dir, batch_size=config.eval_batch_size,
         max_new_tokens=config.eval_max_new_tokens,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
-    )  # fmt: skip
+    ))  # fmt: skip
     return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - tick, "tasks": results["tasks"]}  # fmt: skip
 
