@@ -19,18 +19,13 @@ from transformers import (
 from vlmforge.cli import main
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN, AssemblySpec, assemble_llava
-from vlmforge.shapes.foundation import (
-    FoundationSpec,
-    LMSpec,
-    VisionSpec,
-    build_foundation,
-    pretrain_lm,
-    read_manifest,
-    train_tokenizer,
-)
+from vlmforge.models.tokenizer import train_tokenizer
+from vlmforge.shapes.foundation.build import FoundationSpec, build_foundation, read_manifest
 from vlmforge.shapes.foundation.corpus import grounded_questions, read_world
+from vlmforge.shapes.foundation.lm import LMSpec, pretrain_lm
 from vlmforge.shapes.foundation.reader import ReaderSpec
 from vlmforge.shapes.foundation.reading import score_reading
+from vlmforge.shapes.foundation.vision import VisionSpec
 
 COLORS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220)}
 CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]

@@ -12,8 +12,9 @@ import pytest
 from test_foundation import TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.shapes.foundation import pretrain_lm, train_tokenizer
+from vlmforge.models.tokenizer import train_tokenizer
 from vlmforge.shapes.foundation.corpus import lm_texts, read_world, scene_lookup, tokenizer_texts
+from vlmforge.shapes.foundation.lm import pretrain_lm
 from vlmforge.shapes.foundation.options import OptionSampler, option_questions, parse_option_question
 from vlmforge.shapes.foundation.reader import ReaderSpec, teach_reading
 

@@ -14,10 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from test_foundation import BUILD_SPEC, TINY_LM, TINY_VISION, write_world
 from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
-from vlmforge.shapes.foundation import pretrain_lm, train_tokenizer
+from vlmforge.models.tokenizer import train_tokenizer
 from vlmforge.shapes.foundation.codes import embed_with_vectors, object_codes
 from vlmforge.shapes.foundation.corpus import lm_texts, read_world, tokenizer_texts
-from vlmforge.shapes.foundation.lm import new_lm
+from vlmforge.shapes.foundation.lm import new_lm, pretrain_lm
 from vlmforge.shapes.foundation.reader import ReaderSpec, reading_samples, teach_reading
 from vlmforge.shapes.foundation.reading import object_reading_accuracy
 
@@ -169,7 +169,7 @@ def test_teach_reading_makes_the_lm_answer_from_the_object_vectors(reading_world
 
 
 def test_a_build_records_the_reading_phase(tmp_path):
-    from vlmforge.shapes.foundation import build_foundation, read_manifest
+    from vlmforge.shapes.foundation.build import build_foundation, read_manifest
 
     assert BUILD_SPEC.reader.steps > 0
     root = write_world(tmp_path / "w", n=16)
@@ -186,7 +186,7 @@ def test_a_build_records_the_reading_phase(tmp_path):
 def _build_with_marks(tmp_path, marks: dict, lm_steps: int = 0, warm_tasks=("color", "shape"), warm_marks=None):
     """A tiny build with these pass marks (1.01: one no start can meet), 2 starts and 4 warm-up steps of 10, which a
     start that misses its warm-up marks extends by 4."""
-    from vlmforge.shapes.foundation import build_foundation, read_manifest
+    from vlmforge.shapes.foundation.build import build_foundation, read_manifest
 
     root = write_world(tmp_path / "w", n=16)
     reader_spec = replace(BUILD_SPEC.reader, steps=10, attempts=2, pass_marks=marks, warm_tasks=warm_tasks,

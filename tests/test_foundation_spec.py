@@ -8,8 +8,7 @@ import pytest
 
 from vlmforge.cli import main
 from vlmforge.errors import ConfigError
-from vlmforge.shapes.foundation import FoundationSpec, foundation_spec
-from vlmforge.shapes.foundation.build import cli_settings
+from vlmforge.shapes.foundation.build import FoundationSpec, cli_settings, foundation_spec
 
 
 def test_overrides_reach_nested_specs_and_take_the_defaults_kind():

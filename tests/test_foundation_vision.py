@@ -8,7 +8,6 @@ import torch
 from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProjection
 
 from test_foundation import CELLS, TINY_VISION, scenes
-from vlmforge.shapes.foundation import train_vision_tower
 from vlmforge.shapes.foundation.vision import (
     BACKGROUND,
     VisionSpec,
@@ -17,6 +16,7 @@ from vlmforge.shapes.foundation.vision import (
     patch_embeddings,
     patch_targets,
     sigmoid_loss,
+    train_vision_tower,
 )
 
 

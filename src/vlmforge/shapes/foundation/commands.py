@@ -73,8 +73,7 @@ def run_foundation(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vlmforge.errors import ConfigError
-    from vlmforge.shapes.foundation import build_foundation, foundation_spec, read_manifest
-    from vlmforge.shapes.foundation.build import cli_settings
+    from vlmforge.shapes.foundation.build import build_foundation, cli_settings, foundation_spec, read_manifest
 
     spec = foundation_spec(cli_settings(args.settings, "--set"))
     bounds = (
