@@ -131,3 +131,11 @@ def test_a_world_without_paraphrased_records_is_a_clear_error(tmp_path):
     (tmp_path / "test" / "instruct.jsonl").write_text("")
     with pytest.raises(DataError, match="paraphrased.jsonl"):
         get_task("shapes_paraphrased_color").load({"world": str(tmp_path)})
+
+
+def test_ui_examples_are_phrasings_the_lab_trains_on():
+    from vlmforge.serve.ui import EXAMPLE_QUESTIONS
+
+    frames = [frame_pattern(f) for fs in TRAIN.values() for f in fs]
+    for question in EXAMPLE_QUESTIONS:
+        assert any(p.match(question) for p in frames), question
