@@ -9,7 +9,7 @@ import pytest
 from test_lab_unicorn import TINY_TRAINING, tiny_foundation_overrides
 from vlmforge.cli import main
 from vlmforge.shapes.lab.blind import question_only_baseline
-from vlmforge.shapes.lab.run import LAB_TASKS, LabConfig, run_lab, summarize
+from vlmforge.shapes.lab.run import LAB_TASKS, PARAPHRASED_TASKS, LabConfig, run_lab, summarize
 
 
 def _config(out):
@@ -42,8 +42,16 @@ def test_lab_writes_results_report_and_plot(lab):
     assert summary["exist"]["chance"] == 0.5 and summary["mc"]["chance"] == 0.25**4  # circular
     assert summary["count"]["question_only"] == on_disk["question_only_baseline"]["count"]
     assert summary["mc"]["question_only"] is None  # scored circularly: no exact-match baseline
+    paraphrased = on_disk["recipes"]["bunny"]["paraphrased"]  # held-out phrasings, rows of their own
+    assert (
+        set(paraphrased) == {t.removeprefix("shapes_paraphrased_") for t in PARAPHRASED_TASKS}
+        and "rec" not in paraphrased
+    )
+    assert all(len(e["per_seed"]) == 2 and e["n"] > 0 for e in paraphrased.values())
+    assert paraphrased["exist"]["chance"] == 0.5
     report = (out / "report.md").read_text()
     assert "| color |" in report and "accuracy.png" in report and "| question only |" in report
+    assert "| paraphrased color |" in report and "| paraphrased exist |" in report
     reading = results["foundation"]["reading_test"]  # the foundation's held-out reading test, carried over
     assert reading and all(0.0 <= v <= 1.0 for v in reading.values())
     assert f"color {reading['color']:.3f}" in report
@@ -52,6 +60,8 @@ def test_lab_writes_results_report_and_plot(lab):
     # every evaluated sample is a held-out test image
     samples = (out / "eval" / "bunny-seed1" / "samples_shapes_count.jsonl").read_text().splitlines()
     assert samples and all(json.loads(s)["id"].startswith("test-") for s in samples)
+    samples = (out / "eval" / "bunny-seed1" / "samples_shapes_paraphrased_count.jsonl").read_text().splitlines()
+    assert samples and all(json.loads(s)["id"].startswith("test-") and "-p" in json.loads(s)["id"] for s in samples)
 
 
 def test_rerun_reuses_world_foundation_and_finished_stages(lab):

@@ -1,8 +1,8 @@
 """`vlmforge chat`: ask a checkpoint about an image, once or in a streaming REPL — locally or via a server.
 
-vlmforge chat --model DIR --image cat.png "What is in the picture?"
-vlmforge chat --model DIR --image cat.png           # REPL: /image PATH, /reset, Ctrl-D quits
-vlmforge chat --server http://127.0.0.1:8000 --image cat.png "What is in the picture?"
+vlmforge chat --model DIR --image shapes.png "What color is the circle?"
+vlmforge chat --model DIR --image shapes.png        # REPL: /image PATH, /reset, Ctrl-D quits
+vlmforge chat --server http://127.0.0.1:8000 --image shapes.png "How many shapes are there?"
 """
 
 from __future__ import annotations

@@ -16,6 +16,16 @@ from vlmforge.serve.engine import served_name
 from vlmforge.serve.guards import key_matches
 from vlmforge.serve.settings import ServeSettings
 
+# Plain-English questions of the kinds the shapes lab's models are trained on (world/phrasings.py), so that
+# clicking one on a shapes-world image gets an answer rather than noise.
+EXAMPLE_QUESTIONS = (
+    "What color is the circle?",
+    "What shape is the red object?",
+    "How many shapes are there?",
+    "Is there a blue square in the picture?",
+    "Where is the green star?",
+)
+
 
 @dataclass
 class UIDefaults:
@@ -100,6 +110,7 @@ def build_ui(
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear chat", elem_id="clear")
+                gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
         inputs = [question, turns, image, temperature, top_p, max_tokens]
         outputs = [question, chatbot, turns]
         send.click(respond, inputs, outputs)

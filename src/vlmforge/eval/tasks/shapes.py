@@ -2,7 +2,8 @@
 
 Records carry ``task`` (color|shape|count|position|exist|mc|rec), ``answer``, ``choices`` (mc: the option texts,
 answer is a letter) and ``boxes`` (rec: normalised [x1, y1, x2, y2]). Images are relative to WORLD.
-Pass ``--data world=WORLD`` (and optionally ``world_split=test``, the default).
+Pass ``--data world=WORLD`` (and optionally ``world_split=test``, the default). The ``shapes_paraphrased_*`` tasks
+read WORLD/{split}/paraphrased.jsonl instead: the same test questions asked in phrasings no training record uses.
 """
 
 from __future__ import annotations
@@ -26,17 +27,22 @@ _VOCAB_NAMES = {"color": ("colors", "colours", "color_names"), "shape": ("shapes
 _OPTION_LINE = re.compile(r"^\s*\(?[A-J][.):]\s")
 
 
-def _instruct_file(data: Mapping[str, str], task: str) -> tuple[Path, Path]:
-    """(instruct.jsonl, WORLD root). ``world`` may be the world folder, a split folder or the JSONL itself."""
+def _instruct_file(data: Mapping[str, str], task: str, name: str = "instruct") -> tuple[Path, Path]:
+    """(NAME.jsonl, WORLD root). ``world`` may be the world folder, a split folder or a JSONL file of the split
+    (then NAME.jsonl is looked for beside it)."""
     path = data_path(data, "world", task)
     split = data.get("world_split", "test")
+    file = f"{name}.jsonl"
     if path.is_file():
-        return path, path.parent.parent
-    if (path / split / "instruct.jsonl").is_file():
-        return path / split / "instruct.jsonl", path
-    if (path / "instruct.jsonl").is_file():
-        return path / "instruct.jsonl", path.parent
-    raise DataError(str(path), f"no {split}/instruct.jsonl in the shapes world folder", "missing_file")
+        if path.name == file or name == "instruct":
+            return path, path.parent.parent
+        path = path.parent
+    if (path / split / file).is_file():
+        return path / split / file, path
+    if (path / file).is_file():
+        return path / file, path.parent
+    hint = " (a world built before held-out phrasings existed: rebuild it)" if name != "instruct" else ""
+    raise DataError(str(path), f"no {split}/{file} in the shapes world folder{hint}", "missing_file")
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,8 +96,10 @@ def _mc(record: dict, question: str, images: list[str], where: str) -> list[Samp
                       meta={"type": record.get("subtask") or "mc"})  # fmt: skip
 
 
-def load_shapes(kind: str, data: Mapping[str, str]) -> list[Sample]:
-    file, root = _instruct_file(data, f"shapes_{kind}")
+def load_shapes(kind: str, data: Mapping[str, str], records: str = "instruct") -> list[Sample]:
+    """The ``kind`` questions of the world's ``records`` file (instruct, or paraphrased) as samples."""
+    prefix = "shapes_" if records == "instruct" else f"shapes_{records}_"
+    file, root = _instruct_file(data, f"{prefix}{kind}", records)
     out: list[Sample] = []
     for where, record in _records(str(file), file.stat().st_mtime):
         if record.get("task") != kind:
@@ -168,25 +176,31 @@ def _mc_chance(data: Mapping[str, str]) -> float | None:
     return circular_chance(world_chance("mc", data))
 
 
-def _task(kind: str, description: str, parse, judge, score, primary: str = "accuracy", tokens: int = 16) -> Task:
+def _task(kind: str, description: str, parse, judge, score, primary: str = "accuracy", tokens: int = 16,
+          records: str = "instruct") -> Task:  # fmt: skip
+    name = f"shapes_{kind}" if records == "instruct" else f"shapes_{records}_{kind}"
     return Task(
-        name=f"shapes_{kind}", description=description, data_keys=("world", "world_split"),
-        load=functools.partial(load_shapes, kind), parse=parse, judge=judge, score=score, primary=primary,
+        name=name, description=description, data_keys=("world", "world_split"),
+        load=functools.partial(load_shapes, kind, records=records), parse=parse, judge=judge, score=score,
+        primary=primary,
         chance=DEFAULT_CHANCE.get(kind), max_new_tokens=tokens,
         chance_from_data=_mc_chance if kind == "mc" else functools.partial(world_chance, kind),
     )  # fmt: skip
 
 
-for _kind, _what in (
-    ("color", "colour of an object"), ("shape", "shape of an object"), ("count", "number of objects"),
-    ("position", "where an object is (3x3 grid)"),
-):  # fmt: skip
-    register(_task(_kind, f"Shapes world: {_what}; exact match after VQA normalisation.",
-                   sc.parse_vqa, sc.judge_normalized, sc.normalized_match_scores))  # fmt: skip
-register(_task("exist", "Shapes world: is there a ...? yes/no, POPE metrics.",
-               sc.parse_pope, sc.judge_yes_no, sc.pope_scores))  # fmt: skip
+for _file, _how in (("instruct", ""), ("paraphrased", " Asked in held-out phrasings.")):
+    for _kind, _what in (
+        ("color", "colour of an object"), ("shape", "shape of an object"), ("count", "number of objects"),
+        ("position", "where an object is (3x3 grid)"),
+    ):  # fmt: skip
+        register(_task(_kind, f"Shapes world: {_what}; exact match after VQA normalisation.{_how}",
+                       sc.parse_vqa, sc.judge_normalized, sc.normalized_match_scores, records=_file))  # fmt: skip
+    register(_task("exist", f"Shapes world: is there a ...? yes/no, POPE metrics.{_how}",
+                   sc.parse_pope, sc.judge_yes_no, sc.pope_scores, records=_file))  # fmt: skip
 register(_task("mc", "Shapes world: multiple choice, circular evaluation over option rotations.",
                sc.parse_option, sc.judge_equal, sc.multiple_choice_scores, tokens=8))  # fmt: skip
 register(_task("rec", "Shapes world: box of the referred object, Acc@0.5 (IoU >= 0.5).",
                sc.parse_rec, sc.judge_rec, sc.rec_scores, primary="acc@0.5", tokens=32))  # fmt: skip
 register_group("shapes", [f"shapes_{k}" for k in ("color", "shape", "count", "position", "exist", "mc", "rec")])
+PARAPHRASED_KINDS = ("color", "shape", "count", "position", "exist")
+register_group("shapes_paraphrased", [f"shapes_paraphrased_{k}" for k in PARAPHRASED_KINDS])

@@ -15,6 +15,24 @@ def _number(value: float | None) -> str:
     return f"{value:.3f}" if value is not None else "n/a"
 
 
+def _paraphrased_lines(recipe: dict[str, Any]) -> list[str]:
+    """The paraphrased rows: the same test questions in held-out phrasings, next to the canonical template's."""
+    paraphrased = recipe.get("paraphrased") or {}
+    if not paraphrased:
+        return []
+    lines = ["", "Paraphrased: the same held-out test questions asked in phrasings that no training record uses.", "",
+             "| question type | templated | paraphrased | paraphrased / templated | questions per seed | per seed |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for task, entry in paraphrased.items():
+        templated = recipe["summary"].get(task)
+        base = templated["mean"] if templated else None
+        ratio = _number(entry["mean"] / base) if base else "n/a"
+        seeds = ", ".join(f"{v:.3f}" for v in entry["per_seed"])
+        shown = _cell(templated) if templated else "n/a"
+        lines.append(f"| paraphrased {task} | {shown} | {_cell(entry)} | {ratio} | {entry['n']} | {seeds} |")
+    return lines
+
+
 def write_lab_report(results: dict[str, Any], out: Path) -> Path:
     lines = ["# vlmforge shapes lab", ""]
     lines.append(
@@ -36,6 +54,7 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
             chance, blind = (_number(entry.get(key)) for key in ("chance", "question_only"))
             seeds = ", ".join(f"{v:.3f}" for v in entry["per_seed"])
             lines.append(f"| {task} | {_cell(entry)} | {chance} | {blind} | {entry['n']} | {seeds} |")
+        lines += _paraphrased_lines(recipe)
         train = [run["train_seconds"] for run in recipe["runs"]]
         seconds = ", ".join(f"{t:.0f} s" for t in train)
         lines += ["", f"Training wall time per seed (as recorded when each stage ran): {seconds}.", ""]

@@ -29,6 +29,8 @@ LAB_TASKS = (
     "shapes_mc",
     "shapes_rec",
 )
+# The same test questions in phrasings no training record uses (world/phrasings.py): reported as their own rows.
+PARAPHRASED_TASKS = tuple(f"shapes_paraphrased_{t}" for t in ("color", "shape", "count", "position", "exist"))
 RECIPES = {"bunny": "shapes-bunny.yaml"}
 RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
 
@@ -113,7 +115,8 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         runs = [
             train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds
         ]
-        per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind)}
+        per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind),
+                            "paraphrased": summarize(runs, key="paraphrased")}  # fmt: skip
     unicorn = None
     if any(name in UNICORN_RECIPES for name in config.recipes):
         from vlmforge.shapes.lab.unicorn import run_unicorn
@@ -206,13 +209,15 @@ def evaluate_on_test(
     inputs = {"model": str(model_dir), "weights": weights_digest(model_dir)}
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
-        generator, LAB_TASKS, eval_dir, batch_size=config.eval_batch_size,
+        generator, (*LAB_TASKS, *PARAPHRASED_TASKS), eval_dir, batch_size=config.eval_batch_size,
         max_new_tokens=config.eval_max_new_tokens,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
     ))  # fmt: skip
+    tasks = {name: results["tasks"][name] for name in LAB_TASKS}
+    paraphrased = {name: results["tasks"][name] for name in PARAPHRASED_TASKS}
     return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - tick, "tasks": results["tasks"]}  # fmt: skip
+            "eval_seconds": time.perf_counter() - tick, "tasks": tasks, "paraphrased": paraphrased}  # fmt: skip
 
 
 def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:
@@ -222,21 +227,26 @@ def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:
     return float(headline["value"]), int(headline.get("n") or task_result.get("n_questions") or 0)
 
 
-def summarize(runs: list[dict[str, Any]], question_only: dict[str, float] | None = None) -> dict[str, Any]:
+def summarize(
+    runs: list[dict[str, Any]], question_only: dict[str, float] | None = None, key: str = "tasks"
+) -> dict[str, Any]:
     """Per question type: mean accuracy over seeds, its standard error, chance level, the question-only baseline
-    (``question_only``, see :mod:`vlmforge.shapes.lab.blind`; None where a type has none), questions per seed."""
+    (``question_only``, see :mod:`vlmforge.shapes.lab.blind`; None where a type has none), questions per seed. ``key``
+    picks the runs' results: "tasks" (the canonical test questions) or "paraphrased" (held-out phrasings)."""
     summary = {}
-    for task in runs[0]["tasks"]:
-        values = [task_accuracy(run["tasks"][task])[0] for run in runs]
+    if not all(key in run for run in runs):
+        return summary  # runs evaluated without that key's tasks have no such rows
+    for task in runs[0][key]:
+        values = [task_accuracy(run[key][task])[0] for run in runs]
         mean = sum(values) / len(values)
         se = (
             math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
             if len(values) > 1
             else None
         )
-        summary[task.removeprefix("shapes_")] = {
-            "mean": mean, "se": se, "per_seed": values, "chance": runs[0]["tasks"][task].get("chance"),
-            "n": task_accuracy(runs[0]["tasks"][task])[1],
-            "question_only": (question_only or {}).get(task.removeprefix("shapes_")),
+        kind = task.removeprefix("shapes_").removeprefix("paraphrased_")
+        summary[kind] = {
+            "mean": mean, "se": se, "per_seed": values, "chance": runs[0][key][task].get("chance"),
+            "n": task_accuracy(runs[0][key][task])[1], "question_only": (question_only or {}).get(kind),
         }  # fmt: skip
     return summary

@@ -5,6 +5,7 @@ Layout (image paths in records are relative to the world folder, the LLaVA conve
     WORLD/world.json
     WORLD/images/{split}/{scene_id}.png
     WORLD/{split}/scenes|captions|instruct|conversations.{jsonl|parquet}
+    WORLD/test/paraphrased.{jsonl|parquet}   (the test questions in held-out phrasings)
 
 world.json is written last and doubles as the "finished" marker: a rebuild with the same config is a no-op, an
 interrupted build is simply redone.
@@ -29,12 +30,14 @@ from vlmforge.errors import ConfigError
 from vlmforge.geometry import normalise_box
 from vlmforge.shapes.world.config import SPLITS, TASKS, WORLD_VERSION, WorldConfig, chance_level
 from vlmforge.shapes.world.describe import detailed_caption, short_caption
-from vlmforge.shapes.world.questions import Question, questions_for
+from vlmforge.shapes.world.questions import Question, held_out_questions, questions_for, rephrase_for_training
 from vlmforge.shapes.world.render import render_scene
 from vlmforge.shapes.world.scene import Scene, position_of, sample_scenes
 
 IMAGE_TOKEN = "<image>"
 RECORD_FILES = ("scenes", "captions", "instruct", "conversations")
+# The test questions again, asked in phrasings no training record uses (phrasings.HELD_OUT).
+PARAPHRASED = "paraphrased"
 FORMATS = ("jsonl", "parquet")
 
 
@@ -121,10 +124,10 @@ def caption_record(scene_rec: dict[str, Any], config: WorldConfig) -> dict[str, 
     }
 
 
-def instruct_records(scene_id: str, image: str, questions: list[Question]) -> list[dict[str, Any]]:
+def instruct_records(scene_id: str, image: str, questions: list[Question], tag: str = "q") -> list[dict[str, Any]]:
     return [
         {
-            "id": f"{scene_id}-q{k:02d}",
+            "id": f"{scene_id}-{tag}{k:02d}",
             "image": image,
             "conversations": [
                 {"from": "human", "value": f"{IMAGE_TOKEN}\n{q.prompt}"},
@@ -182,13 +185,18 @@ def _count_questions(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: WorldConfig, progress: bool) -> dict:
     image_dir = paths.images(split)
     image_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, list[dict[str, Any]]] = {name: [] for name in RECORD_FILES}
+    names = (*RECORD_FILES, PARAPHRASED) if split == "test" else RECORD_FILES
+    files: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for scene in tqdm(scenes, desc=f"world {split}", unit="img", disable=not progress):
         rendered = render_scene(scene, config)
         image = f"images/{split}/{scene.id}.png"
         rendered.image.save(paths.root / image, format="PNG")
         scene_rec = scene_record(scene, rendered.boxes_px, image, config)
         questions = questions_for(scene, rendered.boxes_px, config)
+        if split == "test":  # the canonical template, as ever, plus the same questions in held-out phrasings
+            files[PARAPHRASED] += instruct_records(scene.id, image, held_out_questions(questions, scene), "p")
+        else:
+            questions = rephrase_for_training(questions, scene, config.paraphrase)
         files["scenes"].append(scene_rec)
         files["captions"].append(caption_record(scene_rec, config))
         files["instruct"] += instruct_records(scene.id, image, questions)
@@ -243,7 +251,8 @@ def build_world(
         "counts": counts,
         "files": {
             split: {n: str(paths.records(split, n).relative_to(paths.root)) for n in RECORD_FILES} for split in SPLITS
-        },
+        }
+        | {"paraphrased": str(paths.records("test", PARAPHRASED).relative_to(paths.root))},
         # No timestamps or timings: world.json is part of the world's identity (the foundation cache hashes it),
         # and the same config must give a byte-identical world.
         "software": {"vlmforge": __version__, "pillow": PIL.__version__},

@@ -7,7 +7,7 @@ from typing import Any
 
 from vlmforge.errors import ConfigError
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 ALL_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 # Saturated, mutually distant colours, all far from the light background so a pixel's colour names its object.
@@ -68,6 +68,10 @@ class WorldConfig:
     questions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUESTIONS))
     # Which caption is the answer in captions.jsonl (both are always stored as fields).
     caption_style: str = "short"
+    # Share of training questions asked in another phrasing than their type's canonical template (phrasings.py);
+    # the test split's instruct records always use the template, its paraphrased records held-out phrasings.
+    # Not more: the more varied the questions, the less often the foundation LM's reading phase forms its lookups.
+    paraphrase: float = 0.4
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON / YAML; tuples keep the config hashable-looking and read-only in spirit.
@@ -104,6 +108,8 @@ class WorldConfig:
         unknown_tasks = sorted(set(self.questions) - set(TASKS))
         if unknown_tasks or any(int(n) < 0 for n in self.questions.values()):
             raise bad(f"questions maps tasks {list(TASKS)} to counts >= 0, got {self.questions}")
+        if not 0.0 <= self.paraphrase <= 1.0:
+            raise bad(f"paraphrase must be in [0, 1], got {self.paraphrase}")
         if self.caption_style not in ("short", "detailed"):
             raise bad(f"caption_style must be 'short' or 'detailed', got {self.caption_style!r}")
 

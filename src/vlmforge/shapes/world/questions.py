@@ -10,16 +10,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vlmforge.geometry import format_box, normalise_box
 from vlmforge.shapes.world.config import TASKS, WorldConfig, plural
 from vlmforge.shapes.world.describe import article, phrase, unique_reference
+from vlmforge.shapes.world.phrasings import HELD_OUT, SHORT_ANSWER, canonical, held_out_phrasing, train_phrasing
 from vlmforge.shapes.world.render import Box
 from vlmforge.shapes.world.scene import Scene, position_of
 
-# Prompt suffixes from the LLaVA-1.5 evaluation prompts (REFERENCE.md, Bunny "Evaluation prompts").
-SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+__all__ = ["SHORT_ANSWER", "Question", "held_out_questions", "questions_for", "rephrase_for_training"]
+# Prompt suffix from the LLaVA-1.5 evaluation prompts (REFERENCE.md, Bunny "Evaluation prompts").
 OPTION_LETTER = "\nAnswer with the option's letter from the given choices directly."
 LETTERS = "ABCD"
 
@@ -32,6 +33,8 @@ class Question:
     subtask: str = ""
     choices: list[str] | None = None
     boxes: list[list[float]] | None = None
+    # The words the prompt's template was filled with (phrasings.py), so the question can be asked in other words.
+    slots: dict[str, str] | None = None
 
     def fields(self) -> dict:
         """The optional record fields this question adds to a LLaVA record."""
@@ -58,7 +61,8 @@ def _color(ctx: Context) -> list[Question]:
     for obj in ctx.scene.objects:
         ref = unique_reference(obj, ctx.scene.objects, [("shape",), ("size", "shape")])
         if ref:
-            out.append(Question("color", f"What colour is the {phrase(obj, ref)}?{SHORT_ANSWER}", obj.color))
+            slots = {"x": phrase(obj, ref)}
+            out.append(Question("color", canonical("color", slots), obj.color, slots=slots))
     return out
 
 
@@ -67,16 +71,19 @@ def _shape(ctx: Context) -> list[Question]:
     for obj in ctx.scene.objects:
         ref = unique_reference(obj, ctx.scene.objects, [("color",), ("size", "color")])
         if ref:
-            out.append(Question("shape", f"What shape is the {phrase(obj, ref)}?{SHORT_ANSWER}", obj.shape))
+            slots = {"x": phrase(obj, ref)}
+            out.append(Question("shape", canonical("shape", slots), obj.shape, slots=slots))
     return out
 
 
 def _count(ctx: Context) -> list[Question]:
     objects = ctx.scene.objects
-    out = [Question("count", f"How many objects are there?{SHORT_ANSWER}", str(len(objects)), "total")]
+    total = {"things": "objects"}
+    out = [Question("count", canonical("count", total), str(len(objects)), "total", slots=total)]
     # Only shapes that are present: an absent shape would make "0" an answer outside 1..max_objects.
     for shape, n in sorted(Counter(o.shape for o in objects).items()):
-        out.append(Question("count", f"How many {plural(shape)} are there?{SHORT_ANSWER}", str(n), "shape"))
+        slots = {"things": plural(shape)}
+        out.append(Question("count", canonical("count", slots), str(n), "shape", slots=slots))
     return out
 
 
@@ -85,36 +92,38 @@ def _position(ctx: Context) -> list[Question]:
     for obj in ctx.scene.objects:
         ref = unique_reference(obj, ctx.scene.objects, [("color", "shape"), ("size", "color", "shape")])
         if ref:
-            answer = position_of(obj, ctx.config.grid)
-            out.append(Question("position", f"Where is the {phrase(obj, ref)}?{SHORT_ANSWER}", answer))
+            answer, slots = position_of(obj, ctx.config.grid), {"x": phrase(obj, ref)}
+            out.append(Question("position", canonical("position", slots), answer, slots=slots))
     return out
 
 
-def _exist_prompt(color: str, shape: str) -> str:
-    return f"Is there {article(f'{color} {shape}')} in the image?{SHORT_ANSWER}"
+def _exist_question(color: str, shape: str, answer: str, kind: str) -> Question:
+    slots = {"a_x": article(f"{color} {shape}")}
+    return Question("exist", canonical("exist", slots), answer, kind, slots=slots)
 
 
 def _exist(ctx: Context) -> list[Question]:
     """Positives and POPE-style negatives; ``questions_for`` alternates them so the task stays balanced."""
     objects, config = ctx.scene.objects, ctx.config
     present = {(o.color, o.shape) for o in objects}
-    out = [Question("exist", _exist_prompt(c, s), "Yes", "positive") for c, s in sorted(present)]
+    out = [_exist_question(c, s, "Yes", "positive") for c, s in sorted(present)]
     colors, shapes = {o.color for o in objects}, {o.shape for o in objects}
     for color in config.colors:
         for shape in config.shapes:
             if (color, shape) not in present:
                 # Adversarial: shares a colour or a shape with something that is there.
                 kind = "adversarial" if color in colors or shape in shapes else "random"
-                out.append(Question("exist", _exist_prompt(color, shape), "No", kind))
+                out.append(_exist_question(color, shape, "No", kind))
     return out
 
 
-def _multiple_choice(question: str, answer: str, vocab: tuple[str, ...], rng: random.Random) -> Question:
+def _multiple_choice(kind: str, x: str, answer: str, vocab: tuple[str, ...], rng: random.Random) -> Question:
     options = [answer, *rng.sample([v for v in vocab if v != answer], 3)]
     rng.shuffle(options)
     lines = "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, options, strict=True))
     letter = LETTERS[options.index(answer)]
-    return Question("mc", f"{question}\n{lines}{OPTION_LETTER}", letter, choices=options)
+    question = canonical(kind, {"x": x}, suffix=False)
+    return Question("mc", f"{question}\n{lines}{OPTION_LETTER}", letter, kind, options, slots={"x": x})
 
 
 def _mc(ctx: Context) -> list[Question]:
@@ -122,14 +131,10 @@ def _mc(ctx: Context) -> list[Question]:
     for obj in objects:
         ref = unique_reference(obj, objects, [("shape",), ("size", "shape")])
         if ref and len(config.colors) >= 4:
-            q = _multiple_choice(f"What colour is the {phrase(obj, ref)}?", obj.color, config.colors, ctx.rng)
-            q.subtask = "color"
-            out.append(q)
+            out.append(_multiple_choice("color", phrase(obj, ref), obj.color, config.colors, ctx.rng))
         ref = unique_reference(obj, objects, [("color",), ("size", "color")])
         if ref and len(config.shapes) >= 4:
-            q = _multiple_choice(f"What shape is the {phrase(obj, ref)}?", obj.shape, config.shapes, ctx.rng)
-            q.subtask = "shape"
-            out.append(q)
+            out.append(_multiple_choice("shape", phrase(obj, ref), obj.shape, config.shapes, ctx.rng))
     return out
 
 
@@ -138,9 +143,8 @@ def _rec(ctx: Context) -> list[Question]:
     for obj, box in zip(ctx.scene.objects, ctx.boxes_px, strict=True):
         ref = unique_reference(obj, ctx.scene.objects, [("color", "shape"), ("size", "color", "shape")])
         if ref:
-            norm = normalise_box(box, ctx.config.image_size)
-            prompt = f"Give the bounding box of the {phrase(obj, ref)}."
-            out.append(Question("rec", prompt, format_box(norm), boxes=[norm]))
+            norm, slots = normalise_box(box, ctx.config.image_size), {"x": phrase(obj, ref)}
+            out.append(Question("rec", canonical("rec", slots), format_box(norm), boxes=[norm], slots=slots))
     return out
 
 
@@ -192,3 +196,36 @@ def questions_for(scene: Scene, boxes_px: list[Box], config: WorldConfig) -> lis
         else:
             out.extend(rng.sample(candidates, min(k, len(candidates))))
     return out
+
+
+def _phrasing_rng(scene: Scene, purpose: str) -> random.Random:
+    # A stream of its own per scene, so that the questions drawn (and the canonical test split) do not depend on it.
+    return random.Random(f"{purpose}-{scene.seed}")
+
+
+def rephrase_for_training(questions: list[Question], scene: Scene, share: float) -> list[Question]:
+    """The questions as training records ask them: ``share`` of them in another training phrasing (phrasings.py),
+    multiple choice in another wording of its question line; answers, options and order unchanged."""
+    rng = _phrasing_rng(scene, "phrasing")
+    out = []
+    for q in questions:
+        if q.slots is None:
+            out.append(q)
+        elif q.task == "mc":
+            stem, options = q.prompt.split("\n", 1)
+            new_stem = train_phrasing(q.subtask, q.slots, rng, share).split("\n", 1)[0]
+            out.append(replace(q, prompt=f"{new_stem}\n{options}"))
+        else:
+            out.append(replace(q, prompt=train_phrasing(q.task, q.slots, rng, share)))
+    return out
+
+
+def held_out_questions(questions: list[Question], scene: Scene) -> list[Question]:
+    """The questions of the types that have held-out phrasings, each asked in one of them (the test split's
+    ``paraphrased`` records); answers unchanged."""
+    rng = _phrasing_rng(scene, "held-out")
+    return [
+        replace(q, prompt=held_out_phrasing(q.task, q.slots, rng))
+        for q in questions
+        if q.slots is not None and q.task in HELD_OUT
+    ]
