@@ -9,7 +9,9 @@ import pytest
 from test_lab_unicorn import TINY_TRAINING, tiny_foundation_overrides
 from vlmforge.cli import main
 from vlmforge.shapes.lab.blind import question_only_baseline
-from vlmforge.shapes.lab.run import LAB_TASKS, PARAPHRASED_TASKS, LabConfig, run_lab, summarize
+from vlmforge.shapes.lab.config import LabConfig
+from vlmforge.shapes.lab.recipe_runs import LAB_TASKS, PARAPHRASED_TASKS, summarize
+from vlmforge.shapes.lab.run import run_lab
 
 
 def _config(out):

@@ -14,7 +14,9 @@ import torch
 from test_foundation import BUILD_SPEC
 from vlmforge.data.embedding_store import EmbeddingStore
 from vlmforge.errors import ConfigError
-from vlmforge.shapes.lab.run import LAB_TASKS, LabConfig, expand_recipes, run_lab
+from vlmforge.shapes.lab.config import LabConfig
+from vlmforge.shapes.lab.recipe_runs import LAB_TASKS
+from vlmforge.shapes.lab.run import expand_recipes, run_lab
 from vlmforge.shapes.lab.transfer_probe import ATTRIBUTES
 from vlmforge.shapes.lab.unicorn import CONTROL, METHODS, RECIPE_NAMES, unicorn_statements
 from vlmforge.shapes.lab.unicorn_aligned import ALIGNED

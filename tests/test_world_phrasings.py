@@ -14,6 +14,7 @@ import pytest
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.eval.tasks import get_task
 from vlmforge.shapes.world import WorldConfig, build_world
+from vlmforge.shapes.world.build import PHRASED
 from vlmforge.shapes.world.phrasings import HELD_OUT, SHORT_ANSWER, TRAIN, held_out_phrasing, train_phrasing
 
 SMALL = {"train_size": 80, "test_size": 20}
@@ -44,7 +45,7 @@ def worlds(tmp_path_factory):
 
 def test_training_questions_vary_in_frame_spelling_and_suffix(worlds):
     varied, _ = worlds
-    train = prompts(varied.instruct("train"))
+    train = prompts(varied.records("train", PHRASED))
     frames = {f for fs in TRAIN.values() for f in fs if any(frame_pattern(f).match(p) for p in train)}
     assert len(frames) >= 15  # most of the training frames occur in a small world
     assert any(" color " in p for p in train) and any(" colour " in p for p in train)
@@ -56,7 +57,7 @@ def test_training_questions_vary_in_frame_spelling_and_suffix(worlds):
 def test_same_seed_same_phrasings_and_another_seed_differs(worlds, tmp_path):
     varied, _ = worlds
     again = build_world(WorldConfig(seed=5, **SMALL), tmp_path / "again", progress=False)
-    for split, name in (("train", "instruct"), ("train", "conversations"), ("test", "paraphrased")):
+    for split, name in (("train", PHRASED), ("train", "instruct"), ("train", "conversations"), ("test", "paraphrased")):
         assert again.records(split, name).read_bytes() == varied.records(split, name).read_bytes()
     rng_a, rng_b = random.Random(1), random.Random(2)
     draws_a = [train_phrasing("color", {"x": "red circle"}, rng_a, 1.0) for _ in range(20)]
@@ -67,10 +68,13 @@ def test_same_seed_same_phrasings_and_another_seed_differs(worlds, tmp_path):
 def test_answers_and_test_questions_are_unchanged_by_phrasing(worlds):
     varied, plain = worlds
     keys = ("id", "task", "answer", "subtask", "choices", "boxes", "scene_id", "image")
-    train_v, train_p = read_jsonl(varied.instruct("train")), read_jsonl(plain.instruct("train"))
+    train_v, train_p = read_jsonl(varied.records("train", PHRASED)), read_jsonl(plain.instruct("train"))
     assert [[r.get(k) for k in keys] for r in train_v] == [[r.get(k) for k in keys] for r in train_p]
-    pairs = zip(prompts(varied.instruct("train")), prompts(plain.instruct("train")), strict=True)
+    pairs = zip(prompts(varied.records("train", PHRASED)), prompts(plain.instruct("train")), strict=True)
     assert sum(a != b for a, b in pairs) > 20
+    # The files the foundation LM reads keep the templates, whatever the share.
+    for name in ("instruct", "conversations", "captions"):
+        assert varied.records("train", name).read_bytes() == plain.records("train", name).read_bytes()
     # The test split's templated questions are the canonical template, whatever the training share.
     assert varied.instruct("test").read_bytes() == plain.instruct("test").read_bytes()
     canonical = [frame_pattern(fs[0]) for fs in TRAIN.values()]
@@ -83,13 +87,13 @@ def test_answers_and_test_questions_are_unchanged_by_phrasing(worlds):
 def test_held_out_phrasings_never_occur_in_training_records(worlds):
     varied, _ = worlds
     held_out = [frame_pattern(f) for fs in HELD_OUT.values() for f in fs]
-    for name in ("instruct", "conversations"):
+    for name in ("instruct", "conversations", PHRASED):
         for record in read_jsonl(varied.records("train", name)):
             for turn in record["conversations"][0::2]:
                 text = turn["value"].removeprefix("<image>\n")
                 assert not any(p.match(text) for p in held_out), text
     paraphrased = read_jsonl(varied.records("test", "paraphrased"))
-    train_texts = set(prompts(varied.instruct("train")))
+    train_texts = set(prompts(varied.records("train", PHRASED))) | set(prompts(varied.instruct("train")))
     assert paraphrased and all(
         any(p.match(r["conversations"][0]["value"].removeprefix("<image>\n")) for p in held_out) for r in paraphrased
     )
@@ -103,7 +107,7 @@ def test_paraphrased_records_ask_the_test_questions_again(worlds):
     assert Counter(r["task"] for r in paraphrased).keys() == set(HELD_OUT)
     assert all((r["scene_id"], r["task"], r["answer"], r.get("subtask")) in test for r in paraphrased)
     assert all(r["id"].startswith(r["scene_id"] + "-p") for r in paraphrased)
-    assert varied.info()["files"]["paraphrased"] == "test/paraphrased.jsonl"
+    assert varied.info()["files"]["test"]["paraphrased"] == "test/paraphrased.jsonl"
     assert not (varied.root / "train" / "paraphrased.jsonl").exists()
 
 

@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from vlmforge.shapes.foundation.build import cli_settings
-    from vlmforge.shapes.lab.run import LabConfig, expand_recipes, run_lab
+    from vlmforge.shapes.lab.config import LabConfig
+    from vlmforge.shapes.lab.run import expand_recipes, run_lab
 
     out = Path(args.out)
     config = LabConfig.quick(out) if args.quick else LabConfig.long(out) if args.long else LabConfig(out=out)

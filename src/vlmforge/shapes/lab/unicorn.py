@@ -188,7 +188,7 @@ def run_unicorn(
     the lab's shape, the Unicorn section: stores, modality gap, probe, statements)."""
     from vlmforge.data.embedding_store import EmbeddingStore
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
-    from vlmforge.shapes.lab.run import summarize, train_and_evaluate
+    from vlmforge.shapes.lab.recipe_runs import summarize, train_and_evaluate
     from vlmforge.shapes.lab.unicorn_aligned import ALIGNED, aligned_image_side, evaluate_aligned
 
     work = Path(config.out) / "unicorn"

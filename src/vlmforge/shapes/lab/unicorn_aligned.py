@@ -28,7 +28,7 @@ def evaluate_aligned(
     evaluate it on the held-out test images. The copy is made again every time (a few seconds), as the mean_shift
     model is calibrated again before each evaluation: a kept copy could predate a retrained ``final``."""
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
-    from vlmforge.shapes.lab.run import evaluate_on_test
+    from vlmforge.shapes.lab.recipe_runs import evaluate_on_test
 
     runs = []
     for run in shift_runs:

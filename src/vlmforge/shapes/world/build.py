@@ -4,7 +4,8 @@ Layout (image paths in records are relative to the world folder, the LLaVA conve
 
     WORLD/world.json
     WORLD/images/{split}/{scene_id}.png
-    WORLD/{split}/scenes|captions|instruct|conversations.{jsonl|parquet}
+    WORLD/{split}/scenes|captions|instruct|conversations.{jsonl|parquet}   (questions in their templates)
+    WORLD/train/instruct_phrased.{jsonl|parquet}   (the instruct records, a share asked in other phrasings)
     WORLD/test/paraphrased.{jsonl|parquet}   (the test questions in held-out phrasings)
 
 world.json is written last and doubles as the "finished" marker: a rebuild with the same config is a no-op, an
@@ -36,8 +37,12 @@ from vlmforge.shapes.world.scene import Scene, position_of, sample_scenes
 
 IMAGE_TOKEN = "<image>"
 RECORD_FILES = ("scenes", "captions", "instruct", "conversations")
+# The train questions again, a share of them in other training phrasings: instruction tuning reads these, while
+# the foundation LM's reading phase keeps to the templates, where it forms its lookups most reliably.
+PHRASED = "instruct_phrased"
 # The test questions again, asked in phrasings no training record uses (phrasings.HELD_OUT).
 PARAPHRASED = "paraphrased"
+EXTRA_FILES = {"train": PHRASED, "test": PARAPHRASED}
 FORMATS = ("jsonl", "parquet")
 
 
@@ -185,7 +190,7 @@ def _count_questions(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: WorldConfig, progress: bool) -> dict:
     image_dir = paths.images(split)
     image_dir.mkdir(parents=True, exist_ok=True)
-    names = (*RECORD_FILES, PARAPHRASED) if split == "test" else RECORD_FILES
+    names = (*RECORD_FILES, EXTRA_FILES[split])
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for scene in tqdm(scenes, desc=f"world {split}", unit="img", disable=not progress):
         rendered = render_scene(scene, config)
@@ -193,10 +198,11 @@ def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: Wor
         rendered.image.save(paths.root / image, format="PNG")
         scene_rec = scene_record(scene, rendered.boxes_px, image, config)
         questions = questions_for(scene, rendered.boxes_px, config)
-        if split == "test":  # the canonical template, as ever, plus the same questions in held-out phrasings
+        if split == "test":
             files[PARAPHRASED] += instruct_records(scene.id, image, held_out_questions(questions, scene), "p")
         else:
-            questions = rephrase_for_training(questions, scene, config.paraphrase)
+            phrased = rephrase_for_training(questions, scene, config.paraphrase)
+            files[PHRASED] += instruct_records(scene.id, image, phrased)
         files["scenes"].append(scene_rec)
         files["captions"].append(caption_record(scene_rec, config))
         files["instruct"] += instruct_records(scene.id, image, questions)
@@ -250,9 +256,11 @@ def build_world(
         "chance": {task: chance_level(task, config) for task in TASKS},
         "counts": counts,
         "files": {
-            split: {n: str(paths.records(split, n).relative_to(paths.root)) for n in RECORD_FILES} for split in SPLITS
-        }
-        | {"paraphrased": str(paths.records("test", PARAPHRASED).relative_to(paths.root))},
+            split: {
+                n: str(paths.records(split, n).relative_to(paths.root)) for n in (*RECORD_FILES, EXTRA_FILES[split])
+            }
+            for split in SPLITS
+        },
         # No timestamps or timings: world.json is part of the world's identity (the foundation cache hashes it),
         # and the same config must give a byte-identical world.
         "software": {"vlmforge": __version__, "pillow": PIL.__version__},

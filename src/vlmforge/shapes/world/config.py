@@ -7,7 +7,7 @@ from typing import Any
 
 from vlmforge.errors import ConfigError
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 ALL_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 # Saturated, mutually distant colours, all far from the light background so a pixel's colour names its object.
@@ -68,10 +68,10 @@ class WorldConfig:
     questions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUESTIONS))
     # Which caption is the answer in captions.jsonl (both are always stored as fields).
     caption_style: str = "short"
-    # Share of training questions asked in another phrasing than their type's canonical template (phrasings.py);
-    # the test split's instruct records always use the template, its paraphrased records held-out phrasings.
-    # Not more: the more varied the questions, the less often the foundation LM's reading phase forms its lookups.
-    paraphrase: float = 0.4
+    # Share of the questions in train/instruct_phrased.jsonl asked in another phrasing than their type's template
+    # (phrasings.py). The other record files keep the templates; the test split's paraphrased records use
+    # held-out phrasings.
+    paraphrase: float = 0.5
 
     def __post_init__(self) -> None:
         # Lists arrive from JSON / YAML; tuples keep the config hashable-looking and read-only in spirit.
