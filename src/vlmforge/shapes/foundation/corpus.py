@@ -18,6 +18,8 @@ from vlmforge.errors import DataError
 from vlmforge.models.assemble import IMAGE_TOKEN
 
 RECORD_FILES = ("captions.jsonl", "instruct.jsonl", "conversations.jsonl")
+# The single questions: each in its type's template, and again with a share in other phrasings (world/build.py).
+TEMPLATED, PHRASED = "instruct.jsonl", "instruct_phrased.jsonl"
 ROLES = {"human": "user", "gpt": "assistant"}
 
 

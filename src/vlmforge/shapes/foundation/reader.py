@@ -35,7 +35,7 @@ from vlmforge.data.collate import PaddingCollator
 from vlmforge.errors import ConfigError
 from vlmforge.models.assemble import IMAGE_TOKEN
 from vlmforge.shapes.foundation.codes import ObjectCodes, embed_with_vectors, object_codes
-from vlmforge.shapes.foundation.corpus import EXACT_MATCH_TASKS, read_jsonl, scene_lookup
+from vlmforge.shapes.foundation.corpus import EXACT_MATCH_TASKS, PHRASED, TEMPLATED, read_jsonl, scene_lookup
 from vlmforge.shapes.foundation.loop import Optimiser, TrainLog
 from vlmforge.shapes.foundation.options import MC_TASK, OptionSampler, option_questions
 from vlmforge.shapes.foundation.vision import Region, VisionSpec
@@ -118,16 +118,18 @@ def reading_samples(
     split: str = "train",
     captions: bool = True,
     per_task: int | None = None,
+    questions: str = TEMPLATED,
 ) -> list[ReadingSample]:
     """The split's captions (plain template; unless ``captions`` is False) and single questions of ``tasks`` (chat
-    template), tokenised with ``patches`` image tokens in the image's place; with ``per_task``, only the first that
-    many of each kind. A record's scene is the captioned image it names (``image_paths`` are the split's captioned
-    images, in ``corpus.read_world`` order); every record of a kind asked for is checked for that, kept or not."""
+    template) from the file ``questions``, tokenised with ``patches`` image tokens in the image's place; with
+    ``per_task``, only the first that many of each kind. A record's scene is the captioned image it names
+    (``image_paths`` are the split's captioned images, in ``corpus.read_world`` order); every record of a kind
+    asked for is checked for that, kept or not."""
     root = Path(world_dir)
     scene_of = scene_lookup(root, image_paths, split)
     out: list[ReadingSample] = []
     kept: Counter = Counter()
-    files = [("captions.jsonl", "plain"), ("instruct.jsonl", "chat")] if captions else [("instruct.jsonl", "chat")]
+    files = [("captions.jsonl", "plain"), (questions, "chat")] if captions else [(questions, "chat")]
     for name, template in files:
         for where, record in read_jsonl(root / split / name):
             task = CAPTION if template == "plain" else record.get("task")
@@ -157,10 +159,17 @@ class ReadingPhase:
         self.codes: ObjectCodes = object_codes(regions, vision, model.config.hidden_size, seed)
         # One pass over the records for both parts; the box phase's task is read only when that phase runs.
         box_tasks = (BOX_TASK,) if spec.box_steps else ()
-        every = reading_samples(world_dir, image_paths, tokenizer, self.patches, (*spec.tasks, *box_tasks))
+        tasks = (*spec.tasks, *box_tasks)
+        every = reading_samples(world_dir, image_paths, tokenizer, self.patches, tasks)
+        self.warm = [s for s in every if s.task in (*spec.warm_tasks, CAPTION)]
+        # The warm-up, which decides whether a start forms its lookups, reads each question in its template; the
+        # rest of the phase reads the same questions in the world's other phrasings too, where it has them.
+        if (Path(world_dir) / "train" / PHRASED).is_file():
+            phrased = reading_samples(world_dir, image_paths, tokenizer, self.patches, tasks, captions=False,
+                                      questions=PHRASED)  # fmt: skip
+            every = [s for s in every if s.task == CAPTION] + phrased
         self.samples = [s for s in every if s.task == CAPTION or s.task in spec.tasks]
         self.boxes = [s for s in every if s.task in box_tasks]
-        self.warm = [s for s in self.samples if s.task in (*spec.warm_tasks, CAPTION)]
         self.warm_steps = int(spec.steps * spec.warm_fraction) if self.warm else 0
         self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.collate = PaddingCollator(tokenizer.pad_token_id)
