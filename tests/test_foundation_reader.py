@@ -314,3 +314,30 @@ def test_the_object_reading_test_scores_right_answers_right_boxes_included(tmp_p
     assert object_reading_accuracy(model, tok, root, world.regions, TINY_VISION, no_boxes, split="test") == {
         "color": 1.0
     }
+
+
+def test_the_warm_up_reads_templated_questions_and_the_rest_of_the_phase_the_phrased_ones(reading_world, tmp_path):
+    from vlmforge.shapes.foundation.reader import ReadingPhase
+
+    root, world, tok = reading_world
+    phrased_root = shutil.copytree(root, tmp_path / "world")
+    lines = (phrased_root / "train" / "instruct.jsonl").read_text().splitlines()
+    phrased = [line.replace("What color is the shape?", "Which colour is the shape?") for line in lines]
+    (phrased_root / "train" / "instruct_phrased.jsonl").write_text("\n".join(phrased) + "\n")
+    paths = [phrased_root / p.relative_to(root) for p in world.image_paths]
+    spec = ReaderSpec(steps=10, box_steps=0, tasks=("color",), warm_tasks=("color",))
+
+    def questions(samples):
+        return {
+            tok.decode(s.input_ids).split("user\n")[-1].split("<|im_end|>")[0] for s in samples if s.task != "caption"
+        }
+
+    with_phrasings = ReadingPhase(new_lm(tok, TINY_LM, 0), tok, phrased_root, paths, world.regions, TINY_VISION, spec)
+    assert questions(with_phrasings.warm) == {"What color is the shape?"}
+    assert questions(with_phrasings.samples) == {"Which colour is the shape?"}
+    # Same records in the same order (warm-up and phase ask the same type here): only the words differ.
+    assert [(s.scene, s.task) for s in with_phrasings.samples] == [(s.scene, s.task) for s in with_phrasings.warm]
+    templated_only = ReadingPhase(
+        new_lm(tok, TINY_LM, 0), tok, root, world.image_paths, world.regions, TINY_VISION, spec
+    )
+    assert questions(templated_only.samples) == {"What color is the shape?"}

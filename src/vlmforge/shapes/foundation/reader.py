@@ -162,14 +162,16 @@ class ReadingPhase:
         tasks = (*spec.tasks, *box_tasks)
         every = reading_samples(world_dir, image_paths, tokenizer, self.patches, tasks)
         self.warm = [s for s in every if s.task in (*spec.warm_tasks, CAPTION)]
-        # The warm-up, which decides whether a start forms its lookups, reads each question in its template; the
-        # rest of the phase reads the same questions in the world's other phrasings too, where it has them.
+        self.boxes = [s for s in every if s.task in box_tasks]
+        self.templated = [s for s in every if s.task in spec.tasks]
+        # The warm-up, which decides whether a start forms its lookups, and the box phase, which learns to point,
+        # read each question in its template; the main steps read the same questions in the world's other
+        # phrasings too, where it has them, so that the lookups answer to the words rather than to one template.
         if (Path(world_dir) / "train" / PHRASED).is_file():
-            phrased = reading_samples(world_dir, image_paths, tokenizer, self.patches, tasks, captions=False,
+            phrased = reading_samples(world_dir, image_paths, tokenizer, self.patches, spec.tasks, captions=False,
                                       questions=PHRASED)  # fmt: skip
             every = [s for s in every if s.task == CAPTION] + phrased
         self.samples = [s for s in every if s.task == CAPTION or s.task in spec.tasks]
-        self.boxes = [s for s in every if s.task in box_tasks]
         self.warm_steps = int(spec.steps * spec.warm_fraction) if self.warm else 0
         self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.collate = PaddingCollator(tokenizer.pad_token_id)
@@ -219,7 +221,7 @@ class ReadingPhase:
         """Its own schedule and sample order (so that it does not depend on how many steps ran before it): each
         batch holds boxes, multiple choice if asked, and questions of the other tasks so that they are kept."""
         spec = self.spec
-        questions = [s for s in self.samples if s.task != CAPTION]  # the captions rest in this phase
+        questions = self.templated  # the captions rest in this phase
         n_boxes = max(1, round(spec.batch_size * spec.box_fraction))
         n_mc = min(round(spec.batch_size * spec.mc_fraction), spec.batch_size - n_boxes)  # at least one box
         options, extra = None, {}
