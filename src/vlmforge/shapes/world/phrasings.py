@@ -2,8 +2,9 @@
 held-out phrasings that only the test split's ``paraphrased`` records use.
 
 A frame is a format string over the question's slots (``{x}`` the object's name, ``{a_x}`` with its article,
-``{things}`` what is counted, ``{colour}`` the spelling of the word). Training questions are asked in the canonical
-template with probability ``1 - WorldConfig.paraphrase`` and otherwise in a frame drawn from ``TRAIN``, in either
+``{things}`` what is counted, ``{colour}`` the spelling of the word). The questions of ``train/instruct_phrased`` are
+asked in the canonical template with probability ``1 - WorldConfig.paraphrase`` and otherwise in a frame drawn from
+``TRAIN``, in either
 spelling, with or without the short-answer suffix: a model that only ever saw one template with one suffix learns
 the suffix as the sign of a short answer and answers a plain question in the format of the questions without it
 (the boxes). ``HELD_OUT`` frames never occur in training records, so the ``paraphrased`` test records measure
@@ -55,7 +56,8 @@ TRAIN: dict[str, tuple[str, ...]] = {
     ),
 }
 # New combinations of the words and parts of the training frames: the tiny foundation LM knows no English beyond
-# the world's own text, so a word it never read (e.g. "number", "placed") is noise to it, not a paraphrase.
+# the world's own text and these frames, so a word it never read (e.g. "number", "placed") is noise to it, not a
+# paraphrase.
 HELD_OUT: dict[str, tuple[str, ...]] = {
     "color": ("Which {colour} is the {x} in the image?", "What is the {colour} of the {x} in the picture?"),
     "shape": ("Which shape is the {x} in the image?", "What kind of shape is the {x} in the picture?"),
