@@ -328,9 +328,8 @@ def test_the_warm_up_reads_templated_questions_and_the_rest_of_the_phase_the_phr
     spec = ReaderSpec(steps=10, box_steps=0, tasks=("color",), warm_tasks=("color",))
 
     def questions(samples):
-        return {
-            tok.decode(s.input_ids).split("user\n")[-1].split("<|im_end|>")[0] for s in samples if s.task != "caption"
-        }
+        turns = [tok.decode(s.input_ids).split("user\n")[-1] for s in samples if s.task != "caption"]
+        return {turn.split("<|im_end|>")[0].split(IMAGE_TOKEN)[-1].strip() for turn in turns}
 
     with_phrasings = ReadingPhase(new_lm(tok, TINY_LM, 0), tok, phrased_root, paths, world.regions, TINY_VISION, spec)
     assert questions(with_phrasings.warm) == {"What color is the shape?"}
