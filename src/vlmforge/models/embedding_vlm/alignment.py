@@ -2,9 +2,9 @@
 
 Mean shift matches the *first* moment of the two sides: caption vectors are centred with the caption mean, image
 vectors with the image mean. Their spread can still differ. In the shapes lab it does, along the direction that
-holds the number of objects: a linear count read-out fitted on the mean-shifted caption vectors, applied to the
-mean-shifted image vectors of the same scenes, predicts 1.7 for one object and 3.4 for four, and the text-only
-model answers counts one too high or one too low in the same way (docs/unicorn.md). Matching the second moment
+holds the number of objects: a linear count read-out fitted on the mean-shifted caption vectors overestimates
+small counts and underestimates large ones on the mean-shifted image vectors of the same scenes, and the
+text-only model miscounts in the same way (docs/unicorn.md). Matching the second moment
 as well (CORAL: Sun, Feng and Saenko, "Return of Frustratingly Easy Domain Adaptation", AAAI 2016) whitens the
 centred image vectors with their own covariance and re-colours them with the covariance of the vectors the
 model was trained on. It needs only what centring needs (unlabelled calibration images) plus the training store,
@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Shrinkage toward a scaled identity: a calibration set smaller than the embedding width (256 images, 384-d in the
-# lab; 1280-d for LLM2CLIP) has a singular covariance. In the lab 0.1, 0.3 and 0.5 gave the same accuracies within
-# 0.03 (docs/unicorn.md).
+# Shrinkage toward a scaled identity: a calibration set smaller than the embedding width has a singular
+# covariance; the lab's accuracies hardly depend on the exact value (docs/unicorn.md).
 DEFAULT_SHRINKAGE = 0.3
 
 

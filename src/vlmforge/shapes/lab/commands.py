@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the default lab plus a longer box phase in the foundation LM's reading (4000 steps instead of 500) "
         "that also teaches multiple choice: boxes and option letters need thousands of steps of their own "
-        "(about seven minutes more; docs/bunny.md item 32)",
+        "(a few minutes more; docs/foundation.md)",
     )
     demo.add_argument("--seeds", default=None, help="comma-separated training seeds (default: 0,1,2; quick: 0)")
     demo.add_argument(
