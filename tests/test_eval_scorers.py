@@ -1,4 +1,4 @@
-"""Scorers against hand-computed values from the reference definitions (REFERENCE.md, "Scoring rules")."""
+"""Scorers against hand-computed values from the reference definitions (docs/evaluation.md; the reference scorers of lmms-eval and VLMEvalKit)."""
 
 from __future__ import annotations
 

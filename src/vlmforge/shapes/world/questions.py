@@ -20,7 +20,7 @@ from vlmforge.shapes.world.render import Box
 from vlmforge.shapes.world.scene import Scene, position_of
 
 __all__ = ["SHORT_ANSWER", "Question", "held_out_questions", "questions_for", "rephrase_for_training"]
-# Prompt suffix from the LLaVA-1.5 evaluation prompts (REFERENCE.md, Bunny "Evaluation prompts").
+# Prompt suffix from the LLaVA-1.5 evaluation prompts, as Bunny evaluates with them.
 OPTION_LETTER = "\nAnswer with the option's letter from the given choices directly."
 LETTERS = "ABCD"
 
