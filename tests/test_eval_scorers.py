@@ -1,4 +1,5 @@
-"""Scorers against hand-computed values from the reference definitions (docs/evaluation.md; the reference scorers of lmms-eval and VLMEvalKit)."""
+"""Scorers against hand-computed values from the reference definitions (docs/evaluation.md: the scorers of
+lmms-eval, VLMEvalKit and the benchmarks' own scripts)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Which parameters a stage trains: projector only, projector + LM (full), or LoRA on the LM.
 
-Bunny's rules (its paper and code, docs/bunny.md): stage 1 freezes the vision tower and the LM; stage 2 trains the projector and the
-LM; LoRA targets every Linear of the LM (not the vision tower, the projector or lm_head) and keeps the projector
-fully trainable through PEFT's ``modules_to_save``.
+Bunny's rules (its paper and code, docs/bunny.md): stage 1 freezes the vision tower and the LM; stage 2 trains the
+projector and the LM; LoRA targets every Linear of the LM (not the vision tower, the projector or lm_head) and keeps
+the projector fully trainable through PEFT's ``modules_to_save``.
 """
 
 from __future__ import annotations
