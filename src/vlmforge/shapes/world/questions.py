@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vlmforge.geometry import format_box, normalise_box
+from vlmforge.geometry import LETTERS, format_box, normalise_box, options_block
 from vlmforge.shapes.world.config import TASKS, WorldConfig, plural
 from vlmforge.shapes.world.describe import article, phrase, unique_reference
 from vlmforge.shapes.world.phrasings import HELD_OUT, SHORT_ANSWER, canonical, held_out_phrasing, train_phrasing
@@ -22,7 +22,6 @@ from vlmforge.shapes.world.scene import Scene, position_of
 __all__ = ["SHORT_ANSWER", "Question", "held_out_questions", "questions_for", "rephrase_for_training"]
 # Prompt suffix from the LLaVA-1.5 evaluation prompts, as Bunny evaluates with them.
 OPTION_LETTER = "\nAnswer with the option's letter from the given choices directly."
-LETTERS = "ABCD"
 
 
 @dataclass
@@ -120,7 +119,7 @@ def _exist(ctx: Context) -> list[Question]:
 def _multiple_choice(kind: str, x: str, answer: str, vocab: tuple[str, ...], rng: random.Random) -> Question:
     options = [answer, *rng.sample([v for v in vocab if v != answer], 3)]
     rng.shuffle(options)
-    lines = "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, options, strict=True))
+    lines = options_block(dict(zip(LETTERS[: len(options)], options, strict=True)))
     letter = LETTERS[options.index(answer)]
     question = canonical(kind, {"x": x}, suffix=False)
     return Question("mc", f"{question}\n{lines}{OPTION_LETTER}", letter, kind, options, slots={"x": x})
