@@ -29,7 +29,7 @@ def path_identity(name_or_path: str | Path, hash_limit: int = HASH_LIMIT) -> dic
     path = Path(name_or_path).expanduser()
     if not path.exists():
         return {"kind": "name", "name": str(name_or_path)}
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = _files(path)
     stats = [(p.relative_to(path).as_posix() if path.is_dir() else p.name, p.stat()) for p in files]
     listing = "".join(f"{name}:{st.st_size}:{st.st_mtime_ns}\n" for name, st in stats)
     total = sum(st.st_size for _, st in stats)
@@ -41,15 +41,23 @@ def path_identity(name_or_path: str | Path, hash_limit: int = HASH_LIMIT) -> dic
         "stat_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }
     if total <= hash_limit:
-        identity["sha256"] = files_digest(path)
+        identity["sha256"] = _digest(path, files)
     return identity
+
+
+def _files(path: Path, pattern: str = "*") -> list[Path]:
+    """A folder's files matching ``pattern``, sorted (or the one file ``path`` is)."""
+    return sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
 
 
 def files_digest(path: str | Path, pattern: str = "*") -> str:
     """SHA-256 over the names and bytes of a folder's files matching ``pattern`` (or of one file)."""
     path = Path(path)
+    return _digest(path, _files(path, pattern))
+
+
+def _digest(path: Path, files: list[Path]) -> str:
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         with file.open("rb") as fh:
