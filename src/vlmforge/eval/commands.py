@@ -7,6 +7,7 @@ import json
 import sys
 
 from vlmforge.errors import ConfigError
+from vlmforge.eval.types import SCORING_MODES
 
 
 def parse_data(items: list[str] | None) -> dict[str, str]:
@@ -52,6 +53,7 @@ def run_eval(args: argparse.Namespace) -> int:
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, limit=args.limit, data=parse_data(args.data),
         model={"name": args.name or run_name(args.model), "path": args.model}, force=args.force,
+        scoring=args.scoring,
     )  # fmt: skip
     _print_summary(results)
     return 0
@@ -61,6 +63,8 @@ def run_suite_cmd(args: argparse.Namespace) -> int:
     from vlmforge.eval.suite import load_suite, run_suite
 
     spec = load_suite(args.experiment)
+    if args.scoring:
+        spec["scoring"] = args.scoring
     runs = run_suite(spec, force=args.force)
     for name, results in runs.items():
         print(f"== {name}")
@@ -104,6 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", metavar="KEY=PATH",
                    help="where a task's files are, e.g. --data world=runs/lab/world --data mme=MME_Benchmark; "
                         "repeatable; --list-tasks shows each task's keys")  # fmt: skip
+    p.add_argument("--scoring", choices=SCORING_MODES, default="reference",
+                   help="reference (default): parse answers exactly as each benchmark's reference harness does, "
+                        "quirks included; robust: with the references' plain bugs fixed (docs/evaluation.md lists "
+                        "each rule). Rescores saved predictions without generating again")  # fmt: skip
     p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
     p.set_defaults(handler=run_eval)
 
@@ -116,6 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("experiment", help="experiment YAML file")
     s.add_argument("--force", action="store_true",
                    help="evaluate every model from scratch instead of reusing its saved predictions")  # fmt: skip
+    s.add_argument("--scoring", choices=SCORING_MODES, default=None,
+                   help="reference or robust (as for `vlmforge eval`); default: the YAML's `scoring`, else reference")
     s.set_defaults(handler=run_suite_cmd)
 
     t = subparsers.add_parser(

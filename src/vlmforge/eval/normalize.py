@@ -1,17 +1,14 @@
-"""Answer normalisation and parsing, as the reference evaluation scripts do it.
+"""VQA answer normalisation, as lmms-eval's ``EvalAIAnswerProcessor`` applies it (VQAv2, and every task scored
+by normalised match), and the variant of its punctuation step that VLMEvalKit uses for yes/no answers.
 
-* VQA normalisation: the official VQA evaluation script (``vqaEval.py``: processPunctuation +
-  processDigitArticle), as LLaVA's and lmms-eval's EvalAIAnswerProcessor apply it to predictions.
-* Yes/no: MME (first word) and POPE (first sentence; "no"/"not" means no) as in LLaVA's eval scripts.
-* Option letters: ScienceQA as LLaVA's ``eval_science_qa.py``; MMBench-style as VLMEvalKit's ``can_infer``.
-* Boxes: the first ``[x1, y1, x2, y2]`` in free text, and IoU.
+The steps: newlines and tabs become spaces, punctuation is removed or turned into spaces, periods not followed by
+a digit are dropped, number words become digits, articles are dropped and contractions get their apostrophe.
 """
 
 from __future__ import annotations
 
 import re
-import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 # Official VQA tables. Keys are the apostrophe-less forms a model (or annotator) may type.
 _CONTRACTION_PAIRS = (
@@ -38,90 +35,55 @@ _CONTRACTION_PAIRS = (
     "youre you're|youve you've"
 )
 CONTRACTIONS: dict[str, str] = dict(pair.split(" ") for pair in _CONTRACTION_PAIRS.split("|"))
-MANUAL_MAP = {
+NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
+# Robust scoring also reads the numbers a model spells out beyond ten.
+ROBUST_NUMBER_WORDS = NUMBER_WORDS | {
+    "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15", "sixteen": "16",
+    "seventeen": "17", "eighteen": "18", "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40",
+    "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90", "hundred": "100",
+}  # fmt: skip
 ARTICLES = frozenset({"a", "an", "the"})
-PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
-# The official regex is "(?!<=\d)(\.)(?!\d)" (a typo for a look-behind): it strips every period not followed by
-# a digit. We keep its behaviour.
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+# lmms-eval's period rule is written "(?!<=\d)", a typo for a look-behind: it drops every period that is not
+# followed by a digit, including one after a digit.
+LMMS_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
+LMMS_COMMA = re.compile(r"(?<=\d)(\,)+(?=\d)")
+VLMEVALKIT_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+VLMEVALKIT_COMMA = re.compile(r"(\d)(,)(\d)")
+# Both references pass re.UNICODE (32) where re.sub takes its count, so only the first 32 periods go.
+REFERENCE_PERIOD_COUNT = 32
 
 
-def vqa_process_punctuation(text: str) -> str:
+def process_punctuation(
+    text: str, comma: re.Pattern = LMMS_COMMA, period: re.Pattern = LMMS_PERIOD, count: int = REFERENCE_PERIOD_COUNT
+) -> str:
+    """Each punctuation mark is deleted where it touches a space somewhere in the text (or where the text has a
+    digit-comma-digit), else replaced by a space; then periods go (``count`` 0: all of them)."""
     out = text
+    has_number_comma = comma.search(text) is not None
     for p in PUNCT:
-        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
+        if p + " " in text or " " + p in text or has_number_comma:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out)
+    return period.sub("", out, count=count)
 
 
-def vqa_process_digit_article(text: str) -> str:
-    words = [MANUAL_MAP.get(w, w) for w in text.lower().split()]
-    words = [w for w in words if w not in ARTICLES]
-    return " ".join(CONTRACTIONS.get(w, w) for w in words)
+def process_digit_article(text: str, numbers: Mapping[str, str] = NUMBER_WORDS) -> str:
+    words = [numbers.get(w, w) for w in text.lower().split()]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
 def vqa_normalize(text: str) -> str:
-    """The VQA answer normalisation: whitespace, punctuation, number words -> digits, articles, contractions."""
+    """The reference normalisation of one answer (prediction or annotation), as lmms-eval's VQAv2 scorer does it."""
     text = text.replace("\n", " ").replace("\t", " ").strip()
-    return vqa_process_digit_article(vqa_process_punctuation(text))
+    return process_digit_article(process_punctuation(text))
 
 
-def simple_normalize(text: str) -> str:
-    """Lower-case, trimmed, without a trailing period: LLaVA's GQA convention (``answer.rstrip('.').lower()``)."""
-    return text.strip().rstrip(".").strip().lower()
-
-
-def _words(text: str) -> list[str]:
-    return [w.strip(string.punctuation).lower() for w in text.split()]
-
-
-def parse_yes_no_first_word(text: str) -> str:
-    """MME: the first word, case-insensitive, punctuation stripped -> "yes" | "no" | "other" (counts as wrong)."""
-    words = [w for w in _words(text) if w]
-    return words[0] if words and words[0] in ("yes", "no") else "other"
-
-
-def parse_yes_no_pope(text: str) -> str:
-    """POPE: keep the first sentence; if it contains the word "no" or "not" the answer is no, else yes."""
-    first = text.split(".")[0].replace(",", "")
-    return "no" if {"no", "not"} & set(_words(first)) else "yes"
-
-
-_ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
-
-
-def parse_letter_scienceqa(text: str, options: Sequence[str]) -> str | None:
-    """LLaVA's ScienceQA rule: a bare letter, "X. ..." prefix, or exactly one "The answer is X."; else None."""
-    text = text.strip()
-    if text in options:
-        return text
-    if len(text) >= 3 and text[0] in options and text[1:3] == ". ":
-        return text[0]
-    found = _ANSWER_IS.findall(text)
-    return found[0] if len(found) == 1 and found[0] in options else None
-
-
-_OPTION_SPLIT = ".()[],:;!*#{}"
-
-
-def infer_option(text: str, choices: Mapping[str, str]) -> str | None:
-    """VLMEvalKit's ``can_infer``: the one option letter that appears as a token, else the one option whose
-    text appears in the answer; None when ambiguous or absent."""
-    mod = text
-    for ch in _OPTION_SPLIT:
-        mod = mod.replace(ch, " ")
-    tokens = mod.split()
-    hits = [letter for letter in choices if letter in tokens]
-    if len(hits) == 1:
-        return hits[0]
-    if hits:  # several letters named: ambiguous, and text matching would not resolve it reliably
-        return None
-    lowered = text.lower()
-    by_text = [letter for letter, option in choices.items() if str(option).lower() in lowered]
-    return by_text[0] if len(by_text) == 1 else None
+def vqa_normalize_robust(text: str) -> str:
+    """The same, with every period handled and number words up to twenty (and the tens) read as digits."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return process_digit_article(process_punctuation(text, count=0), ROBUST_NUMBER_WORDS)

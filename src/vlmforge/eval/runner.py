@@ -141,8 +141,11 @@ def run_task(
     return len(todo)
 
 
-def merge_and_score(task: Task, samples: list[Sample], out_dir: Path, data: Mapping[str, str]) -> dict[str, Any]:
-    """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics."""
+def merge_and_score(
+    task: Task, samples: list[Sample], out_dir: Path, data: Mapping[str, str], scoring: str = "reference"
+) -> dict[str, Any]:
+    """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics
+    (``task`` already scores the ``scoring`` way, which is recorded)."""
     known = {s.id: s for s in samples}
     final = out_dir / f"samples_{task.name}.jsonl"
     parts = sorted(out_dir.glob(f"samples_{task.name}.part*.jsonl"))
@@ -162,8 +165,8 @@ def merge_and_score(task: Task, samples: list[Sample], out_dir: Path, data: Mapp
     preds = [done[s.id] for s in samples]
     metrics = task.score(preds, [s.target for s in samples], [s.meta for s in samples])
     return {
-        "description": task.description, "primary": task.primary, "chance": task.chance_level(data),
-        "n_samples": len(samples), "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
+        "description": task.description, "scoring": scoring, "primary": task.primary,
+        "chance": task.chance_level(data), "n_samples": len(samples), "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
     }  # fmt: skip
 
 
@@ -178,7 +181,7 @@ def _write_results(
     previous = json.loads(results_file.read_text()) if results_file.exists() else {}
     task_results = dict(previous.get("tasks", {}))
     for task in resolved:
-        task_results[task.name] = merge_and_score(task, loaded[task.name], out, data)
+        task_results[task.name] = merge_and_score(task, loaded[task.name], out, data, config["scoring"])
     results = {
         "model": dict(model or {}),
         "tasks": task_results,
@@ -205,6 +208,7 @@ def evaluate(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     force: bool = False,
+    scoring: str = "reference",
 ) -> dict[str, Any]:
     """Evaluate ``generator`` on ``tasks`` (names, groups such as ``shapes``, or Task objects).
 
@@ -213,7 +217,10 @@ def evaluate(
     reused only for the same model (``model["path"]``'s files) and task settings (eval/reuse.py); otherwise this
     stops with a StaleOutputError, and ``force`` deletes them first. ``shard=(rank, world)`` overrides the
     ranks from ``accelerate.PartialState`` (for custom launchers and tests; then no barrier is used, and the
-    caller must run rank 0 last). Returns the results dict (the content of results.json) on every rank.
+    caller must run rank 0 last). ``scoring`` is "reference" (each benchmark parsed as its reference harness
+    does) or "robust" (the references' plain bugs fixed; docs/evaluation.md); it changes the scores, not the
+    predictions, so a rerun with the other mode rescores the saved answers. Returns the results dict (the content
+    of results.json) on every rank.
     """
     from tqdm.auto import tqdm
 
@@ -223,7 +230,7 @@ def evaluate(
     data = dict(data or {})
     state, rank, world = (None, *shard) if shard else _shard()
     barrier = state.wait_for_everyone if state is not None and world > 1 else (lambda: None)
-    resolved = resolve(tasks)
+    resolved = [task.with_scoring(scoring) for task in resolve(tasks)]
     loaded, settings = {}, {}
     for task in resolved:
         everything = task.load(data)
@@ -244,7 +251,7 @@ def evaluate(
     results_file = out / "results.json"
     if rank == 0:
         config = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit, "world_size": world,
-                  "data": data}  # fmt: skip
+                  "data": data, "scoring": scoring}  # fmt: skip
         _write_results(out, resolved, loaded, data, model, config)
         if show:
             total = sum(map(len, loaded.values()))

@@ -2,7 +2,9 @@
 
 Each benchmark has a ``parse_*`` (raw text -> answer), a ``judge_*`` (answer, target, meta -> 0..1) and a
 ``*_scores`` aggregate built on them, so the per-sample column in samples_*.jsonl and the headline number can never
-disagree. Accuracies are fractions in [0, 1]; MME keeps its native scale (subtask score = acc% + acc+%, max 200).
+disagree. The plain names follow the benchmark's reference harness (``vlmforge.eval.rules``); the ``*_ROBUST``
+:class:`~vlmforge.eval.types.Scoring` objects are ``--scoring robust``. Yes/no benchmarks (MME, POPE) are in
+``vlmforge.eval.yesno``. Accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -11,19 +13,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from vlmforge.eval import normalize as nz
-from vlmforge.eval.types import mean_metric, metric, proportion
+from vlmforge.eval.rules import lmms, llava, robust, vlmevalkit
+from vlmforge.eval.types import Scoring, mean_metric, proportion
 from vlmforge.geometry import iou, parse_box
 
 Metas = Sequence[Mapping[str, Any]]
 Metrics = dict[str, dict[str, Any]]
-
-MME_PERCEPTION = (
-    "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
-)  # fmt: skip
-MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+Parse = Callable[[str, Mapping[str, Any]], Any]
 
 
 def _per_type(correct: Sequence[float], metas: Metas, key: str = "type") -> Metrics:
@@ -45,191 +42,139 @@ def _accuracy(judge: Callable[[Any, Any, Mapping[str, Any]], float], parse: Call
     return score
 
 
-# ---- exact / normalised match (GQA, shapes color/shape/count/position, user JSONL) ----
-def parse_strip(raw: str, meta: Mapping[str, Any] | None = None) -> str:
-    return raw.strip()
-
-
-def parse_vqa(raw: str, meta: Mapping[str, Any] | None = None) -> str:
-    return nz.vqa_normalize(raw)
-
-
-def parse_gqa(raw: str, meta: Mapping[str, Any] | None = None) -> str:
-    return nz.simple_normalize(raw)
-
-
 def judge_equal(parsed: Any, target: Any, meta: Mapping[str, Any] | None = None) -> float:
     return float(parsed == target)
 
 
-def judge_normalized(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
-    """``parsed`` is already VQA-normalised; any of several acceptable targets counts."""
-    targets = target if isinstance(target, list) else [target]
-    return float(any(parsed == nz.vqa_normalize(str(t)) for t in targets))
-
-
-def judge_gqa(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
-    return float(parsed == nz.simple_normalize(str(target)))
+def parse_strip(raw: str, meta: Mapping[str, Any] | None = None) -> str:
+    return raw.strip()
 
 
 exact_match_scores = _accuracy(judge_equal, parse_strip)
-normalized_match_scores = _accuracy(judge_normalized, parse_vqa)
+
+
+# ---- normalised match (shapes color/shape/count/position, LLaVA QA, open questions of user JSONL) ----
+def _targets(target: Any) -> list[Any]:
+    return target if isinstance(target, list) else [target]
+
+
+def _normalized(normalize: Callable[[str], str]) -> Scoring:
+    def parse(raw: str, meta: Mapping[str, Any] | None = None) -> str:
+        return normalize(raw)
+
+    def judge(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
+        """``parsed`` is already normalised; any of several acceptable targets counts."""
+        return float(any(parsed == normalize(str(t)) for t in _targets(target)))
+
+    return Scoring(parse, judge, _accuracy(judge, parse))
+
+
+NORMALIZED = _normalized(nz.vqa_normalize)
+NORMALIZED_ROBUST = _normalized(nz.vqa_normalize_robust)
+parse_vqa, judge_normalized, normalized_match_scores = NORMALIZED.parse, NORMALIZED.judge, NORMALIZED.score
+
+
+# ---- GQA (lmms-eval: exact match ignoring case and punctuation) ----
+def parse_gqa(raw: str, meta: Mapping[str, Any] | None = None) -> str:
+    return lmms.gqa_parse(raw)
+
+
+def judge_gqa(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
+    return float(parsed == lmms.exact_match_form(str(target)))
+
+
 gqa_scores = _accuracy(judge_gqa, parse_gqa)
 
 
-# ---- VQAv2 ----
-def judge_vqa(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
-    """Average over the 10-choose-9 annotator subsets of min(#matches / 3, 1)."""
-    answers = [nz.vqa_normalize(str(a)) for a in (target if isinstance(target, list) else [target])]
-    if len(answers) == 1:  # a single reference answer: plain match
-        return float(parsed == answers[0])
-    accs = []
-    for i in range(len(answers)):
-        others = answers[:i] + answers[i + 1 :]
-        accs.append(min(1.0, sum(a == parsed for a in others) / 3))
-    return sum(accs) / len(accs)
+# ---- VQAv2 (lmms-eval) ----
+def _vqa(normalize: Callable[[str], str], accuracy: Callable[[str, Sequence[str]], float]) -> Scoring:
+    def parse(raw: str, meta: Mapping[str, Any] | None = None) -> str:
+        return normalize(raw)
+
+    def judge(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
+        """Average over the annotators of min(#other annotators matching / 3, 1)."""
+        return accuracy(parsed, [normalize(str(a)) for a in _targets(target)])
+
+    def score(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
+        accs = [judge(parse(p), t) for p, t in zip(predictions, targets, strict=True)]
+        buckets: dict[str, list[float]] = defaultdict(list)
+        for a, m in zip(accs, metas, strict=True):
+            if m.get("type"):
+                buckets[str(m["type"])].append(a)
+        return {"accuracy": mean_metric(accs), **{f"{k}/accuracy": mean_metric(v) for k, v in sorted(buckets.items())}}
+
+    return Scoring(parse, judge, score)
 
 
-def vqa_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
-    accs = [judge_vqa(parse_vqa(p), t) for p, t in zip(predictions, targets, strict=True)]
-    out = {"accuracy": mean_metric(accs)}
-    buckets: dict[str, list[float]] = defaultdict(list)
-    for a, m in zip(accs, metas, strict=True):
-        if m.get("type"):
-            buckets[str(m["type"])].append(a)
-    out.update({f"{k}/accuracy": mean_metric(v) for k, v in sorted(buckets.items())})
-    return out
+VQAV2 = _vqa(nz.vqa_normalize, lmms.vqa_accuracy)
+VQAV2_ROBUST = _vqa(nz.vqa_normalize_robust, robust.vqa_accuracy)
+judge_vqa, vqa_scores = VQAV2.judge, VQAV2.score
 
 
-# ---- MME ----
-def parse_mme(raw: str, meta: Mapping[str, Any] | None = None) -> str:
-    return nz.parse_yes_no_first_word(raw)
-
-
-def judge_yes_no(parsed: str, target: Any, meta: Mapping[str, Any] | None = None) -> float:
-    return float(parsed == str(target).strip().lower())
-
-
-def mme_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
-    """Per subtask: acc (% questions right), acc+ (% images with all their questions right), score = acc + acc+;
-    perception / cognition = sums over the subtasks present."""
-    per_sub: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    correct = []
-    for p, t, m in zip(predictions, targets, metas, strict=True):
-        c = judge_yes_no(parse_mme(p), t)
-        correct.append(c)
-        per_sub[str(m["subtask"])][str(m["image"])].append(c)
-    out: Metrics = {"accuracy": proportion(sum(correct), len(correct))}
-    scores: dict[str, tuple[float, int]] = {}
-    for sub, images in sorted(per_sub.items()):
-        flat = [c for cs in images.values() for c in cs]
-        acc = 100 * sum(flat) / len(flat)
-        acc_plus = 100 * sum(all(cs) for cs in images.values()) / len(images)
-        out[f"{sub}/acc"] = metric(acc, len(flat))
-        out[f"{sub}/acc_plus"] = metric(acc_plus, len(images))
-        out[f"{sub}/score"] = metric(acc + acc_plus, len(flat))
-        scores[sub] = (acc + acc_plus, len(flat))
-    for name, subs in (("perception", MME_PERCEPTION), ("cognition", MME_COGNITION)):
-        present = [scores[s] for s in subs if s in scores]
-        if present:
-            out[name] = metric(sum(s for s, _ in present), sum(n for _, n in present))
-    out["total"] = metric(sum(s for s, _ in scores.values()), len(correct))
-    return out
-
-
-# ---- POPE (and shapes_exist) ----
-def parse_pope(raw: str, meta: Mapping[str, Any] | None = None) -> str:
-    return nz.parse_yes_no_pope(raw)
-
-
-def _binary_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-    """pred/gold are 0/1 arrays ("yes" = 1 = positive); works on a batch of resamples along axis -1."""
-    tp = (pred & gold).sum(-1)
-    fp = (pred & ~gold).sum(-1)
-    fn = (~pred & gold).sum(-1)
-    n = pred.shape[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return {
-        "accuracy": (pred == gold).sum(-1) / n,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "yes_ratio": pred.sum(-1) / n,
-    }
-
-
-def _pope_block(pred: np.ndarray, gold: np.ndarray, seed: int = 0, rounds: int = 200) -> Metrics:
-    n = int(pred.shape[0])
-    point = _binary_metrics(pred, gold)
-    # Standard errors by a fixed-seed bootstrap: precision/recall/F1 are not simple proportions.
-    idx = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
-    boot = _binary_metrics(pred[idx], gold[idx])
-    counts = {
-        "accuracy": n, "yes_ratio": n, "f1": n,
-        "precision": int(pred.sum()), "recall": int(gold.sum()),
-    }  # fmt: skip
-    return {k: metric(float(point[k]), counts[k], float(np.std(boot[k], ddof=1))) for k in point}
-
-
-def pope_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
-    """Accuracy, precision, recall, F1, yes-ratio ("yes" positive); per split and averaged over the splits."""
-    if not predictions:
-        return {"accuracy": metric(None, 0)}
-    pred = np.array([parse_pope(p) == "yes" for p in predictions])
-    gold = np.array([str(t).strip().lower() == "yes" for t in targets])
-    splits = [str(m.get("split", "")) for m in metas]
-    names = sorted(set(splits) - {""})
-    if len(names) <= 1:
-        out = _pope_block(pred, gold)
-        if names:
-            out.update({f"{names[0]}/{k}": v for k, v in out.items()})
-        return out
-    out: Metrics = {}
-    blocks = {}
-    for name in names:
-        mask = np.array([s == name for s in splits])
-        blocks[name] = _pope_block(pred[mask], gold[mask])
-        out.update({f"{name}/{k}": v for k, v in blocks[name].items()})
-    for k in blocks[names[0]]:  # the average over splits, as papers report POPE
-        vals = [b[k] for b in blocks.values()]
-        se = float(np.sqrt(sum(v["stderr"] ** 2 for v in vals))) / len(vals)
-        out[k] = metric(sum(v["value"] for v in vals) / len(vals), sum(v["n"] for v in vals), se)
-    return out
-
-
-# ---- option letters: ScienceQA, MMBench (circular), shapes_mc, SEED ----
+# ---- ScienceQA (LLaVA's eval_science_qa.py) ----
 def parse_scienceqa(raw: str, meta: Mapping[str, Any]) -> str | None:
-    return nz.parse_letter_scienceqa(raw, list(meta["choices"]))
+    return llava.scienceqa_letter(raw)
 
 
-def parse_option(raw: str, meta: Mapping[str, Any]) -> str | None:
-    return nz.infer_option(raw, meta["choices"])
+def parse_scienceqa_robust(raw: str, meta: Mapping[str, Any]) -> str | None:
+    return robust.scienceqa_letter(raw, list(meta["choices"]))
 
 
 scienceqa_scores = _accuracy(judge_equal, parse_scienceqa)
+SCIENCEQA_ROBUST = Scoring(parse_scienceqa_robust, judge_equal, _accuracy(judge_equal, parse_scienceqa_robust))
 
 
-def multiple_choice_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
-    """Option-letter accuracy. Samples sharing ``meta["group"]`` are rotations of one question (circular
-    evaluation): the question counts only if every rotation is right. ``vanilla_accuracy`` scores only the
-    original order (rotation 0)."""
-    correct = [judge_equal(parse_option(p, m), t) for p, t, m in zip(predictions, targets, metas, strict=True)]
-    groups: dict[str, list[float]] = defaultdict(list)
-    first: dict[str, Mapping[str, Any]] = {}
-    vanilla = []
-    for c, m in zip(correct, metas, strict=True):
-        g = str(m.get("group", id(m)))
-        groups[g].append(c)
-        first.setdefault(g, m)
-        if m.get("rotation", 0) == 0:
-            vanilla.append(c)
-    circ = [float(all(cs)) for cs in groups.values()]
-    out = {"accuracy": proportion(sum(circ), len(circ)), "vanilla_accuracy": proportion(sum(vanilla), len(vanilla))}
-    out.update(_per_type(circ, [first[g] for g in groups]))
+# ---- option letters (VLMEvalKit's matching): MMBench (circular), SEED, MMMU, shapes_mc ----
+def parse_option(raw: str, meta: Mapping[str, Any]) -> str | None:
+    return vlmevalkit.can_infer(raw, meta["choices"])
+
+
+def parse_option_robust(raw: str, meta: Mapping[str, Any]) -> str | None:
+    return robust.can_infer(raw, meta["choices"])
+
+
+def _breakdown(hits: Sequence[float], metas: Metas) -> Metrics:
+    """VLMEvalKit's report: accuracy per ``l2-category`` and per category (``type``), per split when the data
+    has several (``<split>:<category>/accuracy``, with ``<split>/accuracy`` overall)."""
+    splits = sorted({str(m["split"]) for m in metas if m.get("split") is not None})
+    if len(splits) <= 1:
+        return {**_per_type(hits, metas, "l2-category"), **_per_type(hits, metas)}
+    out: Metrics = {}
+    for split in splits:
+        rows = [(h, m) for h, m in zip(hits, metas, strict=True) if str(m.get("split")) == split]
+        part = _breakdown([h for h, _ in rows], [{k: v for k, v in m.items() if k != "split"} for _, m in rows])
+        out[f"{split}/accuracy"] = proportion(sum(h for h, _ in rows), len(rows))
+        out.update({f"{split}:{key}": value for key, value in part.items()})
     return out
+
+
+def _multiple_choice(parse: Parse) -> Scoring:
+    def score(predictions: Sequence[str], targets: Sequence[Any], metas: Metas) -> Metrics:
+        """Samples sharing ``meta["group"]`` are the rotations of one question (circular evaluation): it counts
+        only if every rotation is right. ``vanilla_accuracy`` scores the original order (rotation 0) alone."""
+        correct = [judge_equal(parse(p, m), t) for p, t, m in zip(predictions, targets, metas, strict=True)]
+        groups: dict[str, list[float]] = defaultdict(list)
+        original: dict[str, Mapping[str, Any]] = {}
+        vanilla = []
+        for c, m in zip(correct, metas, strict=True):
+            g = str(m.get("group", id(m)))
+            groups[g].append(c)
+            if m.get("rotation", 0) == 0:
+                vanilla.append(c)
+                original[g] = m
+        circular = [float(all(cs)) for cs in groups.values()]
+        out = {"accuracy": proportion(sum(circular), len(circular))}
+        if any(len(cs) > 1 for cs in groups.values()):
+            out["vanilla_accuracy"] = proportion(sum(vanilla), len(vanilla))
+        out.update(_breakdown(circular, [original.get(g, {}) for g in groups]))
+        return out
+
+    return Scoring(parse, judge_equal, score)
+
+
+OPTION = _multiple_choice(parse_option)
+OPTION_ROBUST = _multiple_choice(parse_option_robust)
+multiple_choice_scores = OPTION.score
 
 
 # ---- referring expressions ----
@@ -259,7 +204,7 @@ def rec_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas)
     }
 
 
-# ---- generic records (user JSONL, MMMU): multiple choice when the sample has choices, else normalised match ----
+# ---- generic records (user JSONL): multiple choice when the sample has choices, else normalised match ----
 def parse_generic(raw: str, meta: Mapping[str, Any]) -> Any:
     return parse_option(raw, meta) if meta.get("choices") else parse_vqa(raw)
 

@@ -7,6 +7,7 @@ data: {world: runs/lab/world}
 batch_size: 8
 max_new_tokens: null         # null: each task's default
 limit: null
+scoring: reference           # or robust (docs/evaluation.md)
 models:
   - {name: bunny-full, path: runs/lab/bunny-full}
   - {name: bunny-lora, path: runs/lab/bunny-lora}
@@ -88,6 +89,7 @@ def run_suite(
             factory(m["path"]), spec["tasks"], out / m["name"], batch_size=int(spec.get("batch_size") or 8),
             max_new_tokens=spec.get("max_new_tokens"), limit=spec.get("limit"), data=spec["data"],
             model={"name": m["name"], "path": m["path"]}, progress=progress, force=force,
+            scoring=spec.get("scoring") or "reference",
         )  # fmt: skip
         runs.append((m["name"], results))
     write_comparison(runs, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from vlmforge.errors import DataError
+from vlmforge.errors import ConfigError, DataError
 
 
 @dataclass
@@ -110,6 +111,19 @@ Parser = Callable[[str, Mapping[str, Any]], Any]
 Judge = Callable[[Any, Any, Mapping[str, Any]], float]
 Scorer = Callable[[Sequence[str], Sequence[Any], Sequence[Mapping[str, Any]]], dict[str, dict[str, Any]]]
 
+# "reference": each benchmark parsed as its reference harness does; "robust": with the references' plain bugs fixed.
+SCORING_MODES = ("reference", "robust")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A way to score a task: ``parse`` (raw answer -> answer), ``judge`` (answer, target -> 0..1), ``score``
+    (raw answers -> metrics), as the fields of the same names in :class:`Task`."""
+
+    parse: Parser
+    judge: Judge
+    score: Scorer
+
 
 @dataclass(frozen=True)
 class Task:
@@ -133,6 +147,16 @@ class Task:
     max_new_tokens: int = 16
     # Resolved at load time from the data (e.g. WORLD/world.json) when the task knows how; else ``chance``.
     chance_from_data: Callable[[Mapping[str, str]], float | None] | None = None
+    # The parse/judge/score of ``--scoring robust``; None when the reference's rules have nothing to fix.
+    robust: Scoring | None = None
+
+    def with_scoring(self, mode: str) -> Task:
+        """This task scored the ``mode`` way (see SCORING_MODES)."""
+        if mode not in SCORING_MODES:
+            raise ConfigError(f"unknown scoring {mode!r}; choose one of {', '.join(SCORING_MODES)}")
+        if mode == "robust" and self.robust is not None:
+            return dataclasses.replace(self, parse=self.robust.parse, judge=self.robust.judge, score=self.robust.score)
+        return self
 
     def chance_level(self, data: Mapping[str, str]) -> float | None:
         if self.chance_from_data is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
+from vlmforge.eval import yesno as yn
 from vlmforge.eval.tasks import register
 from vlmforge.eval.tasks.common import (
     SHORT_ANSWER,
@@ -56,7 +57,7 @@ def load_mme(data: Mapping[str, str]) -> list[Sample]:
         out.append(Sample(id=f"{sub}/{image.name}/{k}", prompt=_short(question), target=answer.strip().lower(),
                           images=[str(image)], where=where, meta={"subtask": sub, "image": image.name}))  # fmt: skip
 
-    for sub in (*sc.MME_PERCEPTION, *sc.MME_COGNITION):
+    for sub in (*yn.MME_PERCEPTION, *yn.MME_COGNITION):
         folder = root / sub
         flat = next((p for p in (root / f"{sub}.txt", folder / f"{sub}.txt") if p.is_file()), None)
         if flat is not None:
@@ -251,25 +252,27 @@ def load_records(data: Mapping[str, str]) -> list[Sample]:
 
 
 _T = functools.partial(Task, max_new_tokens=16)
-register(_T(name="mme", description="MME yes/no: per-subtask acc + acc+ (max 200); perception / cognition sums.",
-            data_keys=("mme",), load=load_mme, parse=sc.parse_mme, judge=sc.judge_yes_no, score=sc.mme_scores,
-            primary="perception"))  # fmt: skip
-register(_T(name="pope", description="POPE object hallucination: accuracy, precision, recall, F1, yes-ratio per "
-            "split and averaged.", data_keys=("pope", "pope_images"), load=load_pope, parse=sc.parse_pope,
-            judge=sc.judge_yes_no, score=sc.pope_scores, primary="f1", chance=0.5))  # fmt: skip
-register(_T(name="gqa", description="GQA testdev-balanced: exact match after normalisation.",
+register(_T(name="mme", description="MME yes/no (lmms-eval's parsing): per-subtask acc + acc+ (max 200); perception "
+            "/ cognition sums.", data_keys=("mme",), load=load_mme, parse=yn.MME.parse, judge=yn.MME.judge,
+            score=yn.MME.score, robust=yn.MME_ROBUST, primary="perception"))  # fmt: skip
+register(_T(name="pope", description="POPE object hallucination (LLaVA's parsing): accuracy, precision, recall, F1, "
+            "yes-ratio per split and averaged.", data_keys=("pope", "pope_images"), load=load_pope,
+            parse=yn.POPE.parse, judge=yn.POPE.judge, score=yn.POPE.score, robust=yn.POPE_ROBUST, primary="f1",
+            chance=0.5))  # fmt: skip
+register(_T(name="gqa", description="GQA testdev-balanced (lmms-eval): exact match ignoring case and punctuation.",
             data_keys=("gqa", "gqa_images"), load=load_gqa, parse=sc.parse_gqa, judge=sc.judge_gqa,
             score=sc.gqa_scores))  # fmt: skip
-register(_T(name="vqav2", description="VQAv2: min(#annotators/3, 1) averaged over the 10-choose-9 subsets.",
-            data_keys=("vqav2_questions", "vqav2_annotations", "vqav2_images"), load=load_vqav2,
-            parse=sc.parse_vqa, judge=sc.judge_vqa, score=sc.vqa_scores))  # fmt: skip
-register(_T(name="scienceqa_img", description="ScienceQA-IMG test: option letter (bare, 'X.' or 'The answer is "
-            "X.'); unparseable is wrong.", data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images"),
+register(_T(name="vqav2", description="VQAv2 (lmms-eval): min(#annotators/3, 1) averaged over the 10-choose-9 "
+            "subsets.", data_keys=("vqav2_questions", "vqav2_annotations", "vqav2_images"), load=load_vqav2,
+            parse=sc.VQAV2.parse, judge=sc.VQAV2.judge, score=sc.VQAV2.score, robust=sc.VQAV2_ROBUST))  # fmt: skip
+register(_T(name="scienceqa_img", description="ScienceQA-IMG test (LLaVA's parsing): option letter (bare, 'X. ' or "
+            "'The answer is X'); unparseable is wrong.", data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images"),
             load=load_scienceqa, parse=sc.parse_scienceqa, judge=sc.judge_equal, score=sc.scienceqa_scores,
-            max_new_tokens=8))  # fmt: skip
+            robust=sc.SCIENCEQA_ROBUST, max_new_tokens=8))  # fmt: skip
 register(_T(name="llava_qa", description="LLaVA-style question JSONL + answer file: normalised match.",
             data_keys=("llava_questions", "llava_answers", "llava_images"), load=load_llava_questions,
-            parse=sc.parse_vqa, judge=sc.judge_normalized, score=sc.normalized_match_scores))  # fmt: skip
+            parse=sc.parse_vqa, judge=sc.judge_normalized, score=sc.normalized_match_scores,
+            robust=sc.NORMALIZED_ROBUST))  # fmt: skip
 register(_T(name="jsonl", description="Any JSONL of LLaVA records with `answer` (+ `choices`, `task`): "
             "normalised match, or option letter when choices are given; per-`task` accuracy.",
             data_keys=("jsonl", "jsonl_images"), load=load_records, parse=sc.parse_generic,

@@ -16,9 +16,10 @@ from typing import Any
 
 from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
+from vlmforge.eval import yesno as yn
 from vlmforge.eval.tasks import register, register_group
 from vlmforge.eval.tasks.common import data_path, mc_samples, read_json, read_jsonl
-from vlmforge.eval.types import Sample, Task, check_image
+from vlmforge.eval.types import Sample, Scoring, Task, check_image
 from vlmforge.geometry import LETTERS
 
 DEFAULT_CHANCE = {"color": 1 / 6, "shape": 1 / 6, "count": 1 / 4, "position": 1 / 9, "exist": 0.5, "mc": 0.25**4}
@@ -176,13 +177,13 @@ def _mc_chance(data: Mapping[str, str]) -> float | None:
     return circular_chance(world_chance("mc", data))
 
 
-def _task(kind: str, description: str, parse, judge, score, primary: str = "accuracy", tokens: int = 16,
-          records: str = "instruct") -> Task:  # fmt: skip
+def _task(kind: str, description: str, scoring: Scoring, robust: Scoring | None, primary: str = "accuracy",
+          tokens: int = 16, records: str = "instruct") -> Task:  # fmt: skip
     name = f"shapes_{kind}" if records == "instruct" else f"shapes_{records}_{kind}"
     return Task(
         name=name, description=description, data_keys=("world", "world_split"),
-        load=functools.partial(load_shapes, kind, records=records), parse=parse, judge=judge, score=score,
-        primary=primary,
+        load=functools.partial(load_shapes, kind, records=records), parse=scoring.parse, judge=scoring.judge,
+        score=scoring.score, robust=robust, primary=primary,
         chance=DEFAULT_CHANCE.get(kind), max_new_tokens=tokens,
         chance_from_data=_mc_chance if kind == "mc" else functools.partial(world_chance, kind),
     )  # fmt: skip
@@ -194,13 +195,14 @@ for _file, _how in (("instruct", ""), ("paraphrased", " Asked in held-out phrasi
         ("position", "where an object is (3x3 grid)"),
     ):  # fmt: skip
         register(_task(_kind, f"Shapes world: {_what}; exact match after VQA normalisation.{_how}",
-                       sc.parse_vqa, sc.judge_normalized, sc.normalized_match_scores, records=_file))  # fmt: skip
-    register(_task("exist", f"Shapes world: is there a ...? yes/no, POPE metrics.{_how}",
-                   sc.parse_pope, sc.judge_yes_no, sc.pope_scores, records=_file))  # fmt: skip
-register(_task("mc", "Shapes world: multiple choice, circular evaluation over option rotations.",
-               sc.parse_option, sc.judge_equal, sc.multiple_choice_scores, tokens=8))  # fmt: skip
+                       sc.NORMALIZED, sc.NORMALIZED_ROBUST, records=_file))  # fmt: skip
+    register(_task("exist", f"Shapes world: is there a ...? yes/no, POPE metrics.{_how}", yn.POPE, yn.POPE_ROBUST,
+                   records=_file))  # fmt: skip
+register(_task("mc", "Shapes world: multiple choice, circular evaluation over option rotations.", sc.OPTION,
+               sc.OPTION_ROBUST, tokens=8))  # fmt: skip
 register(_task("rec", "Shapes world: box of the referred object, Acc@0.5 (IoU >= 0.5).",
-               sc.parse_rec, sc.judge_rec, sc.rec_scores, primary="acc@0.5", tokens=32))  # fmt: skip
+               Scoring(sc.parse_rec, sc.judge_rec, sc.rec_scores), None,
+               primary="acc@0.5", tokens=32))  # fmt: skip
 register_group("shapes", [f"shapes_{k}" for k in ("color", "shape", "count", "position", "exist", "mc", "rec")])
 PARAPHRASED_KINDS = ("color", "shape", "count", "position", "exist")
 register_group("shapes_paraphrased", [f"shapes_paraphrased_{k}" for k in PARAPHRASED_KINDS])
