@@ -9,7 +9,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned, so the resolver takes the local CPU build instead of a multi-GB CUDA one.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,parity]"
+	# The reference scorers the parity tests compare with. lmms-eval's requirements would pull torchvision, which
+	# does not match the CPU torch build: the package alone, its scorers' imports come with the `parity` extra.
+	$(BIN)/pip install -q --no-deps "lmms-eval==0.7.3"
 	touch $(STAMP)
 
 .PHONY: install demo test lint clean
