@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -78,3 +81,30 @@ class Oracle:
         self.prompts += [r.prompt for r in requests]
         assert all(r.images and r.images[0].size == (8, 8) for r in requests)
         return [self.answers[r.prompt] for r in requests]
+
+
+PARITY_FIXTURES = Path(__file__).parent / "fixtures" / "eval_parity"
+
+
+def parity_fixture(name: str) -> dict:
+    """A reference's numbers on seeded answers (tests/fixtures/eval_parity; each says how it was produced)."""
+    return json.loads((PARITY_FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def png_b64(color: str = "red") -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_vlmevalkit_tsv(path: Path, columns: list[str], rows: list[list]) -> Path:
+    """A VLMEvalKit TSV: each question's row carries the image, a circular copy (index >= 1,000,000) names the
+    question whose image it reuses."""
+    image = png_b64()
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh, delimiter="\t")
+        out.writerow([*columns, "image"])
+        for row in rows:
+            index = int(row[0])
+            out.writerow([*row, str(index % 1_000_000) if index >= 1_000_000 else image])
+    return path

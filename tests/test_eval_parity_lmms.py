@@ -72,7 +72,8 @@ def test_vqav2_matches_lmms_eval():
     docs, bases = _vqa_docs(320)
     preds = word_answers(seed=2, n=len(docs), targets=bases)
     targets = [[a["answer"] for a in d["answers"]] for d in docs]
-    reference = [lmms_vqav2.vqav2_process_results(copy.deepcopy(d), [p])["exact_match"] for d, p in zip(docs, preds)]
+    pairs = zip(docs, preds, strict=True)
+    reference = [lmms_vqav2.vqav2_process_results(copy.deepcopy(d), [p])["exact_match"] for d, p in pairs]
     ours = [sc.VQAV2.judge(sc.VQAV2.parse(p), t) for p, t in zip(preds, targets, strict=True)]
     assert ours == pytest.approx(reference, abs=1e-9)
     assert 0.2 < statistics.mean(reference) < 0.8  # a mix of right, partly right and wrong answers
@@ -82,7 +83,9 @@ def test_vqav2_matches_lmms_eval():
 
 def test_gqa_matches_lmms_eval():
     rng = random.Random(11)
-    gold = [rng.choice(["yes", "no", "left", "right", "red", "t-shirt", "istanbul", "dog", "top left"]) for _ in range(320)]
+    gold = [
+        rng.choice(["yes", "no", "left", "right", "red", "t-shirt", "istanbul", "dog", "top left"]) for _ in range(320)
+    ]
     preds = word_answers(seed=3, n=len(gold), targets=gold)
 
     def reference(pred: str, target: str) -> float:  # lmms-eval's generate_until path strips the output first

@@ -124,8 +124,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("experiment", help="experiment YAML file")
     s.add_argument("--force", action="store_true",
                    help="evaluate every model from scratch instead of reusing its saved predictions")  # fmt: skip
-    s.add_argument("--scoring", choices=SCORING_MODES, default=None,
-                   help="reference or robust (as for `vlmforge eval`); default: the YAML's `scoring`, else reference")
+    s.add_argument(
+        "--scoring",
+        choices=SCORING_MODES,
+        default=None,
+        help="reference or robust (as for `vlmforge eval`); default: the YAML's `scoring`, else reference",
+    )
     s.set_defaults(handler=run_suite_cmd)
 
     t = subparsers.add_parser(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vlmforge.eval import normalize as nz
-from vlmforge.eval.rules import lmms, llava, robust, vlmevalkit
+from vlmforge.eval.rules import llava, lmms, robust, vlmevalkit
 from vlmforge.eval.types import Scoring, mean_metric, proportion
 from vlmforge.geometry import iou, parse_box
 

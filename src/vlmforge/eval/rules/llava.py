@@ -11,8 +11,8 @@ _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 
 
 def pope_yes_no(text: str) -> str:
-    """"no" when the first sentence, commas removed and split on single spaces, has the word "No", "no" or
-    "not" (case-sensitive: "NO" and "no!" are yes); else "yes"."""
+    """No when the first sentence, commas removed and split on single spaces, has the word "No", "no" or "not"
+    (case-sensitive: "NO" and "no!" are yes); else yes. Returns "yes" or "no"."""
     first = text.split(".")[0] if "." in text else text
     words = first.replace(",", "").split(" ")
     return "no" if "No" in words or "not" in words or "no" in words else "yes"

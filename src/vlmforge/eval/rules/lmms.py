@@ -11,8 +11,8 @@ _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def mme_yes_no(text: str) -> str:
-    """"yes", "no" or "other": the whole answer when it is yes/no (or y/n), else whichever word shows within its
-    first four characters ("Not sure" is no, "yesterday" is yes), after lower-casing and deleting periods."""
+    """The whole answer when it is yes/no (or y/n), else whichever of the two shows within its first four
+    characters ("Not sure" is no, "yesterday" is yes), after lower-casing and deleting periods; else "other"."""
     answer = text.lower().strip().replace(".", "")
     if answer in ("yes", "no"):
         return answer

@@ -68,8 +68,8 @@ def can_infer(answer: str, choices: Mapping[str, str]) -> str | None:
 
 
 def yes_no_unknown(answer: str) -> str:
-    """"Yes" when the lower-cased words (punctuation handled as in VQA) hold "yes" and not "no", "No" for the
-    reverse, else "Unknown"."""
+    """Yes when the lower-cased words (punctuation handled as in VQA) hold "yes" and not "no", No for the reverse,
+    else Unknown (returned as "Yes", "No", "Unknown")."""
     words = process_punctuation(answer.lower(), VLMEVALKIT_COMMA, VLMEVALKIT_PERIOD).split()
     if "yes" in words and "no" not in words:
         return "Yes"
