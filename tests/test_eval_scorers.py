@@ -79,7 +79,8 @@ def test_mme_acc_plus_and_sums():
     ("raw", "reference", "robust_"),
     [("Yes", "yes", "yes"), ("no.", "no", "no"), ("NO, it is not", "no", "no"), ("The answer is yes", "other", "other"),
      ("", "other", "other"), ("Not sure", "no", "other"), ("None", "no", "other"), ("yesterday", "yes", "other"),
-     ("y", "yes", "other"), ("N.", "no", "other"), ("I think yes", "other", "other"), ("Yes!", "yes", "yes")],
+     ("y", "yes", "yes"), ("N.", "no", "no"), ("I think yes", "other", "other"), ("Yes!", "yes", "yes"),
+     ("Nope, none", "no", "no"), ("Nothing", "no", "other")],
 )  # fmt: skip
 def test_mme_yes_no(raw, reference, robust_):
     assert lmms.mme_yes_no(raw) == reference  # the first four characters decide

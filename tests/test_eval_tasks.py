@@ -208,3 +208,4 @@ def test_gqa_vqav2_scienceqa_llava_jsonl(tmp_path):
     (tmp_path / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     u = get_task("jsonl").load({"jsonl": str(tmp_path / "mine.jsonl")})
     assert u[1].target == "B" and u[1].meta["choices"] == {"A": "cat", "B": "dog"} and u[1].images == []
+    assert [(s.group_id, s.target) for s in u[1:]] == [("u2", "B"), ("u2", "A")]  # rotated: the file has no copies

@@ -15,10 +15,15 @@ def _words(text: str) -> list[str]:
     return [w for w in (w.strip(string.punctuation).lower() for w in text.split()) if w]
 
 
+_YES_NO_WORDS = {"yes": "yes", "y": "yes", "yeah": "yes", "yep": "yes", "no": "no", "n": "no", "nope": "no",
+                 "nah": "no"}  # fmt: skip
+
+
 def first_word_yes_no(text: str) -> str:
-    """MME: the first word, whatever its case and punctuation, when it is yes or no; else "other"."""
+    """MME: the first word, whatever its case and punctuation, when it says yes or no (y, yep, nope...); else
+    "other" ("Not sure", "None" and "yesterday" say neither)."""
     words = _words(text)
-    return words[0] if words and words[0] in ("yes", "no") else "other"
+    return _YES_NO_WORDS.get(words[0], "other") if words else "other"
 
 
 def pope_yes_no(text: str) -> str:

@@ -224,7 +224,8 @@ def load_llava_questions(data: Mapping[str, str]) -> list[Sample]:
 
 def load_records(data: Mapping[str, str]) -> list[Sample]:
     """Any JSONL of LLaVA records with ``answer`` (+ optional ``choices``, ``task``); images relative to the file
-    (or ``jsonl_images``). With choices it is multiple choice (answer = letter or option text)."""
+    (or ``jsonl_images``). With choices it is multiple choice (answer = letter or option text), asked once per
+    rotation of its options (circular evaluation: the file holds no copies)."""
     file = data_path(data, "jsonl", "jsonl")
     images = data_path(data, "jsonl_images", "jsonl", default=file.parent)
     out: list[Sample] = []
@@ -243,7 +244,7 @@ def load_records(data: Mapping[str, str]) -> list[Sample]:
             if index is None and answer not in texts:
                 raise DataError(where, f"answer {answer!r} is neither an option letter nor an option text")
             index = texts.index(answer) if index is None else index
-            out.extend(mc_samples(str(r["id"]), question, texts, index, circular=False, images=imgs,
+            out.extend(mc_samples(str(r["id"]), question, texts, index, circular=True, images=imgs,
                                   where=where, meta=meta))  # fmt: skip
         else:
             out.append(Sample(id=str(r["id"]), prompt=question, target=r["answer"], images=imgs, where=where,
