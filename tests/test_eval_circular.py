@@ -4,6 +4,8 @@ scoring modes are chosen per run and recorded in results.json."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from eval_helpers import parity_fixture, write_vlmevalkit_tsv
@@ -47,6 +49,7 @@ def test_mmbench_tsv_with_its_copies_gives_the_reference_count_and_accuracy(tmp_
     robust = evaluate(replay, ["mmbench_tsv"], tmp_path / "out", data={"mmbench_tsv": str(path)}, progress=False,
                       scoring="robust")  # fmt: skip
     assert robust["tasks"]["mmbench_tsv"]["scoring"] == "robust" and robust["config"]["scoring"] == "robust"
+    assert "; robust scoring." in (tmp_path / "out" / "report.md").read_text()
     # robust reads more of these answers as letters ("b", "(c)."): the vanilla score rises
     assert robust["tasks"]["mmbench_tsv"]["metrics"]["vanilla_accuracy"]["value"] > task["metrics"][
         "vanilla_accuracy"]["value"]  # fmt: skip
@@ -79,3 +82,23 @@ def test_questions_without_copies_are_asked_once_and_g_index_groups(tmp_path):
 def test_unknown_scoring_mode_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown scoring 'lenient'"):
         evaluate(Replay({}), ["mmbench_tsv"], tmp_path, data={}, progress=False, scoring="lenient")
+
+
+def test_cli_scoring_flag(tmp_path, monkeypatch):
+    import vlmforge.runtime
+    from vlmforge.cli import main
+
+    fix, path, answer_of = _mmbench(tmp_path)
+    samples = get_task("mmbench_tsv").load({"mmbench_tsv": str(path)})
+    monkeypatch.setattr(
+        vlmforge.runtime, "load_generator", lambda _: Replay({s.prompt: answer_of[s.id] for s in samples})
+    )
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    args = ["eval", "--model", str(tmp_path / "model"), "--tasks", "mmbench_tsv", "--data", f"mmbench_tsv={path}",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main([*args, "--scoring", "robust"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["scoring"] == results["tasks"]["mmbench_tsv"]["scoring"] == "robust"
+    with pytest.raises(SystemExit):
+        main([*args, "--scoring", "lenient"])

@@ -89,7 +89,8 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     """report.md (summary + every metric per task) and plot_accuracy.png for one model's results."""
     name = str(results.get("model", {}).get("name", "model"))
     plot = plot_models([(name, results)], out_dir / "plot_accuracy.png", title=name)
-    lines = [f"# Evaluation report: {name}", "", f"Generated {results.get('timestamp', '')}.", "",
+    scoring = results.get("config", {}).get("scoring", "reference")
+    lines = [f"# Evaluation report: {name}", "", f"Generated {results.get('timestamp', '')}; {scoring} scoring.", "",
              summary_table([(name, results)]), ""]  # fmt: skip
     if plot is not None:
         lines += [f"![accuracy per task]({plot.name})", ""]
