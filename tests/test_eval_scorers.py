@@ -143,7 +143,8 @@ def test_scienceqa_letter(raw, reference, robust_):
      ("circle", None, None), ("b", None, "B"), ("(c).", None, "C"),
      ("C is right because the other two shapes are not green", None, None),  # a letter must be among the last 4
      ("the correct answer is **b** here, because the square is blue and large", "B", "B"),
-     ("Cannot determine the answer", "Z", "Z"), ("Z", "Z", "Z"), ("The answer is E since the star is dim and far", None, "E")],
+     ("Cannot determine the answer", "Z", "Z"), ("Z", "Z", "Z"),
+     ("The answer is E since the star is dim and far", None, "E")],
 )  # fmt: skip
 def test_infer_option(raw, reference, robust_):
     choices = {"A": "red circle", "B": "blue square", "C": "green circle", "E": "grey star"}

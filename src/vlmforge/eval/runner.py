@@ -166,7 +166,8 @@ def merge_and_score(
     metrics = task.score(preds, [s.target for s in samples], [s.meta for s in samples])
     return {
         "description": task.description, "scoring": scoring, "primary": task.primary,
-        "chance": task.chance_level(data), "n_samples": len(samples), "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
+        "chance": task.chance_level(data), "n_samples": len(samples),
+        "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
     }  # fmt: skip
 
 

@@ -267,7 +267,8 @@ register(_T(name="vqav2", description="VQAv2 (lmms-eval): min(#annotators/3, 1) 
             "subsets.", data_keys=("vqav2_questions", "vqav2_annotations", "vqav2_images"), load=load_vqav2,
             parse=sc.VQAV2.parse, judge=sc.VQAV2.judge, score=sc.VQAV2.score, robust=sc.VQAV2_ROBUST))  # fmt: skip
 register(_T(name="scienceqa_img", description="ScienceQA-IMG test (LLaVA's parsing): option letter (bare, 'X. ' or "
-            "'The answer is X'); unparseable is wrong.", data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images"),
+            "'The answer is X'); unparseable is wrong.",
+            data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images"),
             load=load_scienceqa, parse=sc.parse_scienceqa, judge=sc.judge_equal, score=sc.scienceqa_scores,
             robust=sc.SCIENCEQA_ROBUST, max_new_tokens=8))  # fmt: skip
 register(_T(name="llava_qa", description="LLaVA-style question JSONL + answer file: normalised match.",
