@@ -19,6 +19,11 @@ def parse_data(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_fields(items: list[str] | None) -> list[str]:
+    """``--group-by a,b --group-by c`` -> ["a", "b", "c"]."""
+    return list(dict.fromkeys(f.strip() for item in items or [] for f in item.split(",") if f.strip()))
+
+
 def _print_summary(results: dict) -> None:
     for name, task in results.get("tasks", {}).items():
         m = task["metrics"].get(task["primary"], {})
@@ -31,7 +36,8 @@ def _list_tasks() -> int:
     from vlmforge.eval.tasks import GROUPS, TASKS
 
     for name, task in sorted(TASKS.items()):
-        print(f"{name:16s} {task.description}\n{'':16s} data: {', '.join(f'{k}=PATH' for k in task.data_keys)}")
+        keys = [f"{k}=PATH" for k in task.data_keys] + [f"{k}=VALUE" for k in task.option_keys]
+        print(f"{name:16s} {task.description}\n{'':16s} data: {', '.join(keys)}")
     for name, members in GROUPS.items():
         print(f"{name:16s} group: {', '.join(members)}")
     return 0
@@ -43,15 +49,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if not args.model or not args.tasks or not args.out:
         raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks)")
     from vlmforge.eval.runner import evaluate
-    from vlmforge.eval.tasks import resolve
+    from vlmforge.eval.tasks import check_data_keys, resolve
 
-    tasks = resolve([t for t in args.tasks.split(",") if t.strip()])  # fail on a typo before loading the model
+    # Fail on a misspelt task or --data key before loading the model.
+    tasks = resolve([t for t in args.tasks.split(",") if t.strip()])
+    data = parse_data(args.data)
+    check_data_keys(tasks, data)
     from vlmforge.runtime import load_generator, run_name
 
     results = evaluate(
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, limit=args.limit, data=parse_data(args.data),
+        max_new_tokens=args.max_new_tokens, limit=args.limit, data=data,
         model={"name": args.name or run_name(args.model), "path": args.model}, force=args.force,
+        group_by=parse_fields(args.group_by),
     )  # fmt: skip
     _print_summary(results)
     return 0
@@ -104,6 +114,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", metavar="KEY=PATH",
                    help="where a task's files are, e.g. --data world=runs/lab/world --data mme=MME_Benchmark; "
                         "repeatable; --list-tasks shows each task's keys")  # fmt: skip
+    p.add_argument("--group-by", action="append", metavar="FIELD",
+                   help="also report each task's headline metric per value of this sample field (a record field "
+                        "of the jsonl task, or type/subtask/split); comma-separated or repeatable")  # fmt: skip
     p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
     p.set_defaults(handler=run_eval)
 
