@@ -43,11 +43,22 @@ def _list_tasks() -> int:
     return 0
 
 
+def _export_lmms(tasks: list, data: dict[str, str], folder: str, limit: int | None) -> int:
+    from vlmforge.eval.lmms import write_lmms_task
+
+    names = ",".join(write_lmms_task(task, data, folder, limit=limit) for task in tasks)
+    print(f"wrote lmms-eval task(s) {names} to {folder}; evaluate a model on them with\n  lmms-eval --model llava_hf "
+          f"--model_args pretrained=MODEL,device=cpu,device_map=cpu --tasks {names} --include_path {folder} "
+          "--batch_size 1 --log_samples --output_path OUT")  # fmt: skip
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     if args.list_tasks:
         return _list_tasks()
-    if not args.model or not args.tasks or not args.out:
-        raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks)")
+    if not args.tasks or not (args.export_lmms or (args.model and args.out)):
+        raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks, or --tasks with "
+                          "--export-lmms DIR)")  # fmt: skip
     from vlmforge.eval.runner import evaluate
     from vlmforge.eval.tasks import check_data_keys, resolve
 
@@ -55,6 +66,8 @@ def run_eval(args: argparse.Namespace) -> int:
     tasks = resolve([t for t in args.tasks.split(",") if t.strip()])
     data = parse_data(args.data)
     check_data_keys(tasks, data)
+    if args.export_lmms:
+        return _export_lmms(tasks, data, args.export_lmms, args.limit)
     from vlmforge.runtime import load_generator, run_name
 
     results = evaluate(
@@ -118,6 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also report each task's headline metric per value of this sample field (a record field "
                         "of the jsonl task, or type/subtask/split); comma-separated or repeatable")  # fmt: skip
     p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
+    p.add_argument("--export-lmms", metavar="DIR",
+                   help="write the tasks' questions (the first --limit) as lmms-eval local tasks into DIR and exit, "
+                        "to run lmms-eval on the same questions (no --model needed)")  # fmt: skip
     p.set_defaults(handler=run_eval)
 
     s = subparsers.add_parser(
