@@ -212,3 +212,19 @@ def test_cli_refuses_an_unknown_key_before_loading_the_model(tmp_path, capsys):
     code = main(["eval", "--model", str(tmp_path / "no-model"), "--tasks", "jsonl", "--out", str(tmp_path / "o"),
                  "--data", "jsonl=f.jsonl", "--data", "jsonl_image=imgs"])  # fmt: skip
     assert code != 0 and "jsonl_image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"choices": "cat dog"}, "`choices` must be a list of at least two options"),
+        ({"task": ["color"]}, "`task` must be a name"),
+        ({"id": ""}, "record has no `id`"),
+        ({"answer": "", "conversations": [{"from": "human", "value": "<image>\nColour?"}]}, "no gpt reply to score"),
+        ({"choices": ["cat", "dog"], "answer": "E"}, "answer 'E' is neither an option letter nor an option text"),
+    ],
+)
+def test_bad_records_are_named(records, change, message):
+    records.write_text(json.dumps(RECORDS[0]) + "\n" + json.dumps({**RECORDS[1], **change}) + "\n")
+    with pytest.raises(DataError, match=rf"mine\.jsonl:2: .*{message}"):
+        get_task("jsonl").load({"jsonl": str(records)})

@@ -40,6 +40,10 @@ def _validated(record: dict, where: str, folder: Path) -> dict:
     """The record as `train` checks it; one that ends on its question is checked with its answer as the reply."""
     if not isinstance(record.get("id"), str | int) or record.get("id") == "":
         raise DataError(where, "record has no `id`", "missing_field")
+    if not isinstance(record.get("task", ""), str | int):
+        raise DataError(where, "`task` must be a name (a string)", "bad_record")
+    if record.get("choices") and not (isinstance(record["choices"], list) and len(record["choices"]) >= 2):
+        raise DataError(where, "`choices` must be a list of at least two options", "bad_record")
     turns = record.get("conversations")
     if isinstance(turns, list) and turns and isinstance(turns[-1], dict) and turns[-1].get("from") == "human":
         reply = {"from": "gpt", "value": str(record.get("answer", ""))}
