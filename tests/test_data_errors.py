@@ -75,6 +75,23 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
     assert rejections.as_dict()["by_reason"] == {"malformed_json": 1}
 
 
+@pytest.mark.parametrize(
+    ("line", "column_of"),
+    [
+        ('{"id": "x", "n": 1', lambda line: len(line) + 1),  # cut short: the error is just past its end
+        ('{"id": "x", "n": }', lambda line: line.index("}") + 1),
+        ('{"id": "x"} trailing', lambda line: line.index("trailing") + 1),
+    ],
+)
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_malformed_json_line_names_its_column(tmp_path, line, column_of, newline):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes((json.dumps(TEXT_ONLY) + newline + line + newline).encode())
+    with pytest.raises(DataError) as err:
+        load_records(path)
+    assert err.value.where == f"{path}:2" and f"(column {column_of(line)})" in err.value.reason
+
+
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_invalid_record_is_named(folder, name):
     record, code = BAD[name]

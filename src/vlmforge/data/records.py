@@ -104,7 +104,8 @@ def _read_jsonl(path: Path) -> Iterable[tuple[str, Any]]:
                 continue
             where = f"{path}:{number}"
             try:
-                yield where, json.loads(line)
+                # Without its line break, so that a line cut short reports its own last column, not line 2.
+                yield where, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 yield (
                     where,
@@ -128,7 +129,9 @@ def _read_json(path: Path) -> Iterable[tuple[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         # One broken character spoils the whole list, so this is never skippable.
-        raise DataError(f"{path}:{err.lineno}", f"malformed JSON: {err.msg}", "malformed_json") from err
+        raise DataError(
+            f"{path}:{err.lineno}", f"malformed JSON: {err.msg} (column {err.colno})", "malformed_json"
+        ) from err
     if not isinstance(data, list):
         raise DataError(str(path), "a .json records file must hold a list of records", "bad_record")
     for index, record in enumerate(data):

@@ -20,6 +20,11 @@ def parse_data(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_fields(items: list[str] | None) -> list[str]:
+    """``--group-by a,b --group-by c`` -> ["a", "b", "c"]."""
+    return list(dict.fromkeys(f.strip() for item in items or [] for f in item.split(",") if f.strip()))
+
+
 def _print_summary(results: dict) -> None:
     for name, task in results.get("tasks", {}).items():
         m = task["metrics"].get(task["primary"], {})
@@ -32,28 +37,46 @@ def _list_tasks() -> int:
     from vlmforge.eval.tasks import GROUPS, TASKS
 
     for name, task in sorted(TASKS.items()):
-        print(f"{name:16s} {task.description}\n{'':16s} data: {', '.join(f'{k}=PATH' for k in task.data_keys)}")
+        keys = [f"{k}=PATH" for k in task.data_keys] + [f"{k}=VALUE" for k in task.option_keys]
+        print(f"{name:16s} {task.description}\n{'':16s} data: {', '.join(keys)}")
     for name, members in GROUPS.items():
         print(f"{name:16s} group: {', '.join(members)}")
+    return 0
+
+
+def _export_lmms(tasks: list, data: dict[str, str], folder: str, limit: int | None) -> int:
+    from vlmforge.eval.lmms import write_lmms_task
+
+    names = ",".join(write_lmms_task(task, data, folder, limit=limit) for task in tasks)
+    print(f"wrote lmms-eval task(s) {names} to {folder}; evaluate a model on them with\n  lmms-eval --model llava_hf "
+          f"--model_args pretrained=MODEL,device=cpu,device_map=cpu --tasks {names} --include_path {folder} "
+          "--batch_size 1 --log_samples --output_path OUT")  # fmt: skip
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
     if args.list_tasks:
         return _list_tasks()
-    if not args.model or not args.tasks or not args.out:
-        raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks)")
+    if not args.tasks or not (args.export_lmms or (args.model and args.out)):
+        raise ConfigError("eval needs --model DIR, --tasks T1,T2 and --out DIR (or --list-tasks, or --tasks with "
+                          "--export-lmms DIR)")  # fmt: skip
     from vlmforge.eval.runner import evaluate
-    from vlmforge.eval.tasks import resolve
+    from vlmforge.eval.tasks import check_data_keys, resolve
 
-    tasks = resolve([t for t in args.tasks.split(",") if t.strip()])  # fail on a typo before loading the model
+    # Fail on a misspelt task or --data key before loading the model.
+    tasks = resolve([t for t in args.tasks.split(",") if t.strip()])
+    data = parse_data(args.data)
+    check_data_keys(tasks, data)
+    if args.export_lmms:
+        return _export_lmms(tasks, data, args.export_lmms, args.limit)
     from vlmforge.runtime import load_generator, run_name
 
     results = evaluate(
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, limit=args.limit, data=parse_data(args.data),
+        max_new_tokens=args.max_new_tokens, limit=args.limit, data=data,
         model={"name": args.name or run_name(args.model), "path": args.model}, force=args.force,
         scoring=args.scoring,
+        group_by=parse_fields(args.group_by),
     )  # fmt: skip
     _print_summary(results)
     return 0
@@ -112,7 +135,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="reference (default): parse answers exactly as each benchmark's reference harness does, "
                         "quirks included; robust: with the references' plain bugs fixed (docs/evaluation.md lists "
                         "each rule). Rescores saved predictions without generating again")  # fmt: skip
+    p.add_argument("--group-by", action="append", metavar="FIELD",
+                   help="also report each task's headline metric per value of this sample field (a record field "
+                        "of the jsonl task, or type/subtask/split); comma-separated or repeatable")  # fmt: skip
     p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
+    p.add_argument("--export-lmms", metavar="DIR",
+                   help="write the tasks' questions (the first --limit) as lmms-eval local tasks into DIR and exit, "
+                        "to run lmms-eval on the same questions (no --model needed)")  # fmt: skip
     p.set_defaults(handler=run_eval)
 
     s = subparsers.add_parser(

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.errors import DataError, VlmforgeError
+from vlmforge.eval.breakdown import check_group_by, group_metrics
 from vlmforge.eval.reuse import model_identity, prepare_folder, task_settings
-from vlmforge.eval.tasks import resolve
+from vlmforge.eval.tasks import check_data_keys, resolve
 from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
 from vlmforge.manifest import PACKAGES, package_versions
 
@@ -142,10 +143,16 @@ def run_task(
 
 
 def merge_and_score(
-    task: Task, samples: list[Sample], out_dir: Path, data: Mapping[str, str], scoring: str = "reference"
+    task: Task,
+    samples: list[Sample],
+    out_dir: Path,
+    data: Mapping[str, str],
+    scoring: str = "reference",
+    group_by: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics
-    (``task`` already scores the ``scoring`` way, which is recorded)."""
+    """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics, with the
+    headline metric per value of each ``group_by`` field (``task`` already scores the ``scoring`` way, which is
+    recorded)."""
     known = {s.id: s for s in samples}
     final = out_dir / f"samples_{task.name}.jsonl"
     parts = sorted(out_dir.glob(f"samples_{task.name}.part*.jsonl"))
@@ -164,16 +171,17 @@ def merge_and_score(
         path.unlink()
     preds = [done[s.id] for s in samples]
     metrics = task.score(preds, [s.target for s in samples], [s.meta for s in samples])
+    metrics.update(group_metrics(task, preds, samples, group_by))
     return {
         "description": task.description, "scoring": scoring, "primary": task.primary,
-        "chance": task.chance_level(data), "n_samples": len(samples),
+        "chance": task.chance_level(data, samples), "n_samples": len(samples),
         "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
     }  # fmt: skip
 
 
 def _write_results(
     out: Path, resolved: list[Task], loaded: dict[str, list[Sample]], data: dict[str, str],
-    model: Mapping[str, Any] | None, config: dict[str, Any],
+    model: Mapping[str, Any] | None, config: dict[str, Any], group_by: Sequence[str],
 ) -> None:  # fmt: skip
     """Rank 0: merge and score every task, keep the folder's other tasks, write results.json and report.md."""
     from vlmforge.eval.report import write_report
@@ -182,7 +190,7 @@ def _write_results(
     previous = json.loads(results_file.read_text()) if results_file.exists() else {}
     task_results = dict(previous.get("tasks", {}))
     for task in resolved:
-        task_results[task.name] = merge_and_score(task, loaded[task.name], out, data, config["scoring"])
+        task_results[task.name] = merge_and_score(task, loaded[task.name], out, data, config["scoring"], group_by)
     results = {
         "model": dict(model or {}),
         "tasks": task_results,
@@ -210,11 +218,13 @@ def evaluate(
     shard: tuple[int, int] | None = None,
     force: bool = False,
     scoring: str = "reference",
+    group_by: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate ``generator`` on ``tasks`` (names, groups such as ``shapes``, or Task objects).
 
-    ``data`` maps the tasks' data keys to paths (``--data KEY=PATH``); ``model`` (name, path, ...) is recorded in
-    results.json; ``max_new_tokens`` overrides each task's own default. Saved predictions in ``out_dir`` are
+    ``data`` maps the tasks' data keys to paths (``--data KEY=PATH``; a key no chosen task reads is an error);
+    ``model`` (name, path, ...) is recorded in results.json; ``max_new_tokens`` overrides each task's own default;
+    ``group_by`` names sample fields to break each task's headline metric down by (``FIELD=VALUE/<metric>``). Saved predictions in ``out_dir`` are
     reused only for the same model (``model["path"]``'s files) and task settings (eval/reuse.py); otherwise this
     stops with a StaleOutputError, and ``force`` deletes them first. ``shard=(rank, world)`` overrides the
     ranks from ``accelerate.PartialState`` (for custom launchers and tests; then no barrier is used, and the
@@ -232,11 +242,13 @@ def evaluate(
     state, rank, world = (None, *shard) if shard else _shard()
     barrier = state.wait_for_everyone if state is not None and world > 1 else (lambda: None)
     resolved = [task.with_scoring(scoring) for task in resolve(tasks)]
+    check_data_keys(resolved, data)
     loaded, settings = {}, {}
     for task in resolved:
         everything = task.load(data)
         loaded[task.name] = _unique(limit_samples(everything, limit), task)
         settings[task.name] = task_settings(task, everything, data, max_new_tokens or task.max_new_tokens)
+    check_group_by(group_by, loaded)
     prepare_folder(out, model_identity(model), settings, force, write=rank == 0)
     barrier()
     todo = {task.name: pending(task, loaded[task.name], out, rank, world) for task in resolved}
@@ -252,8 +264,8 @@ def evaluate(
     results_file = out / "results.json"
     if rank == 0:
         config = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit, "world_size": world,
-                  "data": data, "scoring": scoring}  # fmt: skip
-        _write_results(out, resolved, loaded, data, model, config)
+                  "data": data, "scoring": scoring, "group_by": list(group_by)}  # fmt: skip
+        _write_results(out, resolved, loaded, data, model, config, group_by)
         if show:
             total = sum(map(len, loaded.values()))
             reused = f", {total - sum(map(len, todo.values()))} reused" if world == 1 else ""

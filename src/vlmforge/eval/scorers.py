@@ -202,15 +202,3 @@ def rec_scores(predictions: Sequence[str], targets: Sequence[Any], metas: Metas)
         "mean_iou": mean_metric(ious),
         "parse_rate": proportion(sum(b is not None for b in parsed), len(parsed)),
     }
-
-
-# ---- generic records (user JSONL): multiple choice when the sample has choices, else normalised match ----
-def parse_generic(raw: str, meta: Mapping[str, Any]) -> Any:
-    return parse_option(raw, meta) if meta.get("choices") else parse_vqa(raw)
-
-
-def judge_generic(parsed: Any, target: Any, meta: Mapping[str, Any]) -> float:
-    return judge_equal(parsed, target) if meta.get("choices") else judge_normalized(parsed, target)
-
-
-generic_scores = _accuracy(judge_generic, parse_generic)

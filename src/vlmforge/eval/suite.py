@@ -8,6 +8,7 @@ batch_size: 8
 max_new_tokens: null         # null: each task's default
 limit: null
 scoring: reference           # or robust (docs/evaluation.md)
+group_by: [task]             # optional: headline metric per value of these sample fields
 models:
   - {name: bunny-full, path: runs/lab/bunny-full}
   - {name: bunny-lora, path: runs/lab/bunny-lora}
@@ -37,6 +38,11 @@ def _default_factory(model_dir: str) -> Generator:
     return load_generator(model_dir)
 
 
+def _names(value: str | list) -> list[str]:
+    """A YAML list or a comma-separated string of names."""
+    return [t.strip() for t in value.split(",")] if isinstance(value, str) else list(value)
+
+
 def load_suite(path: str | Path) -> dict[str, Any]:
     """Read and check a suite YAML; relative paths become absolute (relative to the YAML file)."""
     import yaml
@@ -63,8 +69,8 @@ def load_suite(path: str | Path) -> dict[str, Any]:
     names = [m["name"] for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{file}: model names must be unique, got {names}")
-    tasks = spec.get("tasks") or ["shapes"]
-    spec["tasks"] = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    spec["tasks"] = _names(spec.get("tasks") or ["shapes"])
+    spec["group_by"] = _names(spec.get("group_by") or [])
     spec["data"] = {k: rel(str(v)) for k, v in (spec.get("data") or {}).items() if k != "world_split"} | (
         {"world_split": spec["data"]["world_split"]} if "world_split" in (spec.get("data") or {}) else {}
     )
@@ -90,6 +96,7 @@ def run_suite(
             max_new_tokens=spec.get("max_new_tokens"), limit=spec.get("limit"), data=spec["data"],
             model={"name": m["name"], "path": m["path"]}, progress=progress, force=force,
             scoring=spec.get("scoring") or "reference",
+            group_by=spec.get("group_by") or (),
         )  # fmt: skip
         runs.append((m["name"], results))
     write_comparison(runs, out)

@@ -129,10 +129,12 @@ class Scoring:
 class Task:
     """A benchmark, declared once: where its files are, how to load them, parse answers, judge and score.
 
-    ``data_keys`` are the ``--data KEY=PATH`` entries the loader reads; ``parse(raw, meta)`` turns a raw prediction into the
-    answer shown in samples_*.jsonl; ``judge(parsed, target, meta)`` gives that sample's correctness (0..1);
-    ``score(predictions, targets, metas)`` computes the task's metrics from raw predictions. ``primary`` names
-    the headline metric, ``chance`` its chance level (None when not meaningful).
+    ``data_keys`` are the ``--data KEY=PATH`` entries the loader reads; ``option_keys`` are further ``--data`` entries
+    that change only how answers are scored, so changing them rescores saved predictions instead of refusing them.
+    ``parse(raw, meta)`` turns a raw prediction into the answer shown in samples_*.jsonl; ``judge(parsed, target,
+    meta)`` gives that sample's correctness (0..1); ``score(predictions, targets, metas)`` computes the task's
+    metrics from raw predictions. ``primary`` names the headline metric, ``chance`` its chance level (None when not
+    meaningful).
     """
 
     name: str
@@ -145,10 +147,14 @@ class Task:
     primary: str = "accuracy"
     chance: float | None = None
     max_new_tokens: int = 16
-    # Resolved at load time from the data (e.g. WORLD/world.json) when the task knows how; else ``chance``.
+    # Resolved at load time from the data (e.g. WORLD/world.json) or from the loaded samples when the task knows
+    # how; else ``chance``.
     chance_from_data: Callable[[Mapping[str, str]], float | None] | None = None
     # The parse/judge/score of ``--scoring robust``; None when the reference's rules have nothing to fix.
     robust: Scoring | None = None
+
+    chance_from_samples: Callable[[Sequence[Sample]], float | None] | None = None
+    option_keys: tuple[str, ...] = ()
 
     def with_scoring(self, mode: str) -> Task:
         """This task scored the ``mode`` way (see SCORING_MODES)."""
@@ -158,9 +164,18 @@ class Task:
             return dataclasses.replace(self, parse=self.robust.parse, judge=self.robust.judge, score=self.robust.score)
         return self
 
-    def chance_level(self, data: Mapping[str, str]) -> float | None:
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every ``--data`` key the task reads."""
+        return (*self.data_keys, *self.option_keys)
+
+    def chance_level(self, data: Mapping[str, str], samples: Sequence[Sample] = ()) -> float | None:
         if self.chance_from_data is not None:
             found = self.chance_from_data(data)
+            if found is not None:
+                return found
+        if self.chance_from_samples is not None and samples:
+            found = self.chance_from_samples(samples)
             if found is not None:
                 return found
         return self.chance

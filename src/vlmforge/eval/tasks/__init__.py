@@ -6,7 +6,8 @@ docs/evaluation.md). Groups (``shapes``) expand to several tasks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 
 from vlmforge.errors import ConfigError
 from vlmforge.eval.types import Task
@@ -45,5 +46,26 @@ def resolve(names: Iterable[str | Task]) -> list[Task]:
     return out
 
 
+def check_data_keys(tasks: Sequence[Task], data: Mapping[str, str]) -> None:
+    """Every ``--data`` key must be one the chosen tasks read: a misspelt key is an error, never ignored."""
+    valid = list(dict.fromkeys(key for task in tasks for key in task.keys))
+    unknown = [key for key in data if key not in valid]
+    if not unknown:
+        return
+    notes = []
+    for key in unknown:
+        owners = [name for name, task in TASKS.items() if key in task.keys]
+        close = difflib.get_close_matches(key, valid, n=1)
+        if owners:
+            notes.append(f"{key!r} is read by {', '.join(owners)}, which this run does not evaluate")
+        elif close:
+            notes.append(f"{key!r}: did you mean {close[0]!r}?")
+    chosen = ", ".join(task.name for task in tasks)
+    raise ConfigError(
+        f"unknown --data key(s) {', '.join(map(repr, unknown))} for task(s) {chosen}; valid keys: "
+        f"{', '.join(valid) or '(none)'}" + "".join(f"; {note}" for note in notes)
+    )
+
+
 # Importing the modules registers their tasks.
-from vlmforge.eval.tasks import benchmarks, shapes, vlmevalkit  # noqa: E402, F401
+from vlmforge.eval.tasks import benchmarks, jsonl, shapes, vlmevalkit  # noqa: E402, F401

@@ -1,12 +1,11 @@
 """Standard benchmarks from the files their authors release (no network): MME, POPE, GQA, VQAv2, ScienceQA-IMG,
-LLaVA-style question/answer JSONL and any JSONL of LLaVA records with a reference answer."""
+LLaVA-style question/answer JSONL (a user's own records: tasks/jsonl.py)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from vlmforge.errors import DataError
 from vlmforge.eval import scorers as sc
@@ -22,7 +21,6 @@ from vlmforge.eval.tasks.common import (
     require,
 )  # fmt: skip
 from vlmforge.eval.types import Sample, Task, check_image
-from vlmforge.geometry import LETTERS
 
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG")
 
@@ -196,7 +194,7 @@ def load_scienceqa(data: Mapping[str, str]) -> list[Sample]:
     return out
 
 
-# ---- LLaVA question JSONL + answers; user JSONL of LLaVA records ----
+# ---- LLaVA question JSONL + answers ----
 def load_llava_questions(data: Mapping[str, str]) -> list[Sample]:
     """LLaVA eval question JSONL (question_id, image, text[, category]) + an answers file: JSONL of
     {question_id, answer | answers | text} or a JSON {question_id: answer}. Images in llava_images."""
@@ -222,36 +220,6 @@ def load_llava_questions(data: Mapping[str, str]) -> list[Sample]:
     return out
 
 
-def load_records(data: Mapping[str, str]) -> list[Sample]:
-    """Any JSONL of LLaVA records with ``answer`` (+ optional ``choices``, ``task``); images relative to the file
-    (or ``jsonl_images``). With choices it is multiple choice (answer = letter or option text), asked once per
-    rotation of its options (circular evaluation: the file holds no copies)."""
-    file = data_path(data, "jsonl", "jsonl")
-    images = data_path(data, "jsonl_images", "jsonl", default=file.parent)
-    out: list[Sample] = []
-    for where, r in read_jsonl(file):
-        require(r, ("id", "answer", "conversations"), where)
-        human = next((t.get("value", "") for t in r["conversations"] if t.get("from") == "human"), None)
-        if human is None:
-            raise DataError(where, "record has no human turn", "missing_field")
-        question = str(human).replace("<image>", "").strip()
-        imgs = [check_image(images / r["image"], where)] if r.get("image") else []
-        meta: dict[str, Any] = {"type": r.get("task")}
-        if r.get("choices"):
-            texts = [str(c) for c in r["choices"]]
-            answer = str(r["answer"]).strip()
-            index = LETTERS.index(answer) if answer in LETTERS[: len(texts)] else None
-            if index is None and answer not in texts:
-                raise DataError(where, f"answer {answer!r} is neither an option letter nor an option text")
-            index = texts.index(answer) if index is None else index
-            out.extend(mc_samples(str(r["id"]), question, texts, index, circular=True, images=imgs,
-                                  where=where, meta=meta))  # fmt: skip
-        else:
-            out.append(Sample(id=str(r["id"]), prompt=question, target=r["answer"], images=imgs, where=where,
-                              meta=meta))  # fmt: skip
-    return out
-
-
 _T = functools.partial(Task, max_new_tokens=16)
 register(_T(name="mme", description="MME yes/no (lmms-eval's parsing): per-subtask acc + acc+ (max 200); perception "
             "/ cognition sums.", data_keys=("mme",), load=load_mme, parse=yn.MME.parse, judge=yn.MME.judge,
@@ -268,14 +236,11 @@ register(_T(name="vqav2", description="VQAv2 (lmms-eval): min(#annotators/3, 1) 
             parse=sc.VQAV2.parse, judge=sc.VQAV2.judge, score=sc.VQAV2.score, robust=sc.VQAV2_ROBUST))  # fmt: skip
 register(_T(name="scienceqa_img", description="ScienceQA-IMG test (LLaVA's parsing): option letter (bare, 'X. ' or "
             "'The answer is X'); unparseable is wrong.",
-            data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images"),
+            data_keys=("scienceqa", "scienceqa_splits", "scienceqa_images",
+            "scienceqa_split"),
             load=load_scienceqa, parse=sc.parse_scienceqa, judge=sc.judge_equal, score=sc.scienceqa_scores,
             robust=sc.SCIENCEQA_ROBUST, max_new_tokens=8))  # fmt: skip
 register(_T(name="llava_qa", description="LLaVA-style question JSONL + answer file: normalised match.",
             data_keys=("llava_questions", "llava_answers", "llava_images"), load=load_llava_questions,
             parse=sc.parse_vqa, judge=sc.judge_normalized, score=sc.normalized_match_scores,
             robust=sc.NORMALIZED_ROBUST))  # fmt: skip
-register(_T(name="jsonl", description="Any JSONL of LLaVA records with `answer` (+ `choices`, `task`): "
-            "normalised match, or option letter when choices are given; per-`task` accuracy.",
-            data_keys=("jsonl", "jsonl_images"), load=load_records, parse=sc.parse_generic,
-            judge=sc.judge_generic, score=sc.generic_scores))  # fmt: skip

@@ -34,7 +34,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}", f"invalid JSON: {err.msg}") from err
+        raise DataError(f"{path}:{err.lineno}", f"invalid JSON: {err.msg} (column {err.colno})") from err
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
