@@ -8,6 +8,7 @@ import random
 import statistics
 
 import pytest
+from PIL import ImageFile
 
 from eval_messy import WORD_CORES, word_answers, yes_no_answers
 from vlmforge.eval import scorers as sc
@@ -17,6 +18,9 @@ _WHY = "lmms-eval is not installed: `make install` adds it (pip install --no-dep
 lmms_mme = pytest.importorskip("lmms_eval.tasks.mme.utils", reason=_WHY)
 lmms_vqav2 = pytest.importorskip("lmms_eval.tasks.vqav2.utils", reason=_WHY)
 lmms_metrics = pytest.importorskip("lmms_eval.api.metrics", reason=_WHY)
+# Importing lmms-eval tells PIL, for the whole process, to pad truncated images silently; the rest of the suite
+# checks that vlmforge refuses them, so the default comes back.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 N_IMAGES_PER_SUBTASK = 12  # 14 subtasks x 12 images x 2 questions = 336 answers
 
