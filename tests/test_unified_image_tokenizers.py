@@ -64,3 +64,47 @@ def test_taming_layout_loads_and_saves(tokenizer, tmp_path):
 def test_the_released_shape():
     config = chameleon_vqgan_config()
     assert config.num_embeddings == 8192 and config.resolution // 2 ** (len(config.channel_multiplier) - 1) == 32
+
+
+class GreyTokenizer:
+    """Codes are the image's grey level in 4 bands, one per pixel of a 2 x 2 thumbnail."""
+
+    codebook_size, grid = 4, (2, 2)
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def encode(self, images):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        return torch.stack([torch.tensor(list(im.convert("L").resize((2, 2)).getdata())) // 64 for im in images])
+
+    def decode(self, codes):
+        return [Image.new("RGB", (2, 2)) for _ in codes]
+
+
+def test_dataset_encoding_is_batched_resumable_and_refuses_another_tokenizer(tmp_path):
+    from vlmforge.errors import StaleOutputError
+    from vlmforge.models.image_codes import encode_dataset, read_codes
+
+    items = []
+    for i in range(10):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (25 * i, 25 * i, 25 * i)).save(path)
+        items.append((f"img{i}", path))
+    whole = encode_dataset(GreyTokenizer(), items, tmp_path / "whole", batch_size=3, shard_size=3)
+    ids, codes = read_codes(whole)
+    assert ids == [i for i, _ in items] and codes.shape == (10, 4)
+    with pytest.raises(KeyboardInterrupt):
+        encode_dataset(GreyTokenizer(fail_after=2), items, tmp_path / "part", batch_size=3, shard_size=3)
+    assert len(read_codes(tmp_path / "part")[0]) == 6
+    resumed = GreyTokenizer()
+    encode_dataset(resumed, items, tmp_path / "part", batch_size=3, shard_size=3)
+    assert resumed.calls == 2  # only the 4 missing images, in batches of 3
+    again_ids, again = read_codes(tmp_path / "part")
+    assert again_ids == ids and torch.equal(again, codes)
+    other = GreyTokenizer()
+    other.codebook_size = 8
+    with pytest.raises(StaleOutputError, match="another image tokenizer"):
+        encode_dataset(other, items, tmp_path / "part")
