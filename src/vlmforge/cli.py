@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "vlmforge.train.commands",
     "vlmforge.synth.commands",
     "vlmforge.eval.commands",
+    "vlmforge.models.commands",
     "vlmforge.chat",
     "vlmforge.serve.commands",
     "vlmforge.shapes.lab.commands",

@@ -27,7 +27,7 @@ from transformers.models.chameleon.modeling_chameleon import (
 from transformers.models.janus.modeling_janus import JanusVQVAEConvUpsample
 
 from vlmforge.errors import ConfigError
-from vlmforge.models.image_tokenizer import check_codes
+from vlmforge.models.image_tokenizer import check_codes, write_loader
 
 WEIGHTS, CONFIG = "vqgan.safetensors", "vqgan_config.json"
 
@@ -128,6 +128,7 @@ class ChameleonImageTokenizer(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS))
         (folder / CONFIG).write_text(self.config.to_json_string())
+        write_loader(folder, self)
         return folder
 
     @classmethod

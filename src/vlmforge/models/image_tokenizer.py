@@ -7,13 +7,18 @@ both implement it; ``check_fits`` refuses a tokenizer whose codes the model cann
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
 
 from vlmforge.errors import ConfigError
+
+LOADER_FILE = "image_tokenizer.json"
 
 
 @runtime_checkable
@@ -55,3 +60,26 @@ def check_fits(tokenizer: ImageTokenizer, config) -> None:
             f"the image tokenizer makes a {tuple(tokenizer.grid)} code grid but the model draws "
             f"{tuple(config.image_grid)}"
         )
+
+
+def write_loader(folder: str | Path, tokenizer: ImageTokenizer) -> None:
+    """Record in a saved tokenizer's folder which class loads it (``module:Class``, with its ``load(folder)``),
+    so ``load_image_tokenizer`` opens any kind without the core importing the module that defines it."""
+    cls = type(tokenizer)
+    info = {
+        "loader": f"{cls.__module__}:{cls.__qualname__}",
+        "codebook_size": tokenizer.codebook_size,
+        "grid": list(tokenizer.grid),
+    }
+    (Path(folder) / LOADER_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def load_image_tokenizer(folder: str | Path) -> ImageTokenizer:
+    """Open a saved image tokenizer of any kind (its folder names its loader; only vlmforge's own are trusted)."""
+    path = Path(folder) / LOADER_FILE
+    if not path.is_file():
+        raise ConfigError(f"'{folder}' is not a saved image tokenizer (no {LOADER_FILE})")
+    module, _, name = json.loads(path.read_text())["loader"].partition(":")
+    if not module.startswith("vlmforge."):
+        raise ConfigError(f"{path}: loader {module!r} is outside vlmforge; refusing to import it")
+    return getattr(importlib.import_module(module), name).load(folder)

@@ -27,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from vlmforge.errors import ConfigError
-from vlmforge.models.image_tokenizer import check_codes
+from vlmforge.models.image_tokenizer import check_codes, write_loader
 
 WEIGHTS, SETTINGS = "centroids.safetensors", "patch_tokenizer.json"
 
@@ -97,6 +97,7 @@ class PatchTokenizer:
             "palette": self.palette.int().tolist(),
         }
         (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        write_loader(folder, self)
         return folder
 
     @classmethod
