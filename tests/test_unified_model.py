@@ -170,3 +170,27 @@ def test_out_of_range_image_code_is_a_clear_error():
     model = tiny_unified()
     with pytest.raises(ValueError, match=r"token id 66 is out of range: .* 16 image codes \(ids 50..65\)"):
         model(torch.tensor([[7, VISION_START, code(16)]]))
+
+
+def test_any_qwen2_family_lm_qwen3():
+    """Built on Qwen3 (q/k norms in its attention), both paths and the cache still agree."""
+    from transformers import Qwen3Config
+
+    from vlmforge.models.unified import UnifiedConfig, UnifiedForCausalLM
+
+    text = Qwen3Config(
+        vocab_size=66, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+    )  # fmt: skip
+    config = UnifiedConfig(
+        text_config=text.to_dict(), num_vision_encode_layers=1, num_vision_decode_layers=1, text_vocab_size=50,
+        codebook_size=16, vision_start_token_id=VISION_START, vision_end_token_id=4, unconditional_token_id=5,
+        init_vision_with_text=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = UnifiedForCausalLM(config).eval()
+    assert type(model.vision_layers[0]).__name__ == "Qwen3DecoderLayer"
+    ids = torch.tensor([mixed_row(2)])
+    with torch.no_grad():
+        streams = model(ids, use_cache=False).logits
+        torch.testing.assert_close(incremental(model, ids, prefill=3), streams, atol=ATOL, rtol=0)
