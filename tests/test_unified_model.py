@@ -25,8 +25,9 @@ def incremental(model, ids: torch.Tensor, prefill: int) -> torch.Tensor:
     return torch.cat(logits, dim=1)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize(("e", "d"), [(1, 1), (2, 0), (0, 3), (2, 2)])
+@pytest.mark.parametrize(
+    ("attn", "e", "d"), [("sdpa", 1, 1), ("sdpa", 2, 0), ("sdpa", 0, 3), ("sdpa", 2, 2), ("eager", 1, 1)]
+)
 def test_substreams_equal_masks_and_incremental_decode(attn, e, d):
     model = tiny_unified(e=e, d=d, attn=attn)
     ids = torch.tensor([mixed_row(0), mixed_row(1)])
@@ -111,8 +112,9 @@ def test_no_nan_from_fully_masked_rows_forward_and_backward():
 def test_text_only_batch_runs_without_fake_tokens():
     model = tiny_unified(e=1, d=1).train()
     ids = torch.tensor([[7, 8, 9, 10, 11], [12, 13, 14, 15, 16]])
-    out = model(ids, labels=ids, use_cache=False)
+    out = model(ids, labels=ids)
     assert out.logits.shape[:2] == ids.shape
+    assert out.cache is None  # in training the default is the substream path, without a cache
     out.loss.backward()
     assert all(p.grad is None for p in model.vision_layers.parameters())
     assert model.model.layers[0].mlp.down_proj.weight.grad is not None

@@ -121,7 +121,8 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         if input_ids is None or inputs_embeds is not None:
             raise ValueError("the unified model takes input_ids (a token's modality is read from its id)")
         self.check_token_ids(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # training takes the substream path unless a cache is asked for
+            use_cache = bool(getattr(self.config, "use_cache", True)) and not self.training
         cache = self._cache_for(cache, use_cache)
         substreams = cache is None if substreams is None else substreams
         if substreams and cache is not None:
