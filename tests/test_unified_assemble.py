@@ -48,7 +48,8 @@ def test_built_model_keeps_the_lm_and_grows_by_the_codebook(lm_dir):
     ("spec", "message"),
     [
         (UnifiedSpec(arm="moe"), "unknown unified arm 'moe'"),
-        (UnifiedSpec(arm="shared", encode_layers=1), "the shared arm has no vision layers"),
+        (UnifiedSpec(arm="shared", encode_layers=1), "the shared arm takes no encode_layers"),
+        (UnifiedSpec(arm="mot", decode_layers=1), "the mot arm takes no encode_layers"),
         (UnifiedSpec(encode_layers=3, decode_layers=2), "must be >= 0 and fit the LM's 4 layers"),
         (UnifiedSpec(codebook_size=0), "codebook_size must be >= 1"),
     ],

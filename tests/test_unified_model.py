@@ -66,9 +66,9 @@ def test_split_attention_stays_within_modality():
     torch.testing.assert_close(a[0, text], b[0, text], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("substreams", [True, False])
-def test_packed_equals_unpacked(substreams):
-    model = tiny_unified(e=1, d=1)
+@pytest.mark.parametrize(("arm", "substreams"), [("two_end", True), ("two_end", False), ("mot", True)])
+def test_packed_equals_unpacked(arm, substreams):
+    model = tiny_unified(arm=arm, e=1, d=1)
     a, b = mixed_row(0), mixed_row(1, text=3, codes=4)
     packed = torch.tensor([a + b])
     positions = torch.tensor([list(range(len(a))) + list(range(len(b)))])
@@ -139,8 +139,9 @@ def test_parameter_counts():
     )
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = tiny_unified(e=1, d=1, tie_word_embeddings=True)
+@pytest.mark.parametrize("arm", ["two_end", "mot"])
+def test_save_and_load_round_trip(tmp_path, arm):
+    model = tiny_unified(arm=arm, e=1, d=1, tie_word_embeddings=True)
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is type(model)
@@ -196,3 +197,25 @@ def test_any_qwen2_family_lm_qwen3():
     with torch.no_grad():
         streams = model(ids, use_cache=False).logits
         torch.testing.assert_close(incremental(model, ids, prefill=3), streams, atol=ATOL, rtol=0)
+
+
+def test_mot_routes_every_module_per_token_with_global_attention():
+    mot = tiny_unified(arm="mot", init_vision_with_text=True)
+    shared = tiny_unified(arm="shared")
+    shared.load_state_dict({k: v for k, v in mot.state_dict().items() if not k.startswith("vision_layers")})
+    ids = torch.tensor([mixed_row(0), mixed_row(1)])
+    with torch.no_grad():
+        # Twins equal to their text modules: the shared model exactly.
+        torch.testing.assert_close(mot(ids, use_cache=False).logits, shared(ids, use_cache=False).logits)
+        for twin in mot.vision_layers:
+            twin.mlp.down_proj.weight.mul_(-2.0)
+            twin.self_attn.v_proj.bias.add_(0.3)
+        full = mot(ids, use_cache=False).logits
+        torch.testing.assert_close(incremental(mot, ids, prefill=3), full, atol=ATOL, rtol=0)
+        before = shared(ids, use_cache=False).logits
+    start = mixed_row(0).index(VISION_START)
+    torch.testing.assert_close(full[0, :start], before[0, :start], atol=ATOL, rtol=0)
+    assert (full[0, start:] - before[0, start:]).abs().amax(-1).min() > 1e-4  # global attention: text after too
+    layer = sum(p.numel() for p in shared.model.layers.parameters())
+    assert mot.parameter_counts()["total"] == shared.parameter_counts()["total"] + layer
+    assert mot.parameter_counts()["active"] == shared.parameter_counts()["total"]

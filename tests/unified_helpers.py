@@ -35,7 +35,7 @@ def tiny_unified(arm: str = "two_end", e: int = 1, d: int = 1, attn: str = "sdpa
         text_config=tiny_text_config(attn=attn).to_dict(),
         arm=arm,
         num_vision_encode_layers=e if arm == "two_end" else 0,
-        num_vision_decode_layers=d if arm == "two_end" else 0,
+        num_vision_decode_layers=d if arm == "two_end" else 0,  # mot copies every layer's modules instead
         text_vocab_size=TEXT_VOCAB,
         codebook_size=CODEBOOK,
         image_grid=(2, 2),

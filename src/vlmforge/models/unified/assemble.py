@@ -39,8 +39,8 @@ class UnifiedSpec:
     def validate(self, num_layers: int) -> None:
         if self.arm not in ARMS:
             raise ConfigError(f"unknown unified arm '{self.arm}'; choose one of {', '.join(ARMS)}")
-        if self.arm == "shared" and (self.encode_layers or self.decode_layers):
-            raise ConfigError("the shared arm has no vision layers: leave encode_layers and decode_layers at 0")
+        if self.arm != "two_end" and (self.encode_layers or self.decode_layers):
+            raise ConfigError(f"the {self.arm} arm takes no encode_layers or decode_layers (they belong to two_end)")
         if self.encode_layers < 0 or self.decode_layers < 0 or self.encode_layers + self.decode_layers > num_layers:
             raise ConfigError(
                 f"encode_layers {self.encode_layers} + decode_layers {self.decode_layers} must be >= 0 and fit the "

@@ -13,8 +13,10 @@ from transformers.configuration_utils import SubConfigSpec
 
 MODEL_TYPE = "vlmforge_unified"
 # shared:  the dense baseline, every layer shared by both modalities.
-# two_end: Uni-X, the first E and last D layers exist once per modality.
-ARMS = ("shared", "two_end")
+# two_end: Uni-X, the first E and last D layers exist once per modality, attention within a modality there.
+# mot:     Mixture-of-Transformers, every layer's norms, attention projections and MLP exist once per modality,
+#          attention stays global.
+ARMS = ("shared", "two_end", "mot")
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 UNCONDITIONAL = "<unconditional>"
@@ -58,8 +60,8 @@ class UnifiedConfig(PreTrainedConfig):
         e, d = self.num_vision_encode_layers, self.num_vision_decode_layers
         if e < 0 or d < 0:
             raise ValueError(f"num_vision_encode_layers and num_vision_decode_layers must be >= 0, got {e} and {d}")
-        if self.arm == "shared" and (e or d):
-            raise ValueError(f"the shared arm has no vision layers; got E={e}, D={d}")
+        if self.arm != "two_end" and (e or d):
+            raise ValueError(f"E and D belong to the two_end arm; the {self.arm} arm got E={e}, D={d}")
         layers = self.text_config.num_hidden_layers
         if e + d > layers:
             raise ValueError(f"E + D = {e + d} split layers, but the LM has only {layers} layers")
@@ -86,6 +88,11 @@ class UnifiedConfig(PreTrainedConfig):
 
     @property
     def split_layers(self) -> list[int]:
-        """Indices of the LM layers that have a vision copy, in order (the first E, then the last D)."""
+        """Indices of the layers whose two copies attend within their modality (two_end: the first E, the last D)."""
         layers = self.text_config.num_hidden_layers
         return list(range(self.num_vision_encode_layers)) + list(range(layers - self.num_vision_decode_layers, layers))
+
+    @property
+    def copied_layers(self) -> list[int]:
+        """Indices of the layers that have a vision copy: the split layers, or every layer for mot."""
+        return list(range(self.text_config.num_hidden_layers)) if self.arm == "mot" else self.split_layers

@@ -6,6 +6,10 @@ decoder layers, final norm, rotary embedding), and ``self.vision_layers`` are mo
 decoder-layer class. ``self.model.layers[i]`` is the text copy of split layer i. Embeddings, final norm and
 ``lm_head`` are shared.
 
+The ``mot`` arm instead gives every layer's norms, attention projections and MLP a vision twin
+(``vision_layers[i]`` holds layer i's) and keeps attention global; ``routing`` sends each token through its own
+modality's modules.
+
 Two exact paths through the split layers:
 
 - **substreams** (training, no cache): each modality's tokens are gathered out of the rows with their original
@@ -27,6 +31,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from vlmforge.models.unified.cache import UnifiedCache
 from vlmforge.models.unified.configuration import UnifiedConfig
 from vlmforge.models.unified.masks import allowed_keys, for_attention, vision_tokens
+from vlmforge.models.unified.routing import route
 from vlmforge.models.unified.streams import Substream
 
 
@@ -47,11 +52,15 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError("the unified model needs full attention in every layer; this LM uses a sliding window")
         self.model = AutoModel.from_config(text)
         self.vision_layers = nn.ModuleList()
-        for slot, index in enumerate(config.split_layers):
+        for slot, index in enumerate(config.copied_layers):
             layer = type(self.model.layers[index])(text, index)
             # Its own KV-cache slot, after the LM's layers, so the two copies never share cached keys.
             layer.self_attn.layer_idx = text.num_hidden_layers + slot
             self.vision_layers.append(layer)
+        self._route: torch.Tensor | None = None  # mot: which of the tokens being run are vision tokens
+        if config.arm == "mot":
+            for index, twin in zip(config.copied_layers, self.vision_layers, strict=True):
+                route(self.model.layers[index], twin, lambda: self._route)
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         self.post_init()
         if config.init_vision_with_text and not self.lm_head.weight.is_meta:  # from_pretrained loads them instead
@@ -72,12 +81,13 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
     def copy_text_into_vision_layers(self) -> None:
         """Start every vision copy as a copy of its text layer (``init_vision_with_text``)."""
         with torch.no_grad():
-            for layer, index in zip(self.vision_layers, self.config.split_layers, strict=True):
+            for layer, index in zip(self.vision_layers, self.config.copied_layers, strict=True):
                 layer.load_state_dict(self.model.layers[index].state_dict())
 
     def parameter_counts(self) -> dict[str, int]:
         """``total``: every parameter. ``active``: those one token passes through (one copy of each split layer).
-        ``*_non_embedding``: the same without the input embeddings and lm_head."""
+        ``*_non_embedding``: the same without the input embeddings and lm_head. For mot, ``active`` counts each
+        layer once, as one token passes through one copy of each of its modules."""
         total = sum(p.numel() for p in self.parameters())
         vision = sum(p.numel() for p in self.vision_layers.parameters())
         tables = {id(p): p.numel() for m in (self.model.embed_tokens, self.lm_head) for p in m.parameters()}
@@ -133,6 +143,8 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
         position_ids = position_ids.expand(input_ids.shape[0], -1)
         vision = vision_tokens(input_ids, self.config.text_vocab_size, self.config.vision_start_token_id)
+        # Left set after the call: gradient checkpointing reruns the layers during backward and routes again.
+        self._route = vision if self.config.arm == "mot" else None
         samples = find_packed_sequence_indices(position_ids) if attention_mask is None and cache is None else None
         run = self._run_substreams if substreams else self._run_masks
         hidden = run(hidden, position_ids, vision, attention_mask, samples, cache)
@@ -152,6 +164,12 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         if not isinstance(cache, UnifiedCache):
             raise ValueError("the unified model's KV cache is a UnifiedCache (it records each position's modality)")
         return cache
+
+    def _split_copies(self) -> dict[int, nn.Module]:
+        """Layer index -> its vision copy, for the layers whose copies attend within their modality."""
+        if not self.config.split_layers:
+            return {}
+        return dict(zip(self.config.split_layers, self.vision_layers, strict=True))
 
     def _mask(self, batch, q_len, kv_len, device, dtype, **conditions) -> torch.Tensor:
         allowed = allowed_keys(batch, q_len, kv_len, device, **conditions)
@@ -179,11 +197,11 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         )
         shared = mask()
         text_mask = vision_mask = None
-        if len(self.vision_layers):
+        if self.config.split_layers:
             text_mask = mask(query_keep=~vision, key_keep=~past_vision)
             vision_mask = mask(query_keep=vision, key_keep=past_vision)
         embeddings = self.model.rotary_emb(hidden, position_ids)
-        copies = dict(zip(self.config.split_layers, self.vision_layers, strict=True))
+        copies = self._split_copies()
         for index, layer in enumerate(self.model.layers):
             if index not in copies:
                 hidden = self._layer(layer, hidden, shared, position_ids, embeddings, cache)
@@ -214,7 +232,7 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             )
             positions = stream.gather(position_ids)
             streams.append((stream, stream_mask, positions, self.model.rotary_emb(hidden, positions)))
-        copies = dict(zip(self.config.split_layers, self.vision_layers, strict=True))
+        copies = self._split_copies()
         index, layers = 0, len(self.model.layers)
         while index < layers:
             if index not in copies:
