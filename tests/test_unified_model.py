@@ -219,3 +219,19 @@ def test_mot_routes_every_module_per_token_with_global_attention():
     layer = sum(p.numel() for p in shared.model.layers.parameters())
     assert mot.parameter_counts()["total"] == shared.parameter_counts()["total"] + layer
     assert mot.parameter_counts()["active"] == shared.parameter_counts()["total"]
+
+
+def test_cache_reorders_its_modalities_with_its_keys():
+    """Beam search reorders the cache; the modalities follow, so decoding after a swap equals the swapped rows."""
+    model = tiny_unified(e=1, d=1)
+    a, b = mixed_row(0), mixed_row(3, text=2, codes=7)
+    a, b = a[: len(b)], b  # equal lengths, different modality patterns
+    ids = torch.tensor([a, b])
+    with torch.no_grad():
+        cache = model(ids[:, :-1], use_cache=True).cache
+        cache.reorder_cache(torch.tensor([1, 0]))
+        step = model(ids.flip(0)[:, -1:], cache=cache, use_cache=True).logits
+        full = model(ids.flip(0), use_cache=False).logits[:, -1:]
+        torch.testing.assert_close(step, full, atol=ATOL, rtol=0)
+        beams = model.generate(input_ids=ids[:1, :6], max_new_tokens=3, num_beams=2, do_sample=False, pad_token_id=PAD)
+    assert beams.shape == (1, 9)
