@@ -235,3 +235,13 @@ def test_cache_reorders_its_modalities_with_its_keys():
         torch.testing.assert_close(step, full, atol=ATOL, rtol=0)
         beams = model.generate(input_ids=ids[:1, :6], max_new_tokens=3, num_beams=2, do_sample=False, pad_token_id=PAD)
     assert beams.shape == (1, 9)
+
+
+def test_the_old_cache_argument_name_still_reaches_the_cache():
+    model = tiny_unified()
+    ids = torch.tensor([mixed_row(0)])
+    with torch.no_grad(), pytest.warns(FutureWarning):
+        cache = model(ids[:, :-1], use_cache=True).cache
+        step = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits
+        full = model(ids, use_cache=False).logits[:, -1:]
+    torch.testing.assert_close(step, full, atol=ATOL, rtol=0)

@@ -122,7 +122,10 @@ def generate_image_codes(
     else:
         batches = [_Rows(model, conditional, pad), _Rows(model, [unconditional] * n, pad)]
     generator = torch.Generator(device=model.device)
-    generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
+    if sampling.seed is None:
+        generator.seed()  # fresh noise, without touching torch's global generator
+    else:
+        generator.manual_seed(sampling.seed)
     warpers, codes, new = sampling.warpers(), [], None
     for _ in range(config.image_seq_length):
         if one_batch:

@@ -27,6 +27,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from vlmforge.models.unified.cache import UnifiedCache
 from vlmforge.models.unified.configuration import UnifiedConfig
@@ -112,6 +113,7 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
                 f"ids and {c.codebook_size} image codes (ids {c.text_vocab_size}..{vocab - 1})"
             )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -153,7 +155,12 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden[:, keep, :])
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.text_config.vocab_size,
+                num_items_in_batch=kwargs.get("num_items_in_batch"),  # the Trainer's count under accumulation
+            )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     def _cache_for(self, cache, use_cache: bool) -> UnifiedCache | None:
