@@ -11,7 +11,7 @@ import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -48,7 +48,7 @@ def check_codes(codes: torch.Tensor, tokenizer: ImageTokenizer) -> torch.Tensor:
     return codes.long()
 
 
-def check_fits(tokenizer: ImageTokenizer, config) -> None:
+def check_fits(tokenizer: ImageTokenizer, config: Any) -> None:
     """Refuse an image tokenizer whose codebook or grid differs from the unified model's (``UnifiedConfig``)."""
     if tokenizer.codebook_size != config.codebook_size:
         raise ConfigError(

@@ -14,9 +14,16 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from vlmforge.models.image_tokenizer import ImageTokenizer, check_fits
+from vlmforge.models.unified.configuration import UnifiedConfig
 from vlmforge.models.unified.modeling import UnifiedForCausalLM
 
 INSTRUCTION = " Generate an image based on this description."
@@ -54,7 +61,9 @@ class ImageSampling:
         return warpers
 
 
-def image_prompts(tokenizer, config, captions: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+def image_prompts(
+    tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, captions: Sequence[str]
+) -> tuple[list[list[int]], list[int]]:
     """Token ids of each caption's conditional prompt, and of the one unconditional prompt."""
     conditional = [
         tokenizer(caption + INSTRUCTION, add_special_tokens=False)["input_ids"] + [config.vision_start_token_id]
@@ -102,7 +111,7 @@ def _check_lengths(model: UnifiedForCausalLM, prompts: list[list[int]]) -> None:
 @torch.no_grad()
 def generate_image_codes(
     model: UnifiedForCausalLM,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     captions: Sequence[str],
     sampling: ImageSampling | None = None,
     one_batch: bool = True,
@@ -149,7 +158,7 @@ def _pick(scores: torch.Tensor, temperature: float, generator: torch.Generator) 
 
 def generate_images(
     model: UnifiedForCausalLM,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     image_tokenizer: ImageTokenizer,
     captions: Sequence[str],
     sampling: ImageSampling | None = None,
