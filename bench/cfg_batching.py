@@ -93,6 +93,8 @@ def main() -> None:
             times[arm].append(seconds)
     same = float((codes["one_batch"] == codes["two_passes"]).float().mean())
     medians = {arm: statistics.median(t) for arm, t in times.items()}
+    # Best of the repeats for the headline, as timeit does: other load on a shared machine only ever adds time.
+    best = {arm: min(t) for arm, t in times.items()}
     report = {
         "device": str(model.device),
         "model": {"hidden": args.hidden, "layers": args.layers, "arm": args.arm, **model.parameter_counts()},
@@ -100,7 +102,9 @@ def main() -> None:
         "codes_per_image": model.config.image_seq_length,
         "seconds": {arm: [round(t, 3) for t in ts] for arm, ts in times.items()},
         "median_seconds": {arm: round(t, 3) for arm, t in medians.items()},
-        "speedup_one_batch": round(medians["two_passes"] / medians["one_batch"], 2),
+        "best_seconds": {arm: round(t, 3) for arm, t in best.items()},
+        "speedup_one_batch": round(best["two_passes"] / best["one_batch"], 2),
+        "speedup_one_batch_medians": round(medians["two_passes"] / medians["one_batch"], 2),
         "same_codes": round(same, 4),
     }
     print(json.dumps(report, indent=2))
