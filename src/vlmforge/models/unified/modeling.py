@@ -223,8 +223,9 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         batch, seq = vision.shape
         shared = self._mask(batch, seq, seq, hidden.device, hidden.dtype, key_valid=attention_mask, samples=samples)
         embeddings = self.model.rotary_emb(hidden, position_ids)
+        copies = self._split_copies()
         streams = []
-        for select in (~vision, vision):
+        for select in (~vision, vision) if copies else ():
             stream = Substream.of(select)
             valid = stream.valid if attention_mask is None else stream.valid & stream.gather(attention_mask.bool())
             stream_samples = stream.gather(samples) if samples is not None else None
@@ -239,7 +240,6 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             )
             positions = stream.gather(position_ids)
             streams.append((stream, stream_mask, positions, self.model.rotary_emb(hidden, positions)))
-        copies = self._split_copies()
         index, layers = 0, len(self.model.layers)
         while index < layers:
             if index not in copies:
