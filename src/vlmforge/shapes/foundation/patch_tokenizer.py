@@ -35,10 +35,12 @@ WEIGHTS, SETTINGS = "centroids.safetensors", "patch_tokenizer.json"
 @dataclass
 class PatchTokenizerSpec:
     """``patch``: side of a patch in pixels. ``codebook_size``: centroids. ``iterations``: Lloyd steps. Small
-    patches keep the shapes' outlines; 8 px patches blur small stars and crosses into blobs."""
+    patches keep the shapes' outlines; 8 px patches blur small stars and crosses into blobs. The default world
+    has a little over two thousand distinct 4 px patches: more codes read back more exactly, fewer are easier
+    for a small LM to learn to draw."""
 
     patch: int = 4
-    codebook_size: int = 512
+    codebook_size: int = 1024
     iterations: int = 25
     max_patches: int = 1_000_000
     seed: int = 0
