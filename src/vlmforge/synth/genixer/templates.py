@@ -109,13 +109,15 @@ assert set(TASK_SENTENCES) == set(TASKS)
 MODES = ("specific", "agnostic", "mixed")
 
 
-def draw_instruction(task: str, key: str, *, seed: int = 0, mode: str = "specific", agnostic_share: float = 0.5):
+def draw_instruction(
+    task: str | None, key: str, *, seed: int = 0, mode: str = "specific", agnostic_share: float = 0.5
+) -> tuple[str, int, bool]:
     """``(instruction, template_index, specific)`` for the record ``key``; ``mixed`` drops the task sentence for
-    ``agnostic_share`` of the records."""
+    ``agnostic_share`` of the records, ``task=None`` always."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     rng = random.Random(f"genixer-{seed}-{key}")
     index = rng.randrange(len(GENERIC_INSTRUCTIONS))
-    specific = mode == "specific" or (mode == "mixed" and rng.random() >= agnostic_share)
+    specific = task is not None and (mode == "specific" or (mode == "mixed" and rng.random() >= agnostic_share))
     text = GENERIC_INSTRUCTIONS[index]
     return (f"{text} {TASK_SENTENCES[task]}" if specific else text), index, specific
