@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from vlmforge.errors import ConfigError
+from vlmforge.synth.genixer.filter_command import add_filter_parser, add_select_parser, summary
 
 DESCRIPTION = """\
 Genixer: train a VLM to write instruction data for unlabeled images, then filter what it writes.
@@ -38,8 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_generate(stages)
     _add_parse(stages)
     _add_judge(stages)
-    from vlmforge.synth.genixer.filter_command import add_filter_parser, add_select_parser
-
     add_filter_parser(stages)
     add_select_parser(stages)
 
@@ -191,8 +190,3 @@ def _judge(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     return summary(m)
-
-
-def summary(manifest: dict) -> int:
-    print(f"{manifest['stage']}: {manifest.get('counts')}; rejections: {manifest.get('rejections', {})}")
-    return 0

@@ -58,7 +58,6 @@ def add_select_parser(stages: argparse._SubParsersAction) -> None:
 
 def _filter(args: argparse.Namespace) -> int:
     from vlmforge.synth.genixer.boxfilter import ClipScorer, parse_min_size
-    from vlmforge.synth.genixer.commands import summary
     from vlmforge.synth.genixer.filter_stage import calibrate, filter_records
 
     if (args.threshold is not None or args.calibrate) and not args.scorer:
@@ -83,7 +82,6 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from vlmforge.synth.genixer.commands import summary
     from vlmforge.synth.genixer.stages import select_stage
 
     if args.n is not None and args.band is None:
@@ -99,3 +97,9 @@ def _select(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     return summary(m)
+
+
+def summary(manifest: dict) -> int:
+    """One line per stage: what it wrote and what it rejected, by reason."""
+    print(f"{manifest['stage']}: {manifest.get('counts')}; rejections: {manifest.get('rejections', {})}")
+    return 0

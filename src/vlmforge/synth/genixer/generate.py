@@ -115,7 +115,7 @@ def generate_folder(
         backend=generator.name,
         generation=settings,
         image_folder=str(images),
-        tasks=list(tasks) if tasks else AGNOSTIC,
+        asked_tasks=list(tasks) if tasks else AGNOSTIC,
         per_image=per_image,
         shard=f"{shard[0]}/{shard[1]}",
         inputs=[file_fingerprint(images)],
