@@ -66,10 +66,12 @@ class LocalJudge:
             out += [(float(p), None) for p in p_yes_from_logits(logits, yes_id, no_id)]
         return out
 
-    def released(self, items: Sequence[Item], seed: int = 0) -> list[Score]:
+    def released(self, items: Sequence[Item], seed: int = 0, max_new_tokens: int | None = None) -> list[Score]:
+        """The released score of a sampled answer per item (``max_new_tokens``: the released 10 by default)."""
         import torch
 
         tok = self.vlm.tokenizer
+        sampling = {**RELEASED_SAMPLING, **({"max_new_tokens": max_new_tokens} if max_new_tokens else {})}
         out: list[Score] = []
         for start in range(0, len(items), self.batch_size):
             inputs = self._inputs(items[start : start + self.batch_size])
@@ -77,7 +79,7 @@ class LocalJudge:
             with torch.inference_mode():
                 gen = self.vlm.model.generate(
                     **inputs,
-                    **RELEASED_SAMPLING,
+                    **sampling,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
                     return_dict_in_generate=True,
