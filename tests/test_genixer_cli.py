@@ -109,3 +109,29 @@ def test_generate_resumes_after_sigkill(tmp_path):
     assert ids == [r["id"] for r in clean] and out.read_bytes() == (tmp_path / "clean" / "generated.jsonl").read_bytes()
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["counts"]["written"] == 36 and manifest["counts"]["skipped_as_done"] == before
+
+
+def test_local_checkpoint_generates_and_parse_accounts_for_every_output(tmp_path, tiny_llava):
+    from vlmforge.synth.genixer.backends import LocalVisionGenerator
+    from vlmforge.synth.genixer.generate import generate_folder
+    from vlmforge.synth.genixer.stages import parse_stage
+
+    images = make_images(tmp_path / "pool", 3)
+    generator = LocalVisionGenerator(str(tiny_llava), batch_size=2, device="cpu")
+    m = generate_folder(images, tmp_path / "gen", generator, tasks=["rec", "reg"], batch_size=4, max_new_tokens=6)
+    assert m["counts"]["written"] == 6 and m["backend"] == f"local:{tiny_llava}"
+    parsed = parse_stage([tmp_path / "gen" / "generated.jsonl"], tmp_path / "parse")
+    assert parsed["counts"]["written"] + parsed["counts"]["rejected"] == 6  # random weights: mostly rejected
+
+
+def test_server_judge_scores_and_released_failures():
+    from vlmforge.synth.genixer.judges import OpenAIJudge
+
+    items = [(Image.new("RGB", (16, 16), c), f"Is 'Question: colour? Answer: {c}' true?") for c in ("red", "blue")]
+    with FakeVisionServer() as server:
+        judge = OpenAIJudge(server.base_url, "fake", concurrency=2)
+        scores = judge.p_yes(items)
+        released = judge.released(items)
+    assert all(0 < s < 1 and reason is None for s, reason in scores)
+    # The fake answers one token; the released formula divides by zero there: recorded, not dropped silently.
+    assert released == [(None, "single_token_answer")] * 2
