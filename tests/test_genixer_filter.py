@@ -77,21 +77,59 @@ def test_expression_and_crop():
     assert crop(Image.new("RGB", (40, 20)), [0.0, 0.5, 0.5, 1.0]).size == (20, 10)
 
 
-def test_tiny_clip_scorer(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     from vlmforge.testing.tiny import tiny_tokenizer
 
+    root = tmp_path_factory.mktemp("clip")
     tok = tiny_tokenizer()
     text = {"vocab_size": len(tok), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
     text.update(num_attention_heads=2, max_position_embeddings=64, bos_token_id=None, eos_token_id=tok.eos_token_id)
     vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     vision.update(image_size=32, patch_size=8)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    scorer = ClipScorer(str(tmp_path), device="cpu", batch_size=2)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(root)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+def test_tiny_clip_scorer(tiny_clip):
+    scorer = ClipScorer(str(tiny_clip), device="cpu", batch_size=2)
     crops = [Image.new("RGB", (10, 12), c) for c in ("red", "blue", "green")]
     scores = scorer.scores(crops, ["a red circle", "a blue square", "two blue squares"])
     assert len(scores) == 3 and all(-1.0 <= s <= 1.0 for s in scores)
     assert scores == pytest.approx(scorer.scores(crops, ["a red circle", "a blue square", "two blue squares"]))
+
+
+def _rec(rid: str, expression: str, box: str) -> dict:
+    turns = [{"from": "human", "value": f"<image>\n{expression}"}, {"from": "gpt", "value": box}]
+    return {"id": rid, "image": f"{rid}.png", "task": "rec", "conversations": turns}
+
+
+def test_filter_with_a_calibrated_threshold(tmp_path, tiny_clip):
+    import json
+
+    from vlmforge.synth.genixer.boxfilter import MinSize
+    from vlmforge.synth.genixer.filter_stage import calibrate, filter_records
+    from vlmforge.synth.genixer.parse import parse_output, sample_record
+
+    colors = ["red", "blue", "green", "yellow", "purple", "orange"]
+    labeled, generated = tmp_path / "labeled.jsonl", tmp_path / "generated.jsonl"
+    rows, parsed_rows = [], []
+    for i, c in enumerate(colors):
+        Image.new("RGB", (40, 40), c).save(tmp_path / f"r{i}.png")
+        rec = _rec(f"r{i}", f"the {c} circle", "[0.1,0.1,0.6,0.7]" if i % 2 else "[0.0,0.0,0.05,0.05]")
+        rows.append(rec)
+        p = parse_output(f"Question: the {c} circle Answer: {rec['conversations'][1]['value']}", "rec")
+        parsed_rows.append(sample_record(rec, p, {}))
+    labeled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    generated.write_text("".join(json.dumps(r) + "\n" for r in parsed_rows))
+    scorer = ClipScorer(str(tiny_clip), device="cpu")
+    cal = calibrate(scorer, labeled, 0.5, tmp_path)
+    assert cal["n_positive"] == 6 and cal["recall"] >= 0.5 and "negative_pass_rate" in cal
+    m = filter_records(generated, tmp_path / "out", min_size=MinSize(pixels=4), scorer=scorer, calibration=cal)
+    c = m["counts"]
+    assert m["rejections"]["box_too_small"] == 3  # the 2-pixel boxes
+    assert c["written"] + c["rejected"] == 6 and c["scored"] == 3 and m["threshold"] == cal["threshold"]

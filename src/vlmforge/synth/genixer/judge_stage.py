@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.data.images import load_image
-from vlmforge.data.records import load_records
+from vlmforge.data.records import read_records
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.backends import GenerationFailure
@@ -35,7 +35,11 @@ def judge_records(
     if score not in SCORES:
         raise ConfigError(f"--score must be one of {SCORES}, got {score!r}")
     manifest = Manifest(out_dir, "genixer.judge")
-    items = [{**r, "id": str(r["id"])} for r in load_records(records)]
+    items = []
+    for where, rec in read_records(records):
+        if "id" not in rec or not isinstance(rec.get("image"), str) or not rec.get("conversations"):
+            raise DataError(where, "a record to judge needs 'id', one 'image' and 'conversations'", "bad_record")
+        items.append({**rec, "id": str(rec["id"])})
     folder = Path(image_folder) if image_folder else Path(records).parent
 
     def process(batch: list[dict[str, Any]]) -> BatchOutcome:

@@ -62,7 +62,9 @@ class LocalJudge:
             # Left padding: positions count real tokens only, as generate() would number them.
             positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self.vlm.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+                # No cache: nothing is generated after this pass, so building one would be wasted work.
+                out_logits = self.vlm.model(**inputs, position_ids=positions, logits_to_keep=1, use_cache=False)
+                logits = out_logits.logits[:, -1, :]
             out += [(float(p), None) for p in p_yes_from_logits(logits, yes_id, no_id)]
         return out
 
