@@ -30,7 +30,8 @@ REASONS = (
     "unknown_task",
 )
 
-_MARKER = re.compile(r"\b(question|answer)\s*:", re.IGNORECASE)
+# Markdown emphasis around a marker ("**Question:**") belongs to the marker, not to the text after it.
+_MARKER = re.compile(r"\**\b(question|answer)\s*:\**", re.IGNORECASE)
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*"
 _BOX_BODY = re.compile(",".join([_NUMBER] * 4))
