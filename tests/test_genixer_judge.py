@@ -26,10 +26,13 @@ YES_NO_TEXT = ["Yes", "No", "Is it red? Yes", "Is it blue? No"] * 30
 def test_p_yes_matches_hand_computed_logits():
     # Vocabulary of 5; "Yes" is id 3, "No" id 1. Other tokens' logits must not matter.
     logits = torch.tensor([[0.0, 0.0, 9.0, 2.0, -1.0], [4.0, 1.0, -3.0, 1.0, 7.0], [0.0, 3.0, 0.0, 0.5, 0.0]])
-    got = p_yes_from_logits(logits, yes_id=3, no_id=1).tolist()
+    got = p_yes_from_logits(logits, yes_ids=3, no_ids=1).tolist()
     hand = [math.e**2 / (math.e**2 + 1), 0.5, math.e**0.5 / (math.e**0.5 + math.e**3)]
     assert got == pytest.approx(hand, abs=1e-6)
     assert hand[0] == pytest.approx(0.880797, abs=1e-6) and hand[2] == pytest.approx(0.075858, abs=1e-6)
+    # Two spellings of "Yes" (ids 3 and 4): their probabilities add, e^2 + e^-1 against e^0.
+    both = p_yes_from_logits(logits[:1], yes_ids=[3, 4], no_ids=[1]).item()
+    assert both == pytest.approx((math.e**2 + math.e**-1) / (math.e**2 + math.e**-1 + 1), abs=1e-6)
 
 
 def test_p_yes_from_server_logprobs():
@@ -93,3 +96,20 @@ def test_yes_and_no_must_be_single_first_tokens(tiny_llava):
         judge.p_yes(_items(1))
     with pytest.raises(ConfigError):
         single_token_ids(judge.vlm.tokenizer, "Answer: ", ["Yes"])
+
+
+def test_spellings_of_yes_and_no_after_the_template(yes_no_llava):
+    from vlmforge.synth.genixer.judges import LocalJudge
+
+    tok = LocalJudge(str(yes_no_llava), device="cpu").vlm.tokenizer
+    yes, no = single_token_ids(tok, "Is it red?\n")
+    for ids, word in ((yes, "Yes"), (no, "No")):
+        assert ids and all(tok.decode([i]).strip() == word for i in ids)
+
+
+def test_a_model_is_a_folder_or_a_hub_id():
+    from vlmforge.synth.genixer.backends import model_dir
+
+    assert model_dir(".") == "."
+    with pytest.raises(ConfigError, match="neither a local folder nor a hub id"):
+        model_dir("nobody-here/no-such-judge-xyz")  # offline, not cached

@@ -11,6 +11,7 @@ import base64
 import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -27,6 +28,21 @@ class VisionGenerator(Protocol):
     def generate(
         self, requests: Sequence[Request], *, max_new_tokens: int, temperature: float, seed: int
     ) -> list[Completion]: ...
+
+
+def model_dir(name_or_path: str) -> str:
+    """A local checkpoint folder as is; a hub id (``llava-hf/llava-1.5-7b-hf``) fetched into, or found in, the
+    Hugging Face cache, since the runtime loads folders."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name_or_path)
+    except (OSError, ValueError) as err:  # hub HTTP, offline-cache and id-validation errors all derive from these
+        raise ConfigError(
+            f"model {name_or_path!r} is neither a local folder nor a hub id that can be fetched: {err}"
+        ) from err
 
 
 def image_data_url(image: Image.Image) -> str:
@@ -46,7 +62,9 @@ class LocalVisionGenerator:
     def __init__(self, model_path: str, *, batch_size: int = 8, device: str | None = None):
         from vlmforge.runtime import VisionLanguageModel
 
-        self.vlm = VisionLanguageModel.from_pretrained(model_path, device=None if device == "auto" else device)
+        self.vlm = VisionLanguageModel.from_pretrained(
+            model_dir(model_path), device=None if device == "auto" else device
+        )
         self.batch_size, self.name = batch_size, f"local:{model_path}"
 
     def generate(

@@ -35,11 +35,15 @@ def judge_prompt(record: dict[str, Any]) -> str:
     return JUDGE_PROMPT.format(qa=qa_text(record))
 
 
-def p_yes_from_logits(logits: Any, yes_id: int, no_id: int) -> Any:
-    """P(Yes) / (P(Yes) + P(No)) per row of next-token ``logits`` [batch, vocab]: a softmax over the two."""
+def p_yes_from_logits(logits: Any, yes_ids: int | Sequence[int], no_ids: int | Sequence[int]) -> Any:
+    """P(Yes) / (P(Yes) + P(No)) per row of next-token ``logits`` [batch, vocab]. Each word's probability sums
+    over its token spellings ("Yes" and " Yes" where both are single tokens); a softmax over the two sums."""
     import torch
 
-    pair = torch.stack([logits[:, yes_id], logits[:, no_id]], dim=-1).float()
+    yes = [yes_ids] if isinstance(yes_ids, int) else list(yes_ids)
+    no = [no_ids] if isinstance(no_ids, int) else list(no_ids)
+    logits = logits.float()
+    pair = torch.stack([logits[:, yes].logsumexp(-1), logits[:, no].logsumexp(-1)], dim=-1)
     return torch.softmax(pair, dim=-1)[:, 0]
 
 
@@ -66,22 +70,28 @@ def released_score(token_probs: Sequence[float]) -> tuple[float | None, str | No
     return math.prod(token_probs) ** (1.0 / (len(token_probs) - 1)), None
 
 
-def single_token_ids(tokenizer: Any, prompt_text: str, words: Sequence[str] = ("Yes", "No")) -> list[int]:
-    """The token id of each word as the first token after ``prompt_text`` (the judge's rendered template).
+def single_token_ids(tokenizer: Any, prompt_text: str, words: Sequence[str] = ("Yes", "No")) -> list[list[int]]:
+    """Per word, the ids of its spellings ("Yes", " Yes") that are one token right after ``prompt_text`` (the
+    judge's rendered template); which one a model writes there depends on its template and tokenizer.
 
-    p_yes reads one logit per word, which is only P(word) when the word is one token there; otherwise this
-    raises and names the pieces the tokenizer makes of it."""
+    p_yes reads one logit per spelling, which is only P(word) when the word is one token there; when no spelling
+    is, this raises and names the pieces the tokenizer makes of it."""
     base = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    ids = []
+    out = []
     for word in words:
-        full = tokenizer(prompt_text + word, add_special_tokens=False)["input_ids"]
-        extra = full[len(base) :]
-        if full[: len(base)] != base or len(extra) != 1:
-            pieces = tokenizer.convert_ids_to_tokens(full[len(base) - 1 :] if full[: len(base)] != base else extra)
+        ids, pieces = [], []
+        for spelling in (word, " " + word):
+            full = tokenizer(prompt_text + spelling, add_special_tokens=False)["input_ids"]
+            extra = full[len(base) :]
+            if full[: len(base)] == base and len(extra) == 1:
+                ids.append(extra[0])
+            else:
+                pieces.append(tokenizer.convert_ids_to_tokens(extra if full[: len(base)] == base else full[-3:]))
+        if not ids:
             raise ConfigError(
                 f"the judge's tokenizer does not write {word!r} as one token after its chat template (it writes "
                 f"{pieces}); p_yes needs 'Yes' and 'No' to be single first tokens: use another judge model, or "
                 "--score released"
             )
-        ids.append(extra[0])
-    return ids
+        out.append(sorted(set(ids)))
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from vlmforge.synth.backends import GenerationFailure, OpenAIGenerator
-from vlmforge.synth.genixer.backends import image_messages
+from vlmforge.synth.genixer.backends import image_messages, model_dir
 from vlmforge.synth.genixer.judge import (
     RELEASED_SAMPLING,
     p_yes_from_logits,
@@ -33,12 +33,14 @@ class LocalJudge:
     def __init__(self, model_path: str, *, batch_size: int = 8, device: str | None = None):
         from vlmforge.runtime import VisionLanguageModel
 
-        self.vlm = VisionLanguageModel.from_pretrained(model_path, device=None if device == "auto" else device)
+        self.vlm = VisionLanguageModel.from_pretrained(
+            model_dir(model_path), device=None if device == "auto" else device
+        )
         self.batch_size, self.name = batch_size, f"local:{model_path}"
-        self._yes_no: list[int] | None = None
+        self._yes_no: list[list[int]] | None = None
 
-    def yes_no_ids(self) -> list[int]:
-        """Checked once: "Yes" and "No" must each be the single first token after the judge's template."""
+    def yes_no_ids(self) -> list[list[int]]:
+        """Checked once: "Yes" and "No" must each be a single first token after the judge's template."""
         if self._yes_no is None:
             from vlmforge.runtime import Conversation
 
