@@ -109,6 +109,9 @@ def test_generate_resumes_after_sigkill(tmp_path):
     assert ids == [r["id"] for r in clean] and out.read_bytes() == (tmp_path / "clean" / "generated.jsonl").read_bytes()
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["counts"]["written"] == 36 and manifest["counts"]["skipped_as_done"] == before
+    # Resuming into the folder with other settings would mix two runs: refused, naming what differs.
+    changed = [a if a != "rec,reg,qcba" else "rec" for a in args]
+    assert main([*changed, "--out", str(out.parent)]) == 1
 
 
 def test_local_checkpoint_generates_and_parse_accounts_for_every_output(tmp_path, tiny_llava):

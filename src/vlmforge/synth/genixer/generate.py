@@ -27,6 +27,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 AGNOSTIC = "any"  # the task field of a task-agnostic request: the generator chooses
 
 
+def guard_resume(out_dir: Path, inputs: dict[str, Any]) -> None:
+    """Resuming appends to what is there, so a folder started with other inputs or settings is refused rather
+    than mixed; the first run records its inputs."""
+    from vlmforge.provenance import check_inputs, write_inputs
+
+    check_inputs(out_dir, inputs, str(out_dir), "Use another --out, or delete the folder to start over.")
+    write_inputs(out_dir, inputs)
+
+
 def list_images(folder: Path) -> list[str]:
     """Image paths relative to ``folder``, sorted, so every process and every rerun sees the same order."""
     folder = Path(folder)
@@ -90,6 +99,11 @@ def generate_folder(
     manifest = Manifest(out_dir, "genixer.generate")
     requests = plan_requests(list_images(images), tasks, per_image=per_image, seed=seed, shard=shard)
     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    guard_resume(
+        out_dir,
+        {"images": file_fingerprint(images), "tasks": list(tasks or [AGNOSTIC]), "per_image": per_image,
+         "shard": list(shard), "backend": generator.name, **settings},
+    )  # fmt: skip
 
     def process(batch: list[dict[str, Any]]) -> BatchOutcome:
         outcome, ready, pictures = BatchOutcome(), [], []
