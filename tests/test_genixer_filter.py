@@ -133,3 +133,24 @@ def test_filter_with_a_calibrated_threshold(tmp_path, tiny_clip):
     c = m["counts"]
     assert m["rejections"]["box_too_small"] == 3  # the 2-pixel boxes
     assert c["written"] + c["rejected"] == 6 and c["scored"] == 3 and m["threshold"] == cal["threshold"]
+
+
+def test_siglip_scores_do_not_depend_on_the_batch(tmp_path):
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    from vlmforge.testing.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    text = {"vocab_size": len(tok), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+    text.update(num_attention_heads=2, max_position_embeddings=24, pad_token_id=tok.pad_token_id)
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision.update(image_size=32, patch_size=8)
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(tmp_path)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    scorer = ClipScorer(str(tmp_path), device="cpu", batch_size=4)
+    crop_ = Image.new("RGB", (12, 12), "red")
+    alone = scorer.scores([crop_], ["a red circle"])[0]
+    # With a longer text in the batch, the last position of the short one is padding unless padded to max_length.
+    together = scorer.scores([crop_, crop_], ["a red circle", "two blue squares and a green triangle at the top"])[0]
+    assert together == pytest.approx(alone, abs=1e-5)

@@ -76,6 +76,13 @@ class ClipScorer:
         if not hasattr(self.model, "get_image_features") or not hasattr(self.model, "get_text_features"):
             raise ConfigError(f"{model_path!r} is not a two-tower (CLIP/SigLIP) model")
         self.batch_size, self.name = batch_size, model_path
+        # SigLIP pools its text at the last position and was trained on texts padded to a fixed length, so it
+        # must see that padding; CLIP pools at the end-of-text token and takes the batch's longest.
+        if "siglip" in str(getattr(self.model.config, "model_type", "")):
+            length = self.model.config.text_config.max_position_embeddings
+            self._padding = {"padding": "max_length", "max_length": length}
+        else:
+            self._padding = {"padding": True}
 
     @staticmethod
     def _features(out: Any) -> Any:
@@ -87,9 +94,8 @@ class ClipScorer:
         out: list[float] = []
         for s in range(0, len(crops), self.batch_size):
             pixels = self.image_processor(images=list(crops[s : s + self.batch_size]), return_tensors="pt")
-            # SigLIP was trained on texts padded to max_length; CLIP pads to the longest, either works here.
             tokens = self.tokenizer(
-                list(texts[s : s + self.batch_size]), padding=True, truncation=True, return_tensors="pt"
+                list(texts[s : s + self.batch_size]), truncation=True, return_tensors="pt", **self._padding
             )
             with torch.inference_mode():
                 img = self._features(self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device)))
