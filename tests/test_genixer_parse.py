@@ -138,3 +138,5 @@ def test_boxes_with_or_without_spaces_come_back_canonical():
     assert parsed.boxes == [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.8], [0.5, 0.5, 0.9, 0.8]]
     assert parse_output("question: is it [sic] red? answer: yes", "adversarial_vqa").pairs[0][1] == "yes"
     assert parse_output("**Question:** Is it red?\n**Answer:** No", "adversarial_vqa").pairs == [("Is it red?", "No")]
+    mc = parse_output("Question: Which colour?\n(A) red\n(B) blue\nAnswer: (B)")
+    assert mc.task == "mc_vqa" and mc.pairs[0][1] == "(B)"

@@ -35,7 +35,7 @@ _MARKER = re.compile(r"\**\b(question|answer)\s*:\**", re.IGNORECASE)
 _BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*"
 _BOX_BODY = re.compile(",".join([_NUMBER] * 4))
-_OPTION = re.compile(r"^\s*([A-J])[.)]\s+\S", re.MULTILINE)
+_OPTION = re.compile(r"^\s*\(?([A-J])[.):]\s+\S", re.MULTILINE)  # "A. x", "A) x", "(A) x", "A: x"
 _YES_NO = re.compile(r"\b(yes|no)\b[\s.!]*$", re.IGNORECASE)
 
 
