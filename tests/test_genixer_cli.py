@@ -44,6 +44,7 @@ def test_pipeline_end_to_end(tmp_path):
     assert built["counts"]["written"] == 9 and set(built["tasks"]) == set(TASKS)
 
     images = make_images(tmp_path / "pool", 6)
+    (images / "broken.png").write_bytes(b"not an image")
     with FakeVisionServer() as server:
         gen = ["genixer", "generate", "--images", str(images), "--out", str(tmp_path / "gen"), *backend(server)]
         assert main(gen) == 0
@@ -54,6 +55,7 @@ def test_pipeline_end_to_end(tmp_path):
 
     generated = json.loads((tmp_path / "gen" / "manifest.json").read_text())
     assert generated["counts"]["written"] == 54 and generated["generation"]["temperature"] == 0.2
+    assert generated["rejections"] == {"corrupt_image": 9}  # one per task asked about the broken file
     parsed = json.loads((tmp_path / "parse" / "manifest.json").read_text())
     c = parsed["counts"]
     assert c["written"] + c["rejected"] == 54 and c["rejected"] > 0  # every output accounted for

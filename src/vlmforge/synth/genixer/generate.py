@@ -106,10 +106,13 @@ def generate_folder(
     )  # fmt: skip
 
     def process(batch: list[dict[str, Any]]) -> BatchOutcome:
-        outcome, ready, pictures = BatchOutcome(), [], []
+        outcome, ready, pictures, decoded = BatchOutcome(), [], [], {}
         for req in batch:
             try:
-                pictures.append(load_image(images / req["image"], f"{images / req['image']}"))
+                # One decode per image, however many tasks ask about it in this batch.
+                if req["image"] not in decoded:
+                    decoded[req["image"]] = load_image(images / req["image"], f"{images / req['image']}")
+                pictures.append(decoded[req["image"]])
                 ready.append(req)
             except DataError as err:
                 outcome.rejected.append((req["id"], err.code))
