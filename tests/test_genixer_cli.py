@@ -50,8 +50,9 @@ def test_pipeline_end_to_end(tmp_path):
         assert main(gen) == 0
         parse = ["genixer", "parse", "--generated", str(tmp_path / "gen" / "generated.jsonl")]
         assert main([*parse, "--out", str(tmp_path / "parse")]) == 0
-        judge = ["genixer", "judge", "--records", str(tmp_path / "parse" / "records.jsonl"), "--image-folder"]
-        assert main([*judge, str(images), "--out", str(tmp_path / "judge"), *backend(server)]) == 0
+        # No --image-folder from here on: each stage finds the images in the manifest of the stage before.
+        judge = ["genixer", "judge", "--records", str(tmp_path / "parse" / "records.jsonl")]
+        assert main([*judge, "--out", str(tmp_path / "judge"), *backend(server)]) == 0
 
     generated = json.loads((tmp_path / "gen" / "manifest.json").read_text())
     assert generated["counts"]["written"] == 54 and generated["generation"]["temperature"] == 0.2
@@ -66,7 +67,7 @@ def test_pipeline_end_to_end(tmp_path):
 
     out = tmp_path / "filter"
     assert main(["genixer", "filter", "--records", str(tmp_path / "judge" / "judged.jsonl"), "--out", str(out),
-                 "--image-folder", str(images), "--min-box", "4px"]) == 0  # fmt: skip
+                 "--min-box", "4px"]) == 0  # fmt: skip
     filtered = json.loads((out / "manifest.json").read_text())
     reg = sum(r["task"] == "reg" for r in judged)  # the fake's REG box is under 4 px on a 64x48 image
     assert filtered["rejections"] == {"box_too_small": reg} and filtered["counts"]["written"] == len(judged) - reg

@@ -117,7 +117,9 @@ def _add_judge(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--records", type=Path, required=True, help="records to judge (parse's records.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--image-folder", type=Path, help="where record images live (default: the records' folder)")
+    p.add_argument(
+        "--image-folder", type=Path, help="where record images live (default: the folder the previous stage recorded)"
+    )
     p.add_argument("--score", choices=["p_yes", "released"], default="p_yes")
     p.add_argument("--top-logprobs", type=int, default=20, help="openai: logprobs asked for the first token")
     p.add_argument("--device", default=None, help="local: cpu, cuda, cuda:1 (default: cuda when present)")

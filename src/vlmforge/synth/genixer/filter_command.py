@@ -22,7 +22,9 @@ def add_filter_parser(stages: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--records", type=Path, required=True, help="records with 'boxes' (parse's or judge's output)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--image-folder", type=Path, help="where record images live (default: the records' folder)")
+    p.add_argument(
+        "--image-folder", type=Path, help="where record images live (default: the folder the previous stage recorded)"
+    )
     p.add_argument("--min-box", default="0", help="minimum box side: '50px' or a fraction such as '0.05'")
     p.add_argument("--scorer", help="CLIP/SigLIP model folder or hub id (omit: size filter only)")
     p.add_argument("--threshold", type=float, help="minimum cosine to keep a REC/REG record")

@@ -13,6 +13,7 @@ from vlmforge.errors import DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.genixer.boxfilter import ClipScorer, MinSize, calibrate_threshold, crop, expression_and_box
 from vlmforge.synth.genixer.build import labeled_pairs
+from vlmforge.synth.genixer.folders import image_folder_of
 from vlmforge.synth.genixer.parse import ParseError, parse_output, sample_record
 from vlmforge.synth.genixer.tasks import canonical_task, format_target
 from vlmforge.synth.jobs import Manifest
@@ -71,7 +72,7 @@ def filter_records(
     """Keep the records whose boxes pass into ``kept.jsonl`` (with ``clip_score`` where scored); the others go to
     ``rejected.jsonl`` with the reason."""
     manifest = Manifest(out_dir, "genixer.filter")
-    folder = Path(image_folder) if image_folder else Path(records).parent
+    folder = image_folder_of(records, image_folder)
     items = load_records(records)
     threshold = calibration["threshold"] if calibration else threshold
     passed, rejected, to_score = [], [], []
@@ -105,6 +106,7 @@ def filter_records(
         scorer=scorer.name if scorer else None,
         threshold=threshold,
         calibration=calibration,
+        image_folder=str(folder),
         output=OUTPUT,
         counts={"input": len(items), "written": len(kept), "rejected": len(rejected), **scored},
         rejections=dict(Counter(r["reason"] for r in rejected)),

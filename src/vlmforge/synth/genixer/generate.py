@@ -17,6 +17,7 @@ from vlmforge.errors import ConfigError, DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.backends import GenerationFailure
 from vlmforge.synth.genixer.backends import VisionGenerator
+from vlmforge.synth.genixer.folders import guard_resume
 from vlmforge.synth.genixer.tasks import TASKS
 from vlmforge.synth.genixer.templates import draw_instruction
 from vlmforge.synth.jobs import Manifest
@@ -25,15 +26,6 @@ from vlmforge.synth.runner import BatchOutcome, run_stage
 OUTPUT = "generated.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 AGNOSTIC = "any"  # the task field of a task-agnostic request: the generator chooses
-
-
-def guard_resume(out_dir: Path, inputs: dict[str, Any]) -> None:
-    """Resuming appends to what is there, so a folder started with other inputs or settings is refused rather
-    than mixed; the first run records its inputs."""
-    from vlmforge.provenance import check_inputs, write_inputs
-
-    check_inputs(out_dir, inputs, str(out_dir), "Use another --out, or delete the folder to start over.")
-    write_inputs(out_dir, inputs)
 
 
 def list_images(folder: Path) -> list[str]:

@@ -14,7 +14,7 @@ from vlmforge.data.records import read_records
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.backends import GenerationFailure
-from vlmforge.synth.genixer.generate import guard_resume
+from vlmforge.synth.genixer.folders import guard_resume, image_folder_of
 from vlmforge.synth.genixer.judge import JUDGE_PROMPT, SCORES, judge_prompt
 from vlmforge.synth.jobs import Manifest
 from vlmforge.synth.runner import BatchOutcome, run_stage
@@ -41,7 +41,7 @@ def judge_records(
         if "id" not in rec or not isinstance(rec.get("image"), str) or not rec.get("conversations"):
             raise DataError(where, "a record to judge needs 'id', one 'image' and 'conversations'", "bad_record")
         items.append({**rec, "id": str(rec["id"])})
-    folder = Path(image_folder) if image_folder else Path(records).parent
+    folder = image_folder_of(records, image_folder)
     inputs = {"records": file_fingerprint(records), "score": score, "judge": judge.name, "seed": seed}
     guard_resume(out_dir, {**inputs, "image_folder": str(folder)})
 

@@ -15,6 +15,7 @@ from vlmforge.data.records import OnError, Rejections, load_records, read_record
 from vlmforge.errors import DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.genixer.build import build_generator_records
+from vlmforge.synth.genixer.folders import image_folder_of
 from vlmforge.synth.genixer.generate import AGNOSTIC
 from vlmforge.synth.genixer.parse import ParseError, parse_output, sample_record
 from vlmforge.synth.genixer.select import mix, parse_band, select_band, select_random, select_top_k
@@ -85,8 +86,10 @@ def parse_stage(generated: Sequence[Path], out_dir: Path) -> dict[str, Any]:
         per_task[asked]["accepted"] += 1
     save_records(kept, Path(out_dir) / PARSE_OUTPUT)
     save_records(rejected, Path(out_dir) / "rejected.jsonl")
+    folders = {str(image_folder_of(p)) for p in generated}
     return manifest.write(
         inputs=[file_fingerprint(p) for p in generated],
+        image_folder=folders.pop() if len(folders) == 1 else None,  # shards of one folder agree
         output=PARSE_OUTPUT,
         counts={"input": len(items), "written": len(kept), "rejected": len(rejected), "duplicate_ids": duplicates},
         rejections=dict(Counter(r["reason"] for r in rejected)),
