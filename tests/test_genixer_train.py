@@ -54,3 +54,20 @@ def test_the_generator_trains_with_an_ordinary_recipe(tmp_path, tiny_llava):
     after = AutoModelForImageTextToText.from_pretrained(final).state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("multi_modal_projector" in k for k in changed)
+
+
+@pytest.mark.parametrize("name", ["genixer-llava-1.5-7b", "genixer-student-llava-1.5-7b"])
+def test_the_hub_recipes_parse(name):
+    from pathlib import Path
+
+    from vlmforge.train.recipe import load_recipe
+    from vlmforge.train.stage import gradient_accumulation
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml")
+    assert recipe.name == name and recipe.model.init_from == "llava-hf/llava-1.5-7b-hf"
+    for stage in recipe.stages.values():
+        assert stage.kind == "finetune" and stage.bf16 and not Path(stage.data.path).exists()
+        for gpus in (1, 2, 4, 8):
+            assert gradient_accumulation(stage, gpus) * stage.per_device_batch_size * gpus == stage.global_batch_size
+    tunes = [s.tune for s in recipe.stages.values()]
+    assert tunes == (["full"] if name == "genixer-llava-1.5-7b" else ["projector", "full"])
