@@ -116,6 +116,10 @@ MALFORMED = {
     "Question: Which one, [0.1,0.1,0.2,0.2]? Answer: [0.1,0.1,0.2,0.2]": ("pointqa", "too_few_candidates"),
     "Question: Is it red? Answer: It is at [0.1,0.1,0.2,0.2], I think.": ("qcba", "not_yes_no"),
     "Question: How many? Answer: 3": ("dialogue", "too_few_turns"),
+    "Question: Where is it? Answer: [0.1,0.1,0.2,0.2] Question: And the dog? Answer: [0.3,0.3,0.4,0.4]": (
+        "rec",
+        "too_many_turns",
+    ),
     "Question: a? Answer: b Question: c? Answer: d": ("ref_dialogue", "no_box"),
     "Question: a? Answer: b Question: c?": ("dialogue", "no_answer"),
 }

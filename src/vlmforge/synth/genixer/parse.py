@@ -27,6 +27,7 @@ REASONS = (
     "too_few_candidates",
     "answer_not_a_candidate",
     "too_few_turns",
+    "too_many_turns",
     "unknown_task",
 )
 
@@ -139,6 +140,8 @@ def _check(task: str, pairs: list[tuple[str, str]], boxes_q: list[list], boxes_a
         if task == "ref_dialogue" and not any(boxes_q) and not any(boxes_a):
             raise ParseError("no_box", "a referential dialogue cites at least one box")
         return
+    if len(pairs) > 1:
+        raise ParseError("too_many_turns", f"{task} is one question and its answer")
     (q, a), bq, ba = pairs[0], boxes_q[0], boxes_a[0]
     if task == "adversarial_vqa" and not re.match(r"(yes|no)\b", a.strip(), re.IGNORECASE):
         raise ParseError("not_yes_no", f"answer {a[:40]!r}")
