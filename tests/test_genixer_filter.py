@@ -132,7 +132,12 @@ def test_filter_with_a_calibrated_threshold(tmp_path, tiny_clip):
     m = filter_records(generated, tmp_path / "out", min_size=MinSize(pixels=4), scorer=scorer, calibration=cal)
     c = m["counts"]
     assert m["rejections"]["box_too_small"] == 3  # the 2-pixel boxes
-    assert c["written"] + c["rejected"] == 6 and c["scored"] == 3 and m["threshold"] == cal["threshold"]
+    assert c["written"] + c["rejected"] == 6 and c["scored"] == 3 and c["not_scored"] == 0
+    assert m["threshold"] == cal["threshold"]
+    chunked = filter_records(
+        generated, tmp_path / "o2", min_size=MinSize(pixels=4), scorer=scorer, calibration=cal, chunk_size=2
+    )
+    assert chunked["counts"] == c and chunked["rejections"] == m["rejections"]
 
 
 def test_siglip_scores_do_not_depend_on_the_batch(tmp_path):

@@ -59,6 +59,31 @@ def calibrate(scorer: ClipScorer, labeled: Path, recall: float, image_folder: Pa
     return calibrate_threshold(positive, recall, negative)
 
 
+def _filter_chunk(chunk, where, folder, min_size, scorer, threshold, kept, rejected) -> int:
+    """Size filter, then one batched scoring pass over the chunk's crops; returns how many were scored."""
+    passed, to_score = [], []
+    for rec in chunk:
+        boxes = rec.get("boxes") or []
+        image = load_image(folder / rec["image"], f"{where}:id={rec.get('id')}") if boxes else None
+        if image is not None and any(min_size.too_small(b, image.size) for b in boxes):
+            rejected.append({"id": rec["id"], "reason": "box_too_small"})
+            continue
+        found = expression_and_box(rec) if scorer is not None else None
+        if found is not None:
+            to_score.append((len(passed), crop(image, found[1]), found[0]))
+        passed.append(rec)
+    cosines = scorer.scores([c for _, c, _ in to_score], [t for _, _, t in to_score]) if to_score else []
+    score_of = {i: cos for (i, _, _), cos in zip(to_score, cosines, strict=True)}
+    for i, rec in enumerate(passed):
+        if i not in score_of:
+            kept.append(rec)
+        elif threshold is not None and score_of[i] < threshold:
+            rejected.append({"id": rec["id"], "reason": "clip_below_threshold", "clip_score": score_of[i]})
+        else:
+            kept.append({**rec, "clip_score": score_of[i]})
+    return len(score_of)
+
+
 def filter_records(
     records: Path,
     out_dir: Path,
@@ -68,36 +93,21 @@ def filter_records(
     threshold: float | None = None,
     calibration: dict[str, Any] | None = None,
     image_folder: Path | None = None,
+    chunk_size: int = 256,
 ) -> dict[str, Any]:
     """Keep the records whose boxes pass into ``kept.jsonl`` (with ``clip_score`` where scored); the others go to
-    ``rejected.jsonl`` with the reason."""
+    ``rejected.jsonl`` with the reason. Records go through in chunks, so only one chunk's crops are in memory."""
     manifest = Manifest(out_dir, "genixer.filter")
     folder = image_folder_of(records, image_folder)
     items = load_records(records)
     threshold = calibration["threshold"] if calibration else threshold
-    passed, rejected, to_score = [], [], []
-    for rec in items:
-        boxes = rec.get("boxes") or []
-        image = load_image(folder / rec["image"], f"{records}:id={rec.get('id')}") if boxes else None
-        if image is not None and any(min_size.too_small(b, image.size) for b in boxes):
-            rejected.append({"id": rec["id"], "reason": "box_too_small"})
-            continue
-        found = expression_and_box(rec) if scorer is not None else None
-        if found is not None:
-            to_score.append((len(passed), crop(image, found[1]), found[0]))
-        passed.append(rec)
-    # One batched scoring pass over every crop, then the threshold.
-    cosines = scorer.scores([c for _, c, _ in to_score], [t for _, _, t in to_score]) if to_score else []
-    score_of = {i: cos for (i, _, _), cos in zip(to_score, cosines, strict=True)}
-    kept = []
-    for i, rec in enumerate(passed):
-        if i not in score_of:
-            kept.append(rec)
-        elif threshold is not None and score_of[i] < threshold:
-            rejected.append({"id": rec["id"], "reason": "clip_below_threshold", "clip_score": score_of[i]})
-        else:
-            kept.append({**rec, "clip_score": score_of[i]})
-    scored = {"scored": len(score_of), "not_scored": len(passed) - len(score_of)}
+    kept, rejected, n_scored = [], [], 0
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        n_scored += _filter_chunk(chunk, records, folder, min_size, scorer, threshold, kept, rejected)
+    too_small = sum(r["reason"] == "box_too_small" for r in rejected)
+    # Scored: REC/REG records that passed the size filter; the rest of those that passed had nothing to score.
+    scored = {"scored": n_scored, "not_scored": len(items) - too_small - n_scored}
     save_records(kept, Path(out_dir) / OUTPUT)
     save_records(rejected, Path(out_dir) / "rejected.jsonl")
     return manifest.write(
