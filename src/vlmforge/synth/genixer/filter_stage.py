@@ -19,6 +19,8 @@ from vlmforge.synth.genixer.tasks import canonical_task, format_target
 from vlmforge.synth.jobs import Manifest
 
 OUTPUT = "kept.jsonl"
+# A score equal to the threshold must not flip with the batch it was computed in (float rounding differs).
+TOLERANCE = 1e-5
 
 
 def _pairs_of(records: list[dict[str, Any]], folder: Path, where: str):
@@ -77,7 +79,7 @@ def _filter_chunk(chunk, where, folder, min_size, scorer, threshold, kept, rejec
     for i, rec in enumerate(passed):
         if i not in score_of:
             kept.append(rec)
-        elif threshold is not None and score_of[i] < threshold:
+        elif threshold is not None and score_of[i] < threshold - TOLERANCE:
             rejected.append({"id": rec["id"], "reason": "clip_below_threshold", "clip_score": score_of[i]})
         else:
             kept.append({**rec, "clip_score": score_of[i]})
