@@ -56,7 +56,7 @@ def test_prompt_is_the_reference_wording():
     assert qa_text(rec) == "Question: Is it red? Answer: Yes"
     assert judge_prompt(rec) == (
         "Here is a question and answer pair. Is 'Question: Is it red? Answer: Yes' true for this image?\n"
-        "Please answer this question with Yes or No."
+        "Please answer this question with Yes or No.\n"
     )
 
 

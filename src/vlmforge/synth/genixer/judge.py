@@ -14,8 +14,9 @@ from typing import Any
 
 from vlmforge.errors import ConfigError
 
+# The released filter's template, character for character (its trailing line break included).
 JUDGE_PROMPT = (
-    "Here is a question and answer pair. Is '{qa}' true for this image?\nPlease answer this question with Yes or No."
+    "Here is a question and answer pair. Is '{qa}' true for this image?\nPlease answer this question with Yes or No.\n"
 )
 SCORES = ("p_yes", "released")
 # The released sampler's settings: top-p 0.95, top-k 10, at most 10 new tokens.
