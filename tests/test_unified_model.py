@@ -175,13 +175,15 @@ def test_out_of_range_image_code_is_a_clear_error():
         model(torch.tensor([[7, VISION_START, code(16)]]))
 
 
-def test_any_qwen2_family_lm_qwen3():
-    """Built on Qwen3 (q/k norms in its attention), both paths and the cache still agree."""
-    from transformers import Qwen3Config
+@pytest.mark.parametrize("family", ["qwen3", "llama"])
+def test_other_qwen2_family_lms(family):
+    """Built on Qwen3 (q/k norms in its attention) or Llama, both paths and the cache still agree."""
+    from transformers import LlamaConfig, Qwen3Config
 
     from vlmforge.models.unified import UnifiedConfig, UnifiedForCausalLM
 
-    text = Qwen3Config(
+    config_class = {"qwen3": Qwen3Config, "llama": LlamaConfig}[family]
+    text = config_class(
         vocab_size=66, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
     )  # fmt: skip
@@ -192,7 +194,7 @@ def test_any_qwen2_family_lm_qwen3():
     )  # fmt: skip
     torch.manual_seed(0)
     model = UnifiedForCausalLM(config).eval()
-    assert type(model.vision_layers[0]).__name__ == "Qwen3DecoderLayer"
+    assert type(model.vision_layers[0]).__name__.lower().startswith(family)
     ids = torch.tensor([mixed_row(2)])
     with torch.no_grad():
         streams = model(ids, use_cache=False).logits
