@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "vlmforge.synth.commands",
     "vlmforge.synth.genixer.commands",
     "vlmforge.eval.commands",
+    "vlmforge.models.commands",
     "vlmforge.chat",
     "vlmforge.serve.commands",
     "vlmforge.shapes.lab.commands",

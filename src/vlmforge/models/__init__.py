@@ -9,3 +9,4 @@ importing torch and transformers would make every ``vlmforge --help`` slow.
 def register_models() -> None:
     """Register every vlmforge architecture with the Auto classes (idempotent)."""
     import vlmforge.models.embedding_vlm  # noqa: F401  registers on import
+    import vlmforge.models.unified  # noqa: F401  registers on import

@@ -68,9 +68,15 @@ def cell_bounds(row: int, col: int, config: WorldConfig) -> Box:
     return round(col * w / g), round(row * w / g), round((col + 1) * w / g), round((row + 1) * w / g)
 
 
+def shape_side(size: str, row: int, col: int, config: WorldConfig) -> int:
+    """Side in pixels of the square a shape of ``size`` is drawn in, in cell (row, col)."""
+    x0, y0, x1, y1 = cell_bounds(row, col, config)
+    return max(3, round(SIZE_FRACTION[size] * min(x1 - x0, y1 - y0)))
+
+
 def _place(obj: SceneObject, config: WorldConfig) -> tuple[int, int, int]:
     x0, y0, x1, y1 = cell_bounds(obj.row, obj.col, config)
-    side = max(3, round(SIZE_FRACTION[obj.size] * min(x1 - x0, y1 - y0)))
+    side = shape_side(obj.size, obj.row, obj.col, config)
     left = x0 + round(obj.dx * (x1 - x0 - side))
     top = y0 + round(obj.dy * (y1 - y0 - side))
     return left, top, side
