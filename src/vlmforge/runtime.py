@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from vlmforge.errors import ConfigError
+from vlmforge.stage_clock import Observer, StageClocks
 
 
 @dataclass
@@ -88,6 +90,15 @@ class VisionLanguageModel:
         self.tokenizer.padding_side = "left"  # generation appends on the right, so prompts align on the right
         self.name = run_name(path) if path else type(model).__name__
         self._lock = threading.Lock()  # one generate at a time per model; batching happens above this layer
+        self.observer: Observer | None = None
+        self._clocks: StageClocks | None = None
+
+    def observe(self, observer: Observer | None) -> None:
+        """Tell ``observer`` each batch's seconds per stage (see vlmforge.stage_clock); None stops it."""
+        if self._clocks is not None:
+            self._clocks.detach()
+        self.observer = observer
+        self._clocks = StageClocks(self.model, self.processor, observer) if observer else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None):
@@ -111,13 +122,29 @@ class VisionLanguageModel:
 
     def prepare(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
         """Render each conversation with the chat template and batch them, left-padded."""
+        start = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(conv.messages, add_generation_prompt=True, tokenize=False)
             for conv in conversations
         ]
         images = [image for conv in conversations for image in conv.images]
+        rendered = time.perf_counter()
         inputs = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+        if self._clocks:
+            self._clocks.prepared(rendered - start, time.perf_counter() - rendered)
         return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _run_generate(self, inputs: dict[str, torch.Tensor], params: SamplingParams, streamer=None) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            clocks = self._clocks
+            clock = clocks.step_clock(streamer) if clocks else None
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            start = time.perf_counter()
+            output = self.model.generate(**inputs, **self._generate_kwargs(params), streamer=clock or streamer)
+            if clocks and clock:
+                clocks.report(clock, time.perf_counter() - start)
+        return output
 
     def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -136,15 +163,16 @@ class VisionLanguageModel:
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
         params = params or SamplingParams()
         inputs = self.prepare(conversations)
-        with self._lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            output = self.model.generate(**inputs, **self._generate_kwargs(params))
+        output = self._run_generate(inputs, params)
+        start = time.perf_counter()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        return [
+        completions = [
             self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
         ]
+        if self.observer:
+            self.observer("detokenize", time.perf_counter() - start)
+        return completions
 
     def _completion(self, tokens: torch.Tensor, prompt_tokens: int, params: SamplingParams) -> Completion:
         ids = tokens.tolist()
@@ -168,10 +196,7 @@ class VisionLanguageModel:
 
         def run():
             try:
-                with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    self.model.generate(**inputs, **self._generate_kwargs(params), streamer=streamer)
+                self._run_generate(inputs, params, streamer)
             except Exception as err:  # surface the failure in the consumer's thread
                 streamer.fail(err)
 

@@ -21,6 +21,7 @@ from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
 from vlmforge.serve.images import load_image
 from vlmforge.serve.settings import ServeSettings
+from vlmforge.serve.timings import StageTimings, TimingMiddleware
 
 ERRORS = {status: {"model": p.ErrorResponse} for status in (400, 401, 404, 413, 503)}
 
@@ -118,7 +119,21 @@ async def _sse(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher) -> FastAPI:
+def add_timing_routes(app: FastAPI, timings: StageTimings) -> None:
+    @app.get("/timings")
+    async def get_timings() -> dict:
+        """Mean milliseconds per chat completion request in each stage, since the start or the last reset."""
+        return timings.report()
+
+    @app.delete("/timings")
+    async def reset_timings() -> dict:
+        timings.reset()
+        return {"reset": True}
+
+
+def build_api(
+    engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher, timings: StageTimings | None = None
+) -> FastAPI:
     model_name = served_name(engine, settings)
     started = int(time.time())
 
@@ -153,7 +168,10 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
                 "model_not_found",
             )
         params = sampling_params(req, settings)
+        start = time.perf_counter()
         conversation = await asyncio.to_thread(to_conversation, req.messages, settings)  # image decoding is CPU work
+        if timings:
+            timings.add("images", time.perf_counter() - start)
         try:
             job = batcher.submit(conversation, params, stream=bool(req.stream))
         except QueueFull as err:
@@ -169,7 +187,10 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
             c = await job.result()
         except QueueFull as err:  # the server shut down while the request waited
             raise APIError(503, str(err), None, "shutting_down") from err
-        return p.ChatCompletion(
+        start = time.perf_counter()
+        if timings:
+            timings.add("wakeup", start - job.done_at)
+        response = p.ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=model_name,
@@ -180,7 +201,12 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
                 total_tokens=c.prompt_tokens + c.completion_tokens,
             ),
         )
+        if timings:
+            timings.add("respond", time.perf_counter() - start)
+        return response
 
+    if timings:
+        add_timing_routes(app, timings)
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)
     return app
@@ -203,9 +229,14 @@ def create_app(
     """The full ASGI app: API (+ the Gradio UI at /ui), behind the size limit and API-key guards."""
     settings = settings or ServeSettings()
     batcher = batcher or DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
-    app = build_api(engine, settings, batcher)
+    timings = None
+    if settings.profile:
+        timings = StageTimings()
+        batcher.time_stages(timings)
+    app = build_api(engine, settings, batcher, timings)
     if ui:
         from vlmforge.serve.ui import mount_ui
 
         mount_ui(app, batcher, settings, path="/ui")
-    return BodySizeLimit(APIKeyGuard(app, settings.api_key), settings.max_request_bytes)
+    asgi = TimingMiddleware(app, timings) if timings else app
+    return BodySizeLimit(APIKeyGuard(asgi, settings.api_key), settings.max_request_bytes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve.engine import TextEngine, count_tokens, prompt_token_counts
 from vlmforge.serve.streaming import StreamText
+from vlmforge.serve.timings import StageTimings
 
 
 class QueueFull(Exception):
@@ -55,8 +56,12 @@ class Job:
     key: tuple
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    done_at: float = 0.0  # when the worker handed over the result (for the event loop's wake-up time)
 
     def emit(self, event: Delta | Done | Failed) -> None:
+        if not isinstance(event, Delta):
+            self.done_at = time.perf_counter()
         try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
         except RuntimeError:  # the request's event loop is gone (client and server shut down)
@@ -101,6 +106,14 @@ class DynamicBatcher:
         self._closed = False
         self.running = 0  # requests in the batch being generated now
         self._thread: threading.Thread | None = None
+        self.timings: StageTimings | None = None
+
+    def time_stages(self, timings: StageTimings) -> None:
+        """Record queue waits, batch sizes and the engine's per-stage times (if it reports them) in ``timings``."""
+        self.timings = timings
+        observe = getattr(self.engine, "observe", None)
+        if observe is not None:
+            observe(lambda stage, seconds: timings.add(stage, seconds, self.running))
 
     @property
     def waiting(self) -> int:
@@ -160,7 +173,12 @@ class DynamicBatcher:
                 self._pending.remove(job)
             batch = [job for job in batch if not job.cancelled]
             self.running = len(batch)
-            return batch
+        if self.timings is not None:
+            now = time.perf_counter()
+            for job in batch:
+                self.timings.add("queue", now - job.submitted)
+            self.timings.batch(len(batch))
+        return batch
 
     def _run(self, batch: list[Job]) -> None:
         if self.on_batch:

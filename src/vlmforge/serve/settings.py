@@ -33,6 +33,7 @@ class ServeSettings:
     default_max_tokens: int = 512
     allow_remote_images: bool = False  # http(s) image URLs: the server would fetch URLs chosen by clients (SSRF)
     local_image_root: Path | None = None  # file:// image URLs allowed only inside this folder
+    profile: bool = False  # time each request's stages, reported at GET /timings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="accept file:// image URLs for files inside DIR (off by default)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="time each request's stages (image decoding, queue, preprocessing, prefill, decode, ...): mean ms "
+        "per request at GET /timings, reset with DELETE /timings",
+    )
 
 
 def from_args(args: argparse.Namespace) -> ServeSettings:
@@ -131,6 +138,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap),
         allow_remote_images=args.allow_remote_images,
         local_image_root=args.allow_local_images,
+        profile=args.profile,
     )
     for name in (
         "max_batch_size",
