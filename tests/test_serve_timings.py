@@ -80,20 +80,20 @@ def test_no_timings_unless_asked(vlm):  # noqa: F811
 
 
 def test_observing_the_stages_leaves_the_answers_alone(chatty_llava):  # noqa: F811
-    vlm = VisionLanguageModel.from_pretrained(chatty_llava)  # its own, so a profiled server's observer stays put
+    model = VisionLanguageModel.from_pretrained(chatty_llava)  # its own: a profiled server keeps its observer
     conversations = [Conversation.single_turn(q, [image(c)]) for q, c in [("hi", (1, 2, 3)), ("what?", (250, 9, 9))]]
     params = SamplingParams(max_new_tokens=6)
-    plain = vlm.generate(conversations, params)
+    plain = model.generate(conversations, params)
     seen: dict[str, float] = {}
-    processor_type = type(vlm.processor.image_processor)
-    vlm.observe(lambda stage, seconds: seen.__setitem__(stage, seen.get(stage, 0.0) + seconds))
+    processor_type = type(model.processor.image_processor)
+    model.observe(lambda stage, seconds: seen.__setitem__(stage, seen.get(stage, 0.0) + seconds))
     try:
-        assert vlm.generate(conversations, params) == plain
-        assert "".join("".join(d) for d in vlm.stream(conversations[:1], params)).strip() == plain[0].text
+        assert model.generate(conversations, params) == plain
+        assert "".join("".join(d) for d in model.stream(conversations[:1], params)).strip() == plain[0].text
     finally:
-        vlm.observe(None)
+        model.observe(None)
     assert set(GENERATION) <= set(seen) and seen["decode_steps"] > 0
-    assert type(vlm.processor.image_processor) is processor_type  # the timing wrapper is gone again
+    assert type(model.processor.image_processor) is processor_type  # the timing wrapper is gone again
 
 
 def test_batched_preprocessing_equals_one_at_a_time(vlm):  # noqa: F811
