@@ -20,9 +20,9 @@ STAGES = {
     "template": "chat template",
     "tokenize": "tokenisation (the processor, less its image processor)",
     "image_processor": "image preprocessing",
-    "generate_setup": "generate's setup and teardown",
+    "generate_setup": "generate's setup and teardown (less the vision tower)",
     "vision": "vision tower and projector",
-    "prefill": "prefill (less the vision tower)",
+    "prefill": "prefill: the LM's forward over the prompts",
     "decode": "decode steps",
     "streamer": "incremental detokenisation (streamed requests)",
     "detokenize": "detokenisation",
@@ -71,7 +71,8 @@ class StageClocks:
 
     def __init__(self, model: torch.nn.Module, processor: Any, observer: Observer):
         self.observer = observer
-        self.vision = self.image_processor = 0.0
+        self.vision: list[tuple[float, float]] = []  # (start, end) of each vision forward in this generate
+        self.image_processor = 0.0
         self._started = 0.0
         self._hooks = []
         for name, module in model.named_modules():
@@ -97,7 +98,7 @@ class StageClocks:
         self._started = time.perf_counter()
 
     def _vision_end(self, *_) -> None:
-        self.vision += time.perf_counter() - self._started
+        self.vision.append((self._started, time.perf_counter()))
 
     def detach(self) -> None:
         for hook in self._hooks:
@@ -107,7 +108,7 @@ class StageClocks:
             self._processor.image_processor = timed._target
 
     def step_clock(self, inner: BaseStreamer | None = None) -> StepClock:
-        self.vision = 0.0
+        self.vision = []
         return StepClock(inner)
 
     def report(self, clock: StepClock, total: float) -> None:
@@ -115,13 +116,17 @@ class StageClocks:
         if len(clock.arrived) < 2:
             self.observer("generate_setup", total)
             return
-        prefill = clock.arrived[1] - clock.resumed[0]
+        window = clock.resumed[0], clock.arrived[1]  # from the prompt's hand-over to the first token
+        vision = sum(end - start for start, end in self.vision)
+        # some models run the vision tower inside the prefill forward, others (LLaVA) while preparing its inputs
+        inside = sum(max(0.0, min(end, window[1]) - max(start, window[0])) for start, end in self.vision)
+        prefill = window[1] - window[0]
         decode = sum(a - r for a, r in zip(clock.arrived[2:], clock.resumed[1:-1], strict=True))
         streamer = sum(r - a for a, r in zip(clock.arrived, clock.resumed, strict=True))
-        self.observer("vision", self.vision)
-        self.observer("prefill", prefill - self.vision)
+        self.observer("vision", vision)
+        self.observer("prefill", prefill - inside)
         self.observer("decode", decode)
         self.observer("decode_steps", float(len(clock.arrived) - 2))
         if clock.inner is not None:
             self.observer("streamer", streamer)
-        self.observer("generate_setup", total - prefill - decode - streamer)
+        self.observer("generate_setup", total - prefill - decode - streamer - (vision - inside))
