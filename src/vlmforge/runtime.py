@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
@@ -91,6 +92,8 @@ class VisionLanguageModel:
         self.name = run_name(path) if path else type(model).__name__
         self._lock = threading.Lock()  # one generate at a time per model; batching happens above this layer
         self.observer: Observer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._clocks: StageClocks | None = None
 
     def observe(self, observer: Observer | None) -> None:
@@ -200,12 +203,19 @@ class VisionLanguageModel:
             except Exception as err:  # surface the failure in the consumer's thread
                 streamer.fail(err)
 
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
+        done = self._generation_thread().submit(run)
         yield from streamer
         # The streamer ends before generate() returns: wait for it, or a process that exits right after the last
         # token kills the thread mid-return ("terminate called without an active exception" from `vlmforge chat`).
-        worker.join()
+        done.result()
+
+    def _generation_thread(self) -> ThreadPoolExecutor:
+        """One long-lived thread for streamed generation: a fresh thread per call pays torch's per-thread setup
+        (its CPU kernels' caches and thread pools) on every request."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmforge-generate")
+            return self._executor
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
