@@ -51,7 +51,7 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
-    def summary(self) -> dict:
+    def summary(self, timings: bool = True) -> dict:
         return {
             "clients": self.clients,
             "max_batch_size": self.max_batch_size,
@@ -60,7 +60,7 @@ class Result:
             "p99_ms": round(self.percentile(0.99), 1),
             "errors": self.errors,
             "completion_tokens_per_request": round(self.tokens / max(self.requests, 1), 2),
-            **({"timings": self.timings} if self.timings else {}),
+            **({"timings": self.timings} if self.timings and timings else {}),
         }
 
 
@@ -213,6 +213,13 @@ def print_timings(r: Result) -> None:
         print(f"{stage:<16} {v['wall_ms']:>15.2f} {busy:>15}  {t['descriptions'][stage]}")
 
 
+def speedup(results: list[Result]) -> float | None:
+    """16-client throughput with batching over 16-client throughput with --max-batch-size 1."""
+    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
+    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
+    return round(batched.throughput / single.throughput, 2) if batched and single and single.throughput else None
+
+
 def report(args: argparse.Namespace, results: list[Result]) -> dict:
     print(
         f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}   "
@@ -226,15 +233,13 @@ def report(args: argparse.Namespace, results: list[Result]) -> dict:
             f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
             f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
         )
-    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
-    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
-    speedup = batched.throughput / single.throughput if batched and single and single.throughput else None
-    if speedup is not None:
-        print(f"\ndynamic batching at 16 clients: {speedup:.1f}x the throughput of --max-batch-size 1")
+    ratio = speedup(results)
+    if ratio is not None:
+        print(f"\ndynamic batching at 16 clients: {ratio:.1f}x the throughput of --max-batch-size 1")
     for r in results:
         if r.timings:
             print_timings(r)
-    return {"scenarios": [r.summary() for r in results], "batching_speedup": speedup and round(speedup, 2)}
+    return {"scenarios": [r.summary() for r in results], "batching_speedup": ratio}
 
 
 def main() -> int:
@@ -276,8 +281,16 @@ def main() -> int:
             for runs, (clients, batch) in zip(rounds, specs, strict=True):
                 runs.append(scenario(args, model, int(clients), args.batch if batch == "batch" else int(batch)))
                 r = runs[-1]
-                print(f"  {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s", file=sys.stderr)
+                print(
+                    f"  {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s, "
+                    f"p50 {r.percentile(0.5):.0f} ms, p99 {r.percentile(0.99):.0f} ms, {r.errors} errors",
+                    file=sys.stderr,
+                )
     out = report(args, [merge(runs) for runs in rounds])
+    out["rounds"] = [
+        {"scenarios": [r.summary(timings=False) for r in one], "batching_speedup": speedup(list(one))}
+        for one in zip(*rounds, strict=True)
+    ]
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

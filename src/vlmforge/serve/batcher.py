@@ -1,7 +1,8 @@
 """Dynamic batching: requests that arrive together are generated together, in one worker thread.
 
-Requests wait in a queue; the worker takes the oldest, waits a short window for more with the same sampling
-settings (a batch shares one ``SamplingParams``), and runs them as one batched ``generate`` or ``stream``.
+Requests wait in a queue; the worker takes the oldest, waits for more with the same sampling settings (a batch
+shares one ``SamplingParams``) until a short window passes without one arriving, and runs them as one batched
+``generate`` or ``stream``.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -18,6 +19,10 @@ from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve.engine import TextEngine, count_tokens, prompt_token_counts
 from vlmforge.serve.streaming import StreamText
 from vlmforge.serve.timings import StageTimings
+
+# A batch waits for company until a window passes with no compatible arrival, and at most this many windows in all,
+# however steadily requests keep coming.
+MAX_WINDOWS = 5
 
 
 class QueueFull(Exception):
@@ -163,10 +168,15 @@ class DynamicBatcher:
                     break
                 self._cond.wait()
             key = self._pending[0].key
-            deadline = time.monotonic() + self.window_s
+            start = time.monotonic()
+            deadline, seen = start + self.window_s, 0
             while (remaining := deadline - time.monotonic()) > 0:
-                if sum(job.key == key for job in self._pending) >= self.max_batch_size:
+                if (count := sum(job.key == key for job in self._pending)) >= self.max_batch_size:
                     break
+                if count > seen:  # company is still arriving: wait a window past the latest arrival
+                    deadline = min(time.monotonic() + self.window_s, start + MAX_WINDOWS * self.window_s)
+                    seen = count
+                    continue
                 self._cond.wait(remaining)
             batch = [job for job in self._pending if job.key == key][: self.max_batch_size]
             for job in batch:

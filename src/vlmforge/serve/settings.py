@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-window-ms",
         type=float,
         default=d.batch_window_ms,
-        help="how long to wait for more requests to join a batch (default: %(default)s)",
+        help="a batch closes when no request joined it for this long, or after 5 such windows (default: %(default)s)",
     )
     group.add_argument(
         "--max-queue",
