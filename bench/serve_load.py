@@ -42,6 +42,7 @@ class Result:
     seconds: float
     latencies: list[float]
     timings: dict | None = None  # the server's GET /timings (with --profile)
+    client_cpu: float = 0.0  # CPU seconds the clients (this process) used: they share the cores with the server
 
     @property
     def throughput(self) -> float:
@@ -60,6 +61,7 @@ class Result:
             "p99_ms": round(self.percentile(0.99), 1),
             "errors": self.errors,
             "completion_tokens_per_request": round(self.tokens / max(self.requests, 1), 2),
+            "client_cpu_ms_per_request": round(self.client_cpu * 1000 / max(self.requests, 1), 3),
             **({"timings": self.timings} if self.timings and timings else {}),
         }
 
@@ -113,7 +115,8 @@ def start_server(
 
 
 async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int):
-    """(requests, completion tokens, errors, latencies) of ``clients`` loops posting for ``duration`` s.
+    """(requests, completion tokens, errors, latencies, CPU seconds of this process) of ``clients`` loops posting
+    for ``duration`` s.
 
     The clients use aiohttp, whose HTTP parser is compiled: the load generator shares the machine's cores with the
     server, and a lighter one leaves more of them to what is measured."""
@@ -159,9 +162,10 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
                 await asyncio.sleep(0.05)  # a refused request (503) is retried after a pause, as clients do
 
     connector = aiohttp.TCPConnector(limit=clients)
+    cpu = time.process_time()
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         await asyncio.gather(*(client(i, http) for i in range(clients)))
-    return len(latencies), tokens, errors, latencies
+    return len(latencies), tokens, errors, latencies, time.process_time() - cpu
 
 
 def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size: int) -> Result:
@@ -174,12 +178,12 @@ def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size:
         if args.profile:
             httpx.delete(f"{url}/timings")
         start = time.monotonic()
-        requests, tokens, errors, latencies = asyncio.run(
+        requests, tokens, errors, latencies, cpu = asyncio.run(
             run_clients(url, name, clients, args.duration, args.max_tokens)
         )
         seconds = time.monotonic() - start
         timings = httpx.get(f"{url}/timings").json() if args.profile else None
-        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings)
+        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -198,13 +202,14 @@ def merge(rounds: list[Result]) -> Result:
         sum(r.seconds for r in rounds),
         [x for r in rounds for x in r.latencies],
         timings[-1] if timings else None,
+        sum(r.client_cpu for r in rounds),
     )
 
 
 def print_timings(r: Result) -> None:
     t = r.timings or {}
     print(
-        f"\nwhere the time goes: {r.clients} clients, max batch {r.max_batch_size} ({t.get('requests')} requests, "
+        f"\nwhere the time goes (last round): {r.clients} clients, max batch {r.max_batch_size} ({t.get('requests')} requests, "
         f"mean batch {t.get('mean_batch_size', 0):.1f}, {t.get('decode_steps_per_batch', 0):.1f} decode steps)"
     )
     print(f"{'stage':<16} {'wall ms/request':>15} {'busy ms/request':>15}  what")

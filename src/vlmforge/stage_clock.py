@@ -22,7 +22,7 @@ STAGES = {
     "image_processor": "image preprocessing",
     "generate_setup": "generate's setup and teardown (less the vision tower)",
     "vision": "vision tower and projector",
-    "prefill": "prefill: the LM's forward over the prompts",
+    "prefill": "the LM's forward over the prompts",
     "decode": "decode steps",
     "streamer": "incremental detokenisation (streamed requests)",
     "detokenize": "detokenisation",

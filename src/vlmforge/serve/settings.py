@@ -57,7 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default: torch's choice; use 1 on a busy or small machine, "
         "where threads waiting on each other cost more than they add)",
     )
-    group = parser.add_argument_group("batching and limits")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="time each request's stages (image decoding, queue, preprocessing, prefill, decode, ...): mean ms "
+        "per request at GET /timings, reset with DELETE /timings",
+    )
+    _add_limits(parser.add_argument_group("batching and limits"), d)
+
+
+def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     group.add_argument(
         "--max-batch-size",
         type=int,
@@ -114,12 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         type=Path,
         help="accept file:// image URLs for files inside DIR (off by default)",
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="time each request's stages (image decoding, queue, preprocessing, prefill, decode, ...): mean ms "
-        "per request at GET /timings, reset with DELETE /timings",
     )
 
 

@@ -24,7 +24,7 @@ STAGES = {
     "respond": "building the response",
 }
 COUNTS = {"decode_steps"}  # counted, not timed
-OTHER = "other: HTTP, JSON parsing and validation, serialisation, scheduling"
+OTHER = "HTTP, JSON parsing and validation, serialisation, scheduling"
 
 
 class StageTimings:
