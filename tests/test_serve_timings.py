@@ -11,6 +11,7 @@ from vlmforge.runtime import Completion, Conversation, SamplingParams, VisionLan
 from vlmforge.serve import protocol as p
 from vlmforge.serve.app import INLINE_DECODE_CHARS, completion_response, create_app, decode_inline
 from vlmforge.serve.batcher import DynamicBatcher
+from vlmforge.serve.engine import prompt_token_counts
 from vlmforge.serve.runner import ServerThread
 from vlmforge.serve.settings import ServeSettings
 from vlmforge.serve.timings import STAGES
@@ -131,3 +132,20 @@ def test_only_small_inline_images_decode_on_the_event_loop():
     assert not decode_inline(messages(small, "https://example.com/cat.png"))
     assert not decode_inline(messages("file:///tmp/cat.png"))
     assert not decode_inline(messages("data:image/png;base64," + "A" * INLINE_DECODE_CHARS))
+
+
+def test_a_streamed_batch_is_prepared_once(chatty_llava):  # noqa: F811
+    model = VisionLanguageModel.from_pretrained(chatty_llava)
+    stages: list[str] = []
+    model.observe(lambda stage, seconds: stages.append(stage))
+    conversations = [
+        Conversation.single_turn(q, [image(c)]) for q, c in [("hi", (1, 2, 3)), ("a longer one?", (9, 9, 9))]
+    ]
+    params = SamplingParams(max_new_tokens=4)
+    for _ in model.stream(conversations, params):
+        pass
+    counted = prompt_token_counts(model, conversations)
+    assert counted == [c.prompt_tokens for c in model.generate(conversations, params)]
+    assert stages.count("template") == 2  # the stream's and generate's: counting the prompts prepared nothing again
+    other = [Conversation.single_turn("hi", [image((1, 2, 3))])]
+    assert prompt_token_counts(model, other) == counted[:1]  # other conversations are prepared afresh

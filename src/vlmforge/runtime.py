@@ -95,6 +95,7 @@ class VisionLanguageModel:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._clocks: StageClocks | None = None
+        self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
 
     def observe(self, observer: Observer | None) -> None:
         """Tell ``observer`` each batch's seconds per stage (see vlmforge.stage_clock); None stops it."""
@@ -195,6 +196,7 @@ class VisionLanguageModel:
         """Yield, per generation step, the new text of every row (empty string when a row produced none)."""
         params = params or SamplingParams()
         inputs = self.prepare(conversations)
+        self._streamed = ([id(c) for c in conversations], inputs["attention_mask"].sum(dim=1).tolist())
         streamer = _BatchTextStreamer(self.tokenizer, len(conversations))
 
         def run():
@@ -208,6 +210,14 @@ class VisionLanguageModel:
         # The streamer ends before generate() returns: wait for it, or a process that exits right after the last
         # token kills the thread mid-return ("terminate called without an active exception" from `vlmforge chat`).
         done.result()
+
+    def prompt_tokens(self, conversations: Sequence[Conversation]) -> list[int]:
+        """Each conversation's prompt length in tokens, images expanded: remembered from the last ``stream`` of these
+        very conversations (usage for a streamed batch), else by preparing them again."""
+        ids, lengths = self._streamed
+        if ids == [id(c) for c in conversations]:
+            return list(lengths)
+        return self.prepare(conversations)["attention_mask"].sum(dim=1).tolist()
 
     def _generation_thread(self) -> ThreadPoolExecutor:
         """One long-lived thread for streamed generation: a fresh thread per call pays torch's per-thread setup
