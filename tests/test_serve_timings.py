@@ -149,3 +149,13 @@ def test_a_streamed_batch_is_prepared_once(chatty_llava):  # noqa: F811
     assert stages.count("template") == 2  # the stream's and generate's: counting the prompts prepared nothing again
     other = [Conversation.single_turn("hi", [image((1, 2, 3))])]
     assert prompt_token_counts(model, other) == counted[:1]  # other conversations are prepared afresh
+
+
+def test_the_benchmark_model_is_the_lab_size(tmp_path):
+    from transformers import AutoConfig
+
+    from vlmforge.testing.tiny import save_lab_size_llava
+
+    config = AutoConfig.from_pretrained(save_lab_size_llava(tmp_path / "lab-size"))
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (64, 21)  # 9 image tokens
+    assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (128, 4)
