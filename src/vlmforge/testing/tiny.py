@@ -33,12 +33,12 @@ def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     return train_tokenizer(TINY_TEXT, vocab_size=vocab_size)
 
 
-def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2, intermediate: int | None = None) -> Path:
+def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2) -> Path:
     tokenizer = tiny_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=intermediate or 2 * hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -82,13 +82,27 @@ def save_lab_size_llava(out: Path) -> Path:
     patches (9 image tokens) and a 4-layer, 128-wide Qwen2, as ``vlmforge.shapes.foundation`` builds them."""
     out = Path(out)
     vision = out.parent / f"{out.name}-vision"
-    config = CLIPVisionConfig(
+    vision_config = CLIPVisionConfig(
         image_size=64, patch_size=21, hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3
     )
-    CLIPVisionModel(config).save_pretrained(vision)
+    CLIPVisionModel(vision_config).save_pretrained(vision)
     side = {"height": 64, "width": 64}
     CLIPImageProcessor(size=side, crop_size=side, do_center_crop=False).save_pretrained(vision)
-    lm = save_tiny_lm(out.parent / f"{out.name}-lm", hidden=128, layers=4, intermediate=384)
+    lm, tokenizer = out.parent / f"{out.name}-lm", tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(lm)
+    tokenizer.save_pretrained(lm)
     model, processor = assemble_llava(AssemblySpec(str(vision), str(lm)))
     model.save_pretrained(out)
     processor.save_pretrained(out)
