@@ -1,7 +1,8 @@
 """Load test for `vlmforge serve`: N concurrent clients on loopback, dynamic batching vs none.
 
-    python bench/serve_load.py                      # tiny random LLaVA, 20 s per scenario
+    python bench/serve_load.py                      # a random LLaVA of the lab's size, 20 s per scenario
     python bench/serve_load.py --model runs/lab/bunny --duration 30 --max-tokens 32
+    python bench/serve_load.py --profile --scenarios 16:batch --json out.json   # where a request's time goes
 
 Each scenario starts its own server (a subprocess on 127.0.0.1), runs the clients for --duration seconds and
 reports throughput, p50/p99 latency and errors. The default scenarios answer two questions: how much does
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +41,8 @@ class Result:
     errors: int
     seconds: float
     latencies: list[float]
+    timings: dict | None = None  # the server's GET /timings (with --profile)
+    client_cpu: float = 0.0  # CPU seconds the clients (this process) used: they share the cores with the server
 
     @property
     def throughput(self) -> float:
@@ -48,6 +52,19 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
+    def summary(self, timings: bool = True) -> dict:
+        return {
+            "clients": self.clients,
+            "max_batch_size": self.max_batch_size,
+            "req_per_s": round(self.throughput, 2),
+            "p50_ms": round(self.percentile(0.5), 1),
+            "p99_ms": round(self.percentile(0.99), 1),
+            "errors": self.errors,
+            "completion_tokens_per_request": round(self.tokens / max(self.requests, 1), 2),
+            "client_cpu_ms_per_request": round(self.client_cpu * 1000 / max(self.requests, 1), 3),
+            **({"timings": self.timings} if self.timings and timings else {}),
+        }
+
 
 def _image_url(i: int) -> str:
     buffer = io.BytesIO()
@@ -55,7 +72,9 @@ def _image_url(i: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def start_server(model: str, port: int, max_batch_size: int, max_queue: int, threads: int) -> subprocess.Popen:
+def start_server(
+    model: str, port: int, max_batch_size: int, max_queue: int, threads: int, profile: bool = False
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -74,6 +93,7 @@ def start_server(model: str, port: int, max_batch_size: int, max_queue: int, thr
         "--no-ui",
     ]
     command += ["--threads", str(threads)] if threads else []
+    command += ["--profile"] if profile else []
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -95,65 +115,141 @@ def start_server(model: str, port: int, max_batch_size: int, max_queue: int, thr
 
 
 async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int):
-    """(requests, completion tokens, errors, latencies) of ``clients`` loops posting for ``duration`` s."""
+    """(requests, completion tokens, errors, latencies, CPU seconds of this process) of ``clients`` loops posting
+    for ``duration`` s.
+
+    The clients use aiohttp, whose HTTP parser is compiled: the load generator shares the machine's cores with the
+    server, and a lighter one leaves more of them to what is measured."""
+    import aiohttp
+
     images = [_image_url(i) for i in range(clients)]
     latencies: list[float] = []
     errors = tokens = 0
     stop_at = time.monotonic() + duration
 
-    async def client(i: int, http: httpx.AsyncClient) -> None:
+    async def client(i: int, http: aiohttp.ClientSession) -> None:
         nonlocal errors, tokens
-        body = {
-            "model": model,
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": images[i]}},
-                        {"type": "text", "text": f"what is shape {i}?"},
-                    ],
-                }
-            ],
-        }
+        body = json.dumps(
+            {
+                "model": model,
+                "temperature": 0,
+                "max_tokens": max_tokens,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": images[i]}},
+                            {"type": "text", "text": f"what is shape {i}?"},
+                        ],
+                    }
+                ],
+            }
+        )
+        headers = {"Content-Type": "application/json"}
         while time.monotonic() < stop_at:
             start = time.monotonic()
             try:
-                response = await http.post(f"{url}/v1/chat/completions", json=body)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                async with http.post(f"{url}/v1/chat/completions", data=body, headers=headers) as response:
+                    answer = await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 ok = False
             if ok:
                 latencies.append(time.monotonic() - start)
-                tokens += response.json()["usage"]["completion_tokens"]
+                tokens += json.loads(answer)["usage"]["completion_tokens"]
             else:
                 errors += 1
+                await asyncio.sleep(0.05)  # a refused request (503) is retried after a pause, as clients do
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    cpu = time.process_time()
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         await asyncio.gather(*(client(i, http) for i in range(clients)))
-    return len(latencies), tokens, errors, latencies
+    return len(latencies), tokens, errors, latencies, time.process_time() - cpu
 
 
-def scenario(model: str, clients: int, max_batch_size: int, duration: float, max_tokens: int, threads: int) -> Result:
+def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size: int) -> Result:
     port = free_port(HOST)
-    server = start_server(model, port, max_batch_size, max(64, 2 * clients), threads)
+    server = start_server(model, port, max_batch_size, max(64, 2 * clients), args.threads, args.profile)
     try:
         url = f"http://{HOST}:{port}"
         name = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-        asyncio.run(run_clients(url, name, min(clients, 4), 2.0, max_tokens))  # warm-up, not counted
+        asyncio.run(run_clients(url, name, min(clients, 4), 2.0, args.max_tokens))  # warm-up, not counted
+        if args.profile:
+            httpx.delete(f"{url}/timings")
         start = time.monotonic()
-        requests, tokens, errors, latencies = asyncio.run(run_clients(url, name, clients, duration, max_tokens))
-        return Result(clients, max_batch_size, requests, tokens, errors, time.monotonic() - start, latencies)
+        requests, tokens, errors, latencies, cpu = asyncio.run(
+            run_clients(url, name, clients, args.duration, args.max_tokens)
+        )
+        seconds = time.monotonic() - start
+        timings = httpx.get(f"{url}/timings").json() if args.profile else None
+        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
+def merge(rounds: list[Result]) -> Result:
+    """One scenario's rounds as one result: requests and seconds summed, latencies pooled."""
+    first = rounds[0]
+    timings = [r.timings for r in rounds if r.timings]
+    return Result(
+        first.clients,
+        first.max_batch_size,
+        sum(r.requests for r in rounds),
+        sum(r.tokens for r in rounds),
+        sum(r.errors for r in rounds),
+        sum(r.seconds for r in rounds),
+        [x for r in rounds for x in r.latencies],
+        timings[-1] if timings else None,
+        sum(r.client_cpu for r in rounds),
+    )
+
+
+def print_timings(r: Result) -> None:
+    t = r.timings or {}
+    print(
+        f"\nwhere the time goes (last round): {r.clients} clients, max batch {r.max_batch_size} ({t.get('requests')} requests, "
+        f"mean batch {t.get('mean_batch_size', 0):.1f}, {t.get('decode_steps_per_batch', 0):.1f} decode steps)"
+    )
+    print(f"{'stage':<16} {'wall ms/request':>15} {'busy ms/request':>15}  what")
+    for stage, v in t.get("stages", {}).items():
+        busy = "" if v["busy_ms"] is None else f"{v['busy_ms']:.2f}"
+        print(f"{stage:<16} {v['wall_ms']:>15.2f} {busy:>15}  {t['descriptions'][stage]}")
+
+
+def speedup(results: list[Result]) -> float | None:
+    """16-client throughput with batching over 16-client throughput with --max-batch-size 1."""
+    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
+    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
+    return round(batched.throughput / single.throughput, 2) if batched and single and single.throughput else None
+
+
+def report(args: argparse.Namespace, results: list[Result]) -> dict:
+    print(
+        f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}   "
+        f"duration: {args.duration:.0f} s x {args.rounds} rounds   server threads: {args.threads or 'default'}\n"
+    )
+    print(
+        f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+    )
+    for r in results:
+        print(
+            f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
+            f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
+        )
+    ratio = speedup(results)
+    if ratio is not None:
+        print(f"\ndynamic batching at 16 clients: {ratio:.1f}x the throughput of --max-batch-size 1")
+    for r in results:
+        if r.timings:
+            print_timings(r)
+    return {"scenarios": [r.summary() for r in results], "batching_speedup": ratio}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint folder (default: build a tiny random LLaVA)")
+    parser.add_argument("--model", help="checkpoint folder (default: build a random LLaVA of the lab's size)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario (default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens per answer (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="--max-batch-size when batching (default: %(default)s)")
@@ -169,47 +265,39 @@ def main() -> int:
         default="16:batch,16:1,64:batch",
         help="CLIENTS:MAX_BATCH pairs, 'batch' = --batch (default: %(default)s)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the scenarios this many times, interleaved, and pool each one's rounds (default: %(default)s)",
+    )
+    parser.add_argument("--profile", action="store_true", help="print where a request's time goes, per stage")
+    parser.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
+    specs = [spec.split(":") for spec in args.scenarios.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from vlmforge.testing.tiny import save_tiny_llava
+            from vlmforge.testing.tiny import save_lab_size_llava
 
-            model = str(save_tiny_llava(Path(tmp) / "tiny-llava"))
-        results = []
-        for spec in args.scenarios.split(","):
-            clients, batch = spec.split(":")
-            results.append(
-                scenario(
-                    model,
-                    int(clients),
-                    args.batch if batch == "batch" else int(batch),
-                    args.duration,
-                    args.max_tokens,
-                    args.threads,
+            model = str(save_lab_size_llava(Path(tmp) / "lab-size-llava"))
+        rounds: list[list[Result]] = [[] for _ in specs]
+        for _ in range(args.rounds):
+            for runs, (clients, batch) in zip(rounds, specs, strict=True):
+                runs.append(scenario(args, model, int(clients), args.batch if batch == "batch" else int(batch)))
+                r = runs[-1]
+                print(
+                    f"  {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s, "
+                    f"p50 {r.percentile(0.5):.0f} ms, p99 {r.percentile(0.99):.0f} ms, {r.errors} errors",
+                    file=sys.stderr,
                 )
-            )
-            r = results[-1]
-            print(f"  done: {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s", file=sys.stderr)
-    print(
-        f"\nmodel: {args.model or 'tiny random LLaVA'}   max_tokens: {args.max_tokens}   "
-        f"duration: {args.duration:.0f} s   server threads: {args.threads or 'default'}\n"
-    )
-    print(
-        f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-    )
-    for r in results:
-        print(
-            f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
-            f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
-        )
-    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
-    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
-    if batched and single and single.throughput:
-        print(
-            f"\ndynamic batching at 16 clients: {batched.throughput / single.throughput:.1f}x the throughput of "
-            f"--max-batch-size 1 (goal >= 3x)"
-        )
+    out = report(args, [merge(runs) for runs in rounds])
+    out["rounds"] = [
+        {"scenarios": [r.summary(timings=False) for r in one], "batching_speedup": speedup(list(one))}
+        for one in zip(*rounds, strict=True)
+    ]
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -107,3 +107,23 @@ def test_stream_text_releases_exactly_the_generated_text(text, cuts, stop):
     stream = StreamText(stop)
     released = "".join(stream.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) + stream.finish()
     assert released == apply_stop(text, stop)[0].strip()
+
+
+def test_a_batch_waits_while_company_keeps_arriving():
+    engine = FakeEngine()
+    sizes: list[int] = []
+    batcher = DynamicBatcher(engine, max_batch_size=8, window_ms=400, on_batch=sizes.append)
+    conv = Conversation.single_turn("hi")
+
+    async def trickle():
+        jobs = []
+        for _ in range(3):  # each arrives within a window of the previous one, the last after the first window
+            jobs.append(batcher.submit(conv, SamplingParams()))
+            await asyncio.sleep(0.25)
+        return await asyncio.gather(*(job.result() for job in jobs))
+
+    try:
+        assert len(asyncio.run(trickle())) == 3
+    finally:
+        batcher.close()
+    assert sizes == [3]

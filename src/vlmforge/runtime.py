@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
@@ -21,6 +23,7 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from vlmforge.errors import ConfigError
+from vlmforge.stage_clock import Observer, StageClocks
 
 
 @dataclass
@@ -88,6 +91,18 @@ class VisionLanguageModel:
         self.tokenizer.padding_side = "left"  # generation appends on the right, so prompts align on the right
         self.name = run_name(path) if path else type(model).__name__
         self._lock = threading.Lock()  # one generate at a time per model; batching happens above this layer
+        self.observer: Observer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._clocks: StageClocks | None = None
+        self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
+
+    def observe(self, observer: Observer | None) -> None:
+        """Tell ``observer`` each batch's seconds per stage (see vlmforge.stage_clock); None stops it."""
+        if self._clocks is not None:
+            self._clocks.detach()
+        self.observer = observer
+        self._clocks = StageClocks(self.model, self.processor, observer) if observer else None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None):
@@ -111,13 +126,29 @@ class VisionLanguageModel:
 
     def prepare(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
         """Render each conversation with the chat template and batch them, left-padded."""
+        start = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(conv.messages, add_generation_prompt=True, tokenize=False)
             for conv in conversations
         ]
         images = [image for conv in conversations for image in conv.images]
+        rendered = time.perf_counter()
         inputs = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+        if self._clocks:
+            self._clocks.prepared(rendered - start, time.perf_counter() - rendered)
         return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _run_generate(self, inputs: dict[str, torch.Tensor], params: SamplingParams, streamer=None) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            clocks = self._clocks
+            clock = clocks.step_clock(streamer) if clocks else None
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            start = time.perf_counter()
+            output = self.model.generate(**inputs, **self._generate_kwargs(params), streamer=clock or streamer)
+            if clocks and clock:
+                clocks.report(clock, time.perf_counter() - start)
+        return output
 
     def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -136,15 +167,16 @@ class VisionLanguageModel:
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
         params = params or SamplingParams()
         inputs = self.prepare(conversations)
-        with self._lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            output = self.model.generate(**inputs, **self._generate_kwargs(params))
+        output = self._run_generate(inputs, params)
+        start = time.perf_counter()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        return [
+        completions = [
             self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
         ]
+        if self.observer:
+            self.observer("detokenize", time.perf_counter() - start)
+        return completions
 
     def _completion(self, tokens: torch.Tensor, prompt_tokens: int, params: SamplingParams) -> Completion:
         ids = tokens.tolist()
@@ -164,23 +196,36 @@ class VisionLanguageModel:
         """Yield, per generation step, the new text of every row (empty string when a row produced none)."""
         params = params or SamplingParams()
         inputs = self.prepare(conversations)
+        self._streamed = ([id(c) for c in conversations], inputs["attention_mask"].sum(dim=1).tolist())
         streamer = _BatchTextStreamer(self.tokenizer, len(conversations))
 
         def run():
             try:
-                with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    self.model.generate(**inputs, **self._generate_kwargs(params), streamer=streamer)
+                self._run_generate(inputs, params, streamer)
             except Exception as err:  # surface the failure in the consumer's thread
                 streamer.fail(err)
 
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
+        done = self._generation_thread().submit(run)
         yield from streamer
         # The streamer ends before generate() returns: wait for it, or a process that exits right after the last
         # token kills the thread mid-return ("terminate called without an active exception" from `vlmforge chat`).
-        worker.join()
+        done.result()
+
+    def prompt_tokens(self, conversations: Sequence[Conversation]) -> list[int]:
+        """Each conversation's prompt length in tokens, images expanded: remembered from the last ``stream`` of these
+        very conversations (usage for a streamed batch), else by preparing them again."""
+        ids, lengths = self._streamed
+        if ids == [id(c) for c in conversations]:
+            return list(lengths)
+        return self.prepare(conversations)["attention_mask"].sum(dim=1).tolist()
+
+    def _generation_thread(self) -> ThreadPoolExecutor:
+        """One long-lived thread for streamed generation: a fresh thread per call pays torch's per-thread setup
+        (its CPU kernels' caches and thread pools) on every request."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmforge-generate")
+            return self._executor
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

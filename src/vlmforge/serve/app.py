@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from vlmforge.runtime import Conversation, SamplingParams
+from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
 from vlmforge.serve.engine import TextEngine, served_name
@@ -21,6 +21,11 @@ from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
 from vlmforge.serve.images import load_image
 from vlmforge.serve.settings import ServeSettings
+from vlmforge.serve.timings import StageTimings, TimingMiddleware
+
+# Inline images up to this many base64 characters decode faster on the event loop than the hand-off to a thread
+# and back; larger ones, and fetched or local files, decode in a thread so the loop stays responsive.
+INLINE_DECODE_CHARS = 256 * 1024
 
 ERRORS = {status: {"model": p.ErrorResponse} for status in (400, 401, 404, 413, 503)}
 
@@ -42,6 +47,18 @@ def sampling_params(req: p.ChatCompletionRequest, settings: ServeSettings) -> Sa
     temperature = 1.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     return SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=req.seed)
+
+
+def decode_inline(messages: list[p.ChatMessage]) -> bool:
+    """Whether the request's images are small inline data URLs, cheap enough to decode on the event loop."""
+    urls = [
+        part.image_url.url
+        for message in messages
+        if isinstance(message.content, list)
+        for part in message.content
+        if isinstance(part, p.ImagePart)
+    ]
+    return all(url[:5].lower() == "data:" for url in urls) and sum(map(len, urls)) <= INLINE_DECODE_CHARS
 
 
 def to_conversation(messages: list[p.ChatMessage], settings: ServeSettings) -> Conversation:
@@ -78,6 +95,32 @@ def to_conversation(messages: list[p.ChatMessage], settings: ServeSettings) -> C
     return Conversation(out, images)
 
 
+def completion_response(c: Completion, model: str) -> Response:
+    """The chat.completion body (the schema of ``p.ChatCompletion``), serialised directly: FastAPI's generic
+    encoder would walk a pydantic model field by field on every response."""
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(c),
+    }
+    return Response(json.dumps(body, ensure_ascii=False).encode(), media_type="application/json")
+
+
+def _usage(c: Completion) -> dict:
+    total = c.prompt_tokens + c.completion_tokens
+    return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "total_tokens": total}
+
+
 def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None) -> str:
     body = {
         "id": cid,
@@ -101,24 +144,33 @@ async def _sse(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
             c = event.completion
             yield _chunk(cid, created, model, {}, c.finish_reason)
             if include_usage:
-                usage = p.Usage(
-                    prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens,
-                    total_tokens=c.prompt_tokens + c.completion_tokens,
-                )
                 body = {
                     "id": cid,
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": usage.model_dump(),
+                    "usage": _usage(c),
                 }
                 yield f"data: {json.dumps(body)}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher) -> FastAPI:
+def add_timing_routes(app: FastAPI, timings: StageTimings) -> None:
+    @app.get("/timings")
+    async def get_timings() -> dict:
+        """Mean milliseconds per chat completion request in each stage, since the start or the last reset."""
+        return timings.report()
+
+    @app.delete("/timings")
+    async def reset_timings() -> dict:
+        timings.reset()
+        return {"reset": True}
+
+
+def build_api(
+    engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher, timings: StageTimings | None = None
+) -> FastAPI:
     model_name = served_name(engine, settings)
     started = int(time.time())
 
@@ -153,7 +205,13 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
                 "model_not_found",
             )
         params = sampling_params(req, settings)
-        conversation = await asyncio.to_thread(to_conversation, req.messages, settings)  # image decoding is CPU work
+        start = time.perf_counter()
+        if decode_inline(req.messages):
+            conversation = to_conversation(req.messages, settings)
+        else:  # large images or fetches: keep the event loop free for other requests meanwhile
+            conversation = await asyncio.to_thread(to_conversation, req.messages, settings)
+        if timings:
+            timings.add("images", time.perf_counter() - start)
         try:
             job = batcher.submit(conversation, params, stream=bool(req.stream))
         except QueueFull as err:
@@ -169,18 +227,16 @@ def build_api(engine: TextEngine, settings: ServeSettings, batcher: DynamicBatch
             c = await job.result()
         except QueueFull as err:  # the server shut down while the request waited
             raise APIError(503, str(err), None, "shutting_down") from err
-        return p.ChatCompletion(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=model_name,
-            choices=[p.Choice(message=p.AssistantMessage(content=c.text), finish_reason=c.finish_reason)],
-            usage=p.Usage(
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                total_tokens=c.prompt_tokens + c.completion_tokens,
-            ),
-        )
+        start = time.perf_counter()
+        if timings:
+            timings.add("wakeup", start - job.done_at)
+        response = completion_response(c, model_name)
+        if timings:
+            timings.add("respond", time.perf_counter() - start)
+        return response
 
+    if timings:
+        add_timing_routes(app, timings)
     app.include_router(v1)
     app.openapi = lambda: _openapi(app)
     return app
@@ -203,9 +259,14 @@ def create_app(
     """The full ASGI app: API (+ the Gradio UI at /ui), behind the size limit and API-key guards."""
     settings = settings or ServeSettings()
     batcher = batcher or DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
-    app = build_api(engine, settings, batcher)
+    timings = None
+    if settings.profile:
+        timings = StageTimings()
+        batcher.time_stages(timings)
+    app = build_api(engine, settings, batcher, timings)
     if ui:
         from vlmforge.serve.ui import mount_ui
 
         mount_ui(app, batcher, settings, path="/ui")
-    return BodySizeLimit(APIKeyGuard(app, settings.api_key), settings.max_request_bytes)
+    asgi = TimingMiddleware(app, timings) if timings else app
+    return BodySizeLimit(APIKeyGuard(asgi, settings.api_key), settings.max_request_bytes)

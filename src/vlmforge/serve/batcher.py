@@ -1,7 +1,8 @@
 """Dynamic batching: requests that arrive together are generated together, in one worker thread.
 
-Requests wait in a queue; the worker takes the oldest, waits a short window for more with the same sampling
-settings (a batch shares one ``SamplingParams``), and runs them as one batched ``generate`` or ``stream``.
+Requests wait in a queue; the worker takes the oldest, waits for more with the same sampling settings (a batch
+shares one ``SamplingParams``) until a short window passes without one arriving, and runs them as one batched
+``generate`` or ``stream``.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -17,6 +18,11 @@ from dataclasses import dataclass, field, replace
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve.engine import TextEngine, count_tokens, prompt_token_counts
 from vlmforge.serve.streaming import StreamText
+from vlmforge.serve.timings import StageTimings
+
+# A batch waits for company until a window passes with no compatible arrival, and at most this many windows in all,
+# however steadily requests keep coming.
+MAX_WINDOWS = 5
 
 
 class QueueFull(Exception):
@@ -55,8 +61,12 @@ class Job:
     key: tuple
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    done_at: float = 0.0  # when the worker handed over the result (for the event loop's wake-up time)
 
     def emit(self, event: Delta | Done | Failed) -> None:
+        if not isinstance(event, Delta):
+            self.done_at = time.perf_counter()
         try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
         except RuntimeError:  # the request's event loop is gone (client and server shut down)
@@ -101,6 +111,14 @@ class DynamicBatcher:
         self._closed = False
         self.running = 0  # requests in the batch being generated now
         self._thread: threading.Thread | None = None
+        self.timings: StageTimings | None = None
+
+    def time_stages(self, timings: StageTimings) -> None:
+        """Record queue waits, batch sizes and the engine's per-stage times (if it reports them) in ``timings``."""
+        self.timings = timings
+        observe = getattr(self.engine, "observe", None)
+        if observe is not None:
+            observe(lambda stage, seconds: timings.add(stage, seconds, self.running))
 
     @property
     def waiting(self) -> int:
@@ -150,17 +168,27 @@ class DynamicBatcher:
                     break
                 self._cond.wait()
             key = self._pending[0].key
-            deadline = time.monotonic() + self.window_s
+            start = time.monotonic()
+            deadline, seen = start + self.window_s, 0
             while (remaining := deadline - time.monotonic()) > 0:
-                if sum(job.key == key for job in self._pending) >= self.max_batch_size:
+                if (count := sum(job.key == key for job in self._pending)) >= self.max_batch_size:
                     break
+                if count > seen:  # company is still arriving: wait a window past the latest arrival
+                    deadline = min(time.monotonic() + self.window_s, start + MAX_WINDOWS * self.window_s)
+                    seen = count
+                    continue
                 self._cond.wait(remaining)
             batch = [job for job in self._pending if job.key == key][: self.max_batch_size]
             for job in batch:
                 self._pending.remove(job)
             batch = [job for job in batch if not job.cancelled]
             self.running = len(batch)
-            return batch
+        if self.timings is not None:
+            now = time.perf_counter()
+            for job in batch:
+                self.timings.add("queue", now - job.submitted)
+            self.timings.batch(len(batch))
+        return batch
 
     def _run(self, batch: list[Job]) -> None:
         if self.on_batch:

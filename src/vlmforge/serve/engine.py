@@ -37,6 +37,9 @@ def load_engine(model_dir: str, device: str | None = None, dtype: str | None = N
 
 def prompt_token_counts(engine: TextEngine, conversations: Sequence[Conversation]) -> list[int]:
     """Prompt lengths for usage reporting on streamed batches (``generate`` reports them itself)."""
+    counts = getattr(engine, "prompt_tokens", None)
+    if counts is not None:
+        return counts(conversations)
     prepare = getattr(engine, "prepare", None)
     if prepare is None:
         return [0] * len(conversations)

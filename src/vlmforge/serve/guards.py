@@ -60,7 +60,7 @@ class BodySizeLimit:
 class APIKeyGuard:
     """401 unless ``Authorization: Bearer <key>`` matches, for paths under ``prefix``."""
 
-    def __init__(self, app, api_key: str | None, prefix: str = "/v1/"):
+    def __init__(self, app, api_key: str | None, prefix: str | tuple[str, ...] = ("/v1/", "/timings")):
         self.app, self.prefix = app, prefix
         self.key = api_key.encode() if api_key else None
 

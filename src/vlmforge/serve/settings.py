@@ -33,6 +33,7 @@ class ServeSettings:
     default_max_tokens: int = 512
     allow_remote_images: bool = False  # http(s) image URLs: the server would fetch URLs chosen by clients (SSRF)
     local_image_root: Path | None = None  # file:// image URLs allowed only inside this folder
+    profile: bool = False  # time each request's stages, reported at GET /timings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default: torch's choice; use 1 on a busy or small machine, "
         "where threads waiting on each other cost more than they add)",
     )
-    group = parser.add_argument_group("batching and limits")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="time each request's stages (image decoding, queue, preprocessing, prefill, decode, ...): mean ms "
+        "per request at GET /timings, reset with DELETE /timings",
+    )
+    _add_limits(parser.add_argument_group("batching and limits"), d)
+
+
+def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     group.add_argument(
         "--max-batch-size",
         type=int,
@@ -67,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-window-ms",
         type=float,
         default=d.batch_window_ms,
-        help="how long to wait for more requests to join a batch (default: %(default)s)",
+        help="a batch closes when no request joined it for this long, or after 5 such windows (default: %(default)s)",
     )
     group.add_argument(
         "--max-queue",
@@ -131,6 +141,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap),
         allow_remote_images=args.allow_remote_images,
         local_image_root=args.allow_local_images,
+        profile=args.profile,
     )
     for name in (
         "max_batch_size",

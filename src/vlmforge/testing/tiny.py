@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -71,6 +74,38 @@ def save_tiny_llava(out: Path, projector: str = "mlp2x_gelu", extra_text: Sequen
     vision = save_tiny_vision(out.parent / f"{out.name}-vision")
     lm = save_tiny_lm(out.parent / f"{out.name}-lm", extra_text=extra_text)
     model, processor = assemble_llava(AssemblySpec(str(vision), str(lm), projector=projector))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def save_lab_size_llava(out: Path) -> Path:
+    """A random LLaVA of the shapes lab's size, for benchmarks: a CLIP tower on 64-pixel images with 21-pixel
+    patches (9 image tokens) and a 4-layer, 128-wide Qwen2, as ``vlmforge.shapes.foundation`` builds them."""
+    out = Path(out)
+    vision = out.parent / f"{out.name}-vision"
+    vision_config = CLIPVisionConfig(
+        image_size=64, patch_size=21, hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3
+    )
+    CLIPVisionModel(vision_config).save_pretrained(vision)
+    side = {"height": 64, "width": 64}
+    CLIPImageProcessor(size=side, crop_size=side, do_center_crop=False).save_pretrained(vision)
+    lm, tokenizer = out.parent / f"{out.name}-lm", tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(lm)
+    tokenizer.save_pretrained(lm)
+    model, processor = assemble_llava(AssemblySpec(str(vision), str(lm)))
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
