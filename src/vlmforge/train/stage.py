@@ -197,19 +197,8 @@ def run_stage(
 
     order_log = stage_dir / "data_order.jsonl"
     resume_from = last_checkpoint if resume else None
-    if resume_from and state.is_main_process:
-        truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
-    elif state.is_main_process:
-        order_log.unlink(missing_ok=True)
-        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (stage_dir / GROUPED_ORDER).unlink(missing_ok=True)
-    state.wait_for_everyone()
-    sampler = None
-    if data.plan.mode == "length_grouped":
-        # Buckets of one optimizer step's samples on every process, as transformers' group_by_length does.
-        bucket = stage.per_device_batch_size * state.num_processes
-        record = stage_dir / GROUPED_ORDER if state.is_main_process else None
-        sampler = LengthGroupedSampler(data.lengths, bucket, recipe.seed, record=record)
+    _start_logs(stage_dir, resume_from, state)
+    sampler = _sampler(data, stage, stage_dir, recipe.seed, state)
     speed = SpeedMeter(flops)
 
     trainer = VlmTrainer(
@@ -242,6 +231,26 @@ def run_stage(
         _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
                               final, speed)  # fmt: skip
     return final
+
+
+def _start_logs(stage_dir: Path, resume_from: str | None, state) -> None:
+    """A resumed stage keeps its logs up to its checkpoint; a new one starts them afresh."""
+    if resume_from and state.is_main_process:
+        truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
+    elif state.is_main_process:
+        for log in ("data_order.jsonl", "metrics.jsonl", GROUPED_ORDER):
+            (stage_dir / log).unlink(missing_ok=True)
+    state.wait_for_everyone()
+
+
+def _sampler(data, stage: StageConfig, stage_dir: Path, seed: int, state) -> LengthGroupedSampler | None:
+    """Length-grouped batching's sampler (its order recorded by the main process); the Trainer's for the rest."""
+    if data.plan.mode != "length_grouped":
+        return None
+    # Buckets of one optimizer step's samples on every process, as transformers' group_by_length does.
+    bucket = stage.per_device_batch_size * state.num_processes
+    record = stage_dir / GROUPED_ORDER if state.is_main_process else None
+    return LengthGroupedSampler(data.lengths, bucket, seed, record=record)
 
 
 def _write_stage_manifest(
