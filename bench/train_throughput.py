@@ -1,8 +1,8 @@
 """Training throughput on the lab's instruction data: padding, length-grouped and packed batches, and the default.
 
 Every arm trains the same model (projector + LM, vision tower frozen: Bunny stage 2) on the same samples, in
-micro-batches of ``--batch-size`` samples, in one process, alternating arms over several rounds so that drift in
-machine speed hits all alike:
+micro-batches of ``--batch-size`` samples, in one process, the arms taking turns micro-batch by micro-batch over
+several rounds so that drift in machine speed hits all alike:
 
 - padding: random batches, each padded to its longest sample (LLaVA's way);
 - length_grouped: the batches of ``batching: length_grouped`` (buckets of similar length, shuffled);
@@ -132,21 +132,27 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     flops = flop_model(model)
     real = sum(len(dataset[i]["input_ids"]) for i in range(len(dataset)))
 
-    def run(arm_batches) -> float:
+    def run(batch) -> float:
         start = time.perf_counter()
-        for batch in arm_batches:
-            model(**batch).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    run([b[0] for b in batches.values()])  # warm-up
+    for arm_batches in batches.values():  # warm-up
+        run(arm_batches[0])
     times: dict[str, list[float]] = {arm: [] for arm in batches}
     peaks = []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
-        for arm, arm_batches in batches.items():
-            times[arm].append(run(arm_batches))
+        # Every arm has one micro-batch per batch_size samples: taking turns batch by batch, the arms share
+        # whatever else the machine is doing meanwhile.
+        spent = dict.fromkeys(batches, 0.0)
+        for index in range(max(len(b) for b in batches.values())):
+            for arm, arm_batches in batches.items():
+                spent[arm] += run(arm_batches[index]) if index < len(arm_batches) else 0.0
+        for arm, seconds in spent.items():
+            times[arm].append(seconds)
     peak = statistics.median(peaks)
 
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {args.rounds})")
@@ -168,6 +174,8 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     best = max(arms[arm]["effective_tokens_per_s"] for arm in ARMS)
     default_over_best = arms["default"]["effective_tokens_per_s"] / best
     padding = arms["padding"]["effective_tokens_per_s"]
+    rounds = "; ".join(", ".join(f"{arm} {times[arm][r]:.1f}" for arm in times) for r in range(args.rounds))
+    print(f"seconds per round: {rounds}")
     print(f"default ({plan.mode}) / best arm: {default_over_best:.2f}; per padding: "
           + ", ".join(f"{arm} {arms[arm]['effective_tokens_per_s'] / padding:.2f}x" for arm in (*ARMS, "default")))  # fmt: skip
     return {"arms": arms, "default_arm": plan.mode, "default_over_best": default_over_best, "batching": plan.manifest()}
