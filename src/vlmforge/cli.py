@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "vlmforge.shapes.foundation.commands",
     "vlmforge.train.commands",
     "vlmforge.synth.commands",
+    "vlmforge.synth.genixer.commands",
     "vlmforge.eval.commands",
     "vlmforge.chat",
     "vlmforge.serve.commands",

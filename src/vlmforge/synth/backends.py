@@ -128,17 +128,12 @@ class OpenAIGenerator:
             return True
         return isinstance(err, o.APIStatusError) and err.status_code >= 500
 
-    def _one(self, messages: Messages, max_new_tokens: int, temperature: float, seed: int) -> Completion:
+    def create(self, **request: Any) -> Any:
+        """One chat completion request (``messages``, ``max_tokens``, ... as the API takes them) with this
+        backend's retry policy; the response, or a ``GenerationFailure`` once retries are spent."""
         for attempt in range(self.max_retries + 1):
             try:
-                resp = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=max_new_tokens,
-                    temperature=temperature,
-                    seed=seed,
-                )
-                return resp.choices[0].message.content or ""
+                return self.client.chat.completions.create(model=self.model, **request)
             except Exception as err:  # noqa: BLE001 - classified below; unknown errors fail this prompt only
                 if not self._retryable(err):
                     return GenerationFailure(type(err).__name__, attempt + 1)
@@ -148,6 +143,12 @@ class OpenAIGenerator:
                 delay = min(self.backoff_max, self.backoff_base * 2**attempt)
                 time.sleep(delay * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")
+
+    def _one(self, messages: Messages, max_new_tokens: int, temperature: float, seed: int) -> Completion:
+        resp = self.create(messages=messages, max_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        if isinstance(resp, GenerationFailure):
+            return resp
+        return resp.choices[0].message.content or ""
 
     def generate(
         self, prompts: Sequence[Messages], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0

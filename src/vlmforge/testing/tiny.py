@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import (
@@ -26,12 +27,12 @@ TINY_TEXT = [
 ] * 20
 
 
-def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    return train_tokenizer(TINY_TEXT, vocab_size=vocab_size)
+def tiny_tokenizer(vocab_size: int = 400, extra_text: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    return train_tokenizer([*TINY_TEXT, *extra_text], vocab_size=vocab_size)
 
 
-def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2) -> Path:
-    tokenizer = tiny_tokenizer()
+def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2, extra_text: Sequence[str] = ()) -> Path:
+    tokenizer = tiny_tokenizer(extra_text=extra_text)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -63,11 +64,12 @@ def save_tiny_vision(out: Path, image_size: int = 32, patch_size: int = 8, hidde
     return out
 
 
-def save_tiny_llava(out: Path, projector: str = "mlp2x_gelu") -> Path:
-    """Tiny parts -> assembled LLaVA saved at ``out`` (with processor and chat template)."""
+def save_tiny_llava(out: Path, projector: str = "mlp2x_gelu", extra_text: Sequence[str] = ()) -> Path:
+    """Tiny parts -> assembled LLaVA saved at ``out`` (with processor and chat template); ``extra_text`` joins
+    the tokenizer's training text (to make words single tokens)."""
     out = Path(out)
     vision = save_tiny_vision(out.parent / f"{out.name}-vision")
-    lm = save_tiny_lm(out.parent / f"{out.name}-lm")
+    lm = save_tiny_lm(out.parent / f"{out.name}-lm", extra_text=extra_text)
     model, processor = assemble_llava(AssemblySpec(str(vision), str(lm), projector=projector))
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -20,7 +20,7 @@ import yaml
 from vlmforge.errors import ConfigError
 
 STAGE_KINDS = ("pretrain", "finetune")
-TUNE_MODES = ("full", "lora")
+TUNE_MODES = ("full", "lora", "projector")
 # How a stage forms its batches (see vlmforge.train.batching): auto picks the cheapest for the stage's lengths.
 BATCHING_MODES = ("auto", "padding", "length_grouped", "packing")
 
@@ -62,7 +62,7 @@ class LoraConfig:
 class StageConfig:
     kind: str = "finetune"  # pretrain: projector only, plain template | finetune: projector + LM
     data: DataConfig = field(default_factory=DataConfig)
-    tune: str = "full"  # finetune only: full | lora
+    tune: str = "full"  # finetune only: full | lora | projector (chat template, projector trains alone)
     lora: LoraConfig = field(default_factory=LoraConfig)
     unfreeze_vision: bool = False
     learning_rate: float = 2e-5

@@ -1,4 +1,5 @@
-"""Which parameters a stage trains: projector only, projector + LM (full), or LoRA on the LM.
+"""Which parameters a stage trains: projector only (pretrain, or finetune with ``tune: projector``), projector +
+LM (full), or LoRA on the LM.
 
 Bunny's rules (its paper and code, docs/bunny.md): stage 1 freezes the vision tower and the LM; stage 2 trains the
 projector and the LM; LoRA targets every Linear of the LM (not the vision tower, the projector or lm_head) and keeps
@@ -32,6 +33,10 @@ def configure_trainable(model: nn.Module, stage: StageConfig) -> nn.Module:
     model.requires_grad_(False)
     parts.projector.requires_grad_(True)
     if stage.kind == "pretrain":
+        return model
+    if stage.tune == "projector":  # a finetune on chat data that moves only the projector (Genixer's synthetic stage)
+        if stage.unfreeze_vision:
+            raise ConfigError("tune: projector trains the projector alone; it cannot be combined with unfreeze_vision")
         return model
     if stage.unfreeze_vision:
         if parts.encoder is None or not architecture_of(model).trainable_encoder:

@@ -29,8 +29,9 @@ from tqdm import tqdm
 from vlmforge import __version__
 from vlmforge.errors import ConfigError
 from vlmforge.geometry import normalise_box
-from vlmforge.shapes.world.config import SPLITS, TASKS, WORLD_VERSION, WorldConfig, chance_level
+from vlmforge.shapes.world.config import GROUNDING_TASKS, SPLITS, TASKS, WORLD_VERSION, WorldConfig, chance_level
 from vlmforge.shapes.world.describe import detailed_caption, short_caption
+from vlmforge.shapes.world.grounding import grounding_questions
 from vlmforge.shapes.world.questions import Question, held_out_questions, questions_for, rephrase_for_training
 from vlmforge.shapes.world.render import render_scene
 from vlmforge.shapes.world.scene import Scene, position_of, sample_scenes
@@ -129,15 +130,21 @@ def caption_record(scene_rec: dict[str, Any], config: WorldConfig) -> dict[str, 
     }
 
 
+def _turns(q: Question, first: bool) -> list[dict[str, str]]:
+    """A question's human/gpt turns, ``<image>`` before the first when ``first``; dialogue questions have several."""
+    out = []
+    for k, (prompt, answer) in enumerate(q.turns or [(q.prompt, q.answer)]):
+        value = f"{IMAGE_TOKEN}\n{prompt}" if first and k == 0 else prompt
+        out += [{"from": "human", "value": value}, {"from": "gpt", "value": answer}]
+    return out
+
+
 def instruct_records(scene_id: str, image: str, questions: list[Question], tag: str = "q") -> list[dict[str, Any]]:
     return [
         {
             "id": f"{scene_id}-{tag}{k:02d}",
             "image": image,
-            "conversations": [
-                {"from": "human", "value": f"{IMAGE_TOKEN}\n{q.prompt}"},
-                {"from": "gpt", "value": q.answer},
-            ],
+            "conversations": _turns(q, first=True),
             **q.fields(),
             "scene_id": scene_id,
         }
@@ -155,8 +162,7 @@ def conversation_record(scene_id: str, image: str, questions: list[Question], se
     random.Random(f"turns-{seed}").shuffle(questions)
     turns = []
     for k, q in enumerate(questions):
-        prompt = f"{IMAGE_TOKEN}\n{q.prompt}" if k == 0 else q.prompt
-        turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": q.answer}]
+        turns += _turns(q, first=k == 0)
     return {
         "id": f"{scene_id}-multi",
         "image": image,
@@ -182,9 +188,14 @@ def write_records(records: list[dict[str, Any]], path: Path, fmt: str) -> None:
     datasets.Dataset.from_list(rows).to_parquet(str(path))
 
 
-def _count_questions(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def world_tasks(config: WorldConfig) -> tuple[str, ...]:
+    """The world's tasks: the standard ones, then the grounding tasks the config switches on."""
+    return TASKS + tuple(t for t in GROUNDING_TASKS if int(config.questions.get(t, 0)) > 0)
+
+
+def _count_questions(records: Iterable[dict[str, Any]], config: WorldConfig) -> dict[str, Any]:
     tasks = Counter(r["task"] for r in records)
-    return {t: tasks.get(t, 0) for t in TASKS}
+    return {t: tasks.get(t, 0) for t in world_tasks(config)}
 
 
 def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: WorldConfig, progress: bool) -> dict:
@@ -198,6 +209,7 @@ def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: Wor
         rendered.image.save(paths.root / image, format="PNG")
         scene_rec = scene_record(scene, rendered.boxes_px, image, config)
         questions = questions_for(scene, rendered.boxes_px, config)
+        questions += grounding_questions(scene, rendered.boxes_px, config)
         if split == "test":
             files[PARAPHRASED] += instruct_records(scene.id, image, held_out_questions(questions, scene), "p")
         else:
@@ -214,7 +226,7 @@ def _build_split(split: str, scenes: list[Scene], paths: WorldPaths, config: Wor
     return {
         "images": len(scenes),
         "records": {name: len(records) for name, records in files.items()},
-        "questions": _count_questions(files["instruct"]),
+        "questions": _count_questions(files["instruct"], config),
         "exist_yes": sum(r["answer"] == "Yes" for r in exist),
         "objects": sum(len(s.objects) for s in scenes),
     }
@@ -252,7 +264,7 @@ def build_world(
         "format": fmt,
         "config": config.to_dict(),
         "vocab": config.vocab(),
-        "tasks": list(TASKS),
+        "tasks": list(world_tasks(config)),
         "chance": {task: chance_level(task, config) for task in TASKS},
         "counts": counts,
         "files": {

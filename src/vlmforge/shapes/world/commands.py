@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlmforge.shapes.world.config import WorldConfig
+from vlmforge.shapes.world.config import DEFAULT_QUESTIONS, GROUNDING_TASKS, WorldConfig
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="jsonl",
         help="record file format (default %(default)s)",
     )
+    p.add_argument(
+        "--grounding",
+        action="store_true",
+        help="also ask the grounding tasks Genixer adds to REC, one question each per image: region description "
+        "(reg), pick the region from candidates (pointqa), a yes/no question answered with cited boxes (qcba) "
+        "and referential dialogue (ref_dialogue). Off by default, so the default world stays as it is",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different world already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         shapes=args.shapes,
         colors=args.colors,
         background_noise=args.background_noise,
+        questions={**DEFAULT_QUESTIONS, **({t: 1 for t in GROUNDING_TASKS} if args.grounding else {})},
     )
     paths = build_world(config, args.out, fmt=args.format, progress=not args.quiet, overwrite=args.overwrite)
     counts = paths.info()["counts"]

@@ -30,6 +30,8 @@ POSITIONS_3X3 = (
 )
 TASKS = ("color", "shape", "count", "position", "exist", "mc", "rec")
 # Default question mix per image: every task once, and "exist" twice (one "Yes", one "No") so it is balanced.
+# Grounding tasks for Genixer (grounding.py): off unless ``questions`` asks for them, so default worlds keep their data.
+GROUNDING_TASKS = ("reg", "pointqa", "qcba", "ref_dialogue")
 DEFAULT_QUESTIONS = {"color": 1, "shape": 1, "count": 1, "position": 1, "exist": 2, "mc": 1, "rec": 1}
 SPLITS = ("train", "test")
 
@@ -105,9 +107,10 @@ class WorldConfig:
             raise bad(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.background_noise <= 64:
             raise bad(f"background_noise must be in 0..64, got {self.background_noise}")
-        unknown_tasks = sorted(set(self.questions) - set(TASKS))
+        unknown_tasks = sorted(set(self.questions) - set(TASKS) - set(GROUNDING_TASKS))
         if unknown_tasks or any(int(n) < 0 for n in self.questions.values()):
-            raise bad(f"questions maps tasks {list(TASKS)} to counts >= 0, got {self.questions}")
+            known = [*TASKS, *GROUNDING_TASKS]
+            raise bad(f"questions maps tasks {known} to counts >= 0, got {self.questions}")
         if not 0.0 <= self.paraphrase <= 1.0:
             raise bad(f"paraphrase must be in [0, 1], got {self.paraphrase}")
         if self.caption_style not in ("short", "detailed"):

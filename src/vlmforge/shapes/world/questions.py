@@ -34,6 +34,8 @@ class Question:
     boxes: list[list[float]] | None = None
     # The words the prompt's template was filled with (phrasings.py), so the question can be asked in other words.
     slots: dict[str, str] | None = None
+    # Several (question, answer) turns asked in order (referential dialogue); prompt/answer are the first.
+    turns: list[tuple[str, str]] | None = None
 
     def fields(self) -> dict:
         """The optional record fields this question adds to a LLaVA record."""
