@@ -62,8 +62,10 @@ class BatchingPlan:
         }
 
     def log_line(self, stage: str) -> str:
-        chosen = self.predictions[self.mode]
         how = "auto" if self.requested == "auto" else "recipe"
+        if self.mode not in self.predictions:  # nothing to predict from (no samples)
+            return f"[{stage}] batching: {self.mode} ({how})"
+        chosen = self.predictions[self.mode]
         others = ", ".join(
             f"{mode} {p.real_token_fraction:.2f}, {p.cost_per_sample / 1e6:.3g}"
             for mode, p in self.predictions.items()
