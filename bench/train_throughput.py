@@ -63,8 +63,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024, help="longest sample allowed")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 is steadier on a shared CPU")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from vlmforge.data.dataset import ConversationDataset
     from vlmforge.data.packing import disable_kv_cache
