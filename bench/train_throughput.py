@@ -1,22 +1,27 @@
-"""Training throughput on the lab's instruction data: LLaVA-style padding vs packing, and model FLOP/s vs peak.
+"""Training throughput on the lab's instruction data: padding, length-grouped and packed batches, and the default.
 
-Both arms train the same model (projector + LM, vision tower frozen: Bunny stage 2) on the same samples, once
-each, in one process, alternating arms over several rounds so drift in machine speed hits both alike. Reported:
+Every arm trains the same model (projector + LM, vision tower frozen: Bunny stage 2) on the same samples, in
+micro-batches of ``--batch-size`` samples, in one process, the arms taking turns micro-batch by micro-batch over
+several rounds (each micro-batch timed at its best round) so that other work on the machine hits all alike:
 
-- real-token fraction of each arm (tokens that are not padding / all tokens computed),
-- effective tokens/s (real tokens per second) and the packing / padding ratio,
-- model FLOP/s from an analytic count (6 FLOPs per trainable weight per token, 4 per frozen-but-backpropagated
-  weight, 2 per forward-only weight, plus attention) as a fraction of a float32 matmul peak measured in this run.
+- padding: random batches, each padded to its longest sample (LLaVA's way);
+- length_grouped: the batches of ``batching: length_grouped`` (buckets of similar length, shuffled);
+- packing: random batches, each packed into rows of the row length the cost model picks from the data;
+- default: what a stage with ``batching: auto`` uses (vlmforge.train.batching), run as its own arm.
 
-Usage: python bench/train_throughput.py --world runs/lab/world --foundation runs/lab/foundation [--samples 256]
+Reported per arm: real-token fraction (the samples' tokens / all positions computed), effective tokens/s (the
+samples' tokens per second), and model FLOP/s as a fraction of a float32 matmul peak measured in the same run,
+both counted by vlmforge.train.flops as every stage's manifest counts them.
+
+Usage: python bench/train_throughput.py --world runs/lab/world --foundation runs/lab/foundation [--json OUT]
 (without --world/--foundation a small world and foundation are built under --workdir first).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -30,37 +35,7 @@ DATASETS = {
     "single-question records (Unicorn recipes)": ("instruct.jsonl",),
     "mixed lengths (single-question + multi-turn)": ("instruct.jsonl", "conversations.jsonl"),
 }
-
-
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """Measured float32 FLOP/s of a square matmul: the CPU's practical peak for dense work."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def model_flops_per_row(model, input_ids: torch.Tensor, n_images: int, image_tokens: int) -> float:
-    """Analytic training FLOPs for one batch: LM (trainable) fwd+bwd, projector, frozen vision tower forward."""
-    core = model.model
-    lm_params = sum(p.numel() for n, p in core.language_model.named_parameters() if "embed_tokens" not in n)
-    lm_params += model.lm_head.weight.numel()
-    tokens = input_ids.numel()
-    config = model.config.text_config
-    seq = input_ids.shape[1]
-    # causal attention scores + weighted sum: 2 matmuls of (seq x seq x hidden) per layer, halved by causality
-    attention = 2 * 2 * config.num_hidden_layers * seq * config.hidden_size * tokens / 2
-    lm = 6 * lm_params * tokens + 3 * attention
-    vision_params = sum(p.numel() for p in core.vision_tower.parameters())
-    patches = n_images * (image_tokens + 1)
-    vision = 2 * vision_params * patches
-    projector = 6 * sum(p.numel() for p in core.multi_modal_projector.parameters()) * n_images * image_tokens
-    return lm + vision + projector
+ARMS = ("padding", "length_grouped", "packing")
 
 
 def build_inputs(args):
@@ -84,25 +59,30 @@ def main() -> None:
     parser.add_argument("--foundation", help="foundation models folder (default: build small ones)")
     parser.add_argument("--workdir", default="/tmp/vlmforge-bench")
     parser.add_argument("--samples", type=int, default=192, help="instruction records per arm and round")
-    parser.add_argument("--batch-size", type=int, default=16, help="padding arm: samples per batch")
-    parser.add_argument("--max-length", type=int, default=512, help="packing arm: tokens per row")
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per micro-batch, in every arm")
+    parser.add_argument("--max-length", type=int, default=1024, help="longest sample allowed")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 is steadier on a shared CPU")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from vlmforge.data.dataset import ConversationDataset
+    from vlmforge.data.packing import disable_kv_cache
     from vlmforge.data.records import load_records
     from vlmforge.models.assemble import AssemblySpec, assemble_llava
 
     world, foundation = build_inputs(args)
     model, processor = assemble_llava(AssemblySpec(str(foundation / "vision"), str(foundation / "lm")))
-    model.config.use_cache = False
+    disable_kv_cache(model)
     model.model.vision_tower.requires_grad_(False)
-    image_tokens = model.config.image_seq_length
-    pad = processor.tokenizer.pad_token_id
+    model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {image_tokens} image tokens; "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+          f"{model.config.image_seq_length} image tokens; torch threads {torch.get_num_threads()}")  # fmt: skip
+    results = {}
     for label, files in DATASETS.items():
         records = []
         for name in files:
@@ -112,64 +92,96 @@ def main() -> None:
             records[: args.samples], processor, image_folder=world, max_length=args.max_length
         )
         print(f"\n## {label}: {len(dataset)} samples from {' + '.join(files)}")
-        compare(model, optimizer, dataset, pad, image_tokens, args)
+        results[label] = compare(model, optimizer, dataset, processor.tokenizer.pad_token_id, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"datasets": results}, indent=2))
+        print(f"\nwrote {args.json}")
 
 
-def compare(model, optimizer, dataset, pad: int, image_tokens: int, args) -> None:
+def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, list], object]:
+    """Each arm's collated micro-batches, and the plan ``batching: auto`` makes for these samples."""
     from vlmforge.data.collate import PaddingCollator
-    from vlmforge.data.packing import PackedDataset, PackingCollator
+    from vlmforge.data.length_grouping import length_grouped_order
+    from vlmforge.data.packing import BatchPackingCollator
+    from vlmforge.train.batching import plan_batching
+    from vlmforge.train.flops import flop_model
 
-    padded = [PaddingCollator(pad)([dataset[i] for i in range(s, min(s + args.batch_size, len(dataset)))])
-              for s in range(0, len(dataset), args.batch_size)]  # fmt: skip
-    packed_rows = PackedDataset(dataset, args.max_length)
-    rows_per_batch = max(1, round(args.batch_size * len(packed_rows) / len(dataset)))
-    packed = [PackingCollator(pad)([packed_rows[i] for i in range(s, min(s + rows_per_batch, len(packed_rows)))])
-              for s in range(0, len(packed_rows), rows_per_batch)]  # fmt: skip
+    lengths = dataset.compute_lengths()
+    images = sum(1 for _, record in dataset.items if record.get("image"))
+    attention = model.config.get_text_config()._attn_implementation
+    plan = plan_batching("auto", lengths, batch_size, flop_model(model), attention, images)
+    shuffled = random.Random(0).sample(range(len(dataset)), len(dataset))
+    grouped = length_grouped_order(lengths, batch_size, seed=0)
+    samples = [dataset[i] for i in range(len(dataset))]
 
-    def count(batches):
-        real = sum(int((b["labels"] != -100).sum()) for b in batches)  # supervised tokens, for reference
-        non_pad = sum(
-            int(b["attention_mask"].sum()) if "attention_mask" in b else int((b["input_ids"] != pad).sum())
-            for b in batches
-        )
-        total = sum(b["input_ids"].numel() for b in batches)
-        flops = sum(
-            model_flops_per_row(model, b["input_ids"], b["pixel_values"].shape[0], image_tokens) for b in batches
-        )
-        return non_pad, total, real, flops
+    def chunks(order, collate):
+        return [collate([samples[i] for i in order[s : s + batch_size]]) for s in range(0, len(order), batch_size)]
 
-    def run(batches) -> float:
+    batches = {
+        "padding": chunks(shuffled, PaddingCollator(pad)),
+        "length_grouped": chunks(grouped, PaddingCollator(pad)),
+        "packing": chunks(shuffled, BatchPackingCollator(pad, plan.predictions["packing"].row_length)),
+    }
+    return batches, plan
+
+
+def compare(model, optimizer, dataset, pad: int, args) -> dict:
+    from vlmforge.train.flops import batch_flops, flop_model, matmul_peak
+
+    batches, plan = collate_arms(model, dataset, pad, args.batch_size)
+    batches["default"] = batches[plan.mode]
+    print(plan.log_line("auto"))
+    flops = flop_model(model)
+    real = sum(len(dataset[i]["input_ids"]) for i in range(len(dataset)))
+
+    def run(batch) -> float:
         start = time.perf_counter()
-        for batch in batches:
-            loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    run(padded[:1] + packed[:1])  # warm-up
-    stats = {"padding": count(padded), "packing": count(packed)}
-    times = {"padding": [], "packing": []}
+    for arm_batches in batches.values():  # warm-up
+        run(arm_batches[0])
+    # times[arm][i]: the seconds of micro-batch i in each round. Every arm has one micro-batch per batch_size
+    # samples; taking turns batch by batch, the arms share whatever else the machine does meanwhile, and the best
+    # round of each micro-batch leaves out the moments another process took the cores.
+    times = {arm: [[] for _ in arm_batches] for arm, arm_batches in batches.items()}
     peaks = []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
-        for arm, batches in (("padding", padded), ("packing", packed)):
-            times[arm].append(run(batches))
-    peak = statistics.median(peaks)
+        for index in range(max(len(b) for b in batches.values())):
+            for arm, arm_batches in batches.items():
+                if index < len(arm_batches):
+                    times[arm][index].append(run(arm_batches[index]))
+    peak = max(peaks)
 
-    print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (median of {args.rounds})")
+    print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of {args.rounds})")
     print("| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak |")
     print("|---|---|---|---|---|")
-    rates = {}
-    for arm in ("padding", "packing"):
-        non_pad, total, _real, flops = stats[arm]
-        seconds = statistics.median(times[arm])
-        rates[arm] = non_pad / seconds
-        print(
-            f"| {arm} | {non_pad / total:.3f} | {rates[arm]:.0f} | {flops / seconds / 1e9:.1f} | {flops / seconds / peak:.2f} |"
-        )
-    print(f"packing / padding effective tokens/s: {rates['packing'] / rates['padding']:.2f}x "
-          f"(per-round ratios: {', '.join(f'{p / q:.2f}' for p, q in zip(times['padding'], times['packing'], strict=True))})")  # fmt: skip
+    arms = {}
+    for arm, arm_batches in batches.items():
+        seconds = sum(min(rounds) for rounds in times[arm])
+        computed = sum(b["input_ids"].numel() for b in arm_batches)
+        model_flops = sum(batch_flops(flops, b) for b in arm_batches)
+        arms[arm] = {
+            "effective_tokens_per_s": real / seconds,
+            "real_token_fraction": real / computed,
+            "fraction_of_peak": model_flops / seconds / peak,
+        }
+        a = arms[arm]
+        print(f"| {arm} | {a['real_token_fraction']:.3f} | {a['effective_tokens_per_s']:.0f} | "
+              f"{model_flops / seconds / 1e9:.1f} | {a['fraction_of_peak']:.2f} |")  # fmt: skip
+    best = max(arms[arm]["effective_tokens_per_s"] for arm in ARMS)
+    default_over_best = arms["default"]["effective_tokens_per_s"] / best
+    padding = arms["padding"]["effective_tokens_per_s"]
+    rounds = "; ".join(
+        ", ".join(f"{arm} {sum(t[r] for t in times[arm]):.1f}" for arm in times) for r in range(args.rounds)
+    )
+    print(f"seconds per round (the table takes each micro-batch's best round): {rounds}")
+    print(f"default ({plan.mode}) / best arm: {default_over_best:.2f}; per padding: "
+          + ", ".join(f"{arm} {arms[arm]['effective_tokens_per_s'] / padding:.2f}x" for arm in (*ARMS, "default")))  # fmt: skip
+    return {"arms": arms, "default_arm": plan.mode, "default_over_best": default_over_best, "batching": plan.manifest()}
 
 
 if __name__ == "__main__":

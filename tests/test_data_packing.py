@@ -7,7 +7,13 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
-from vlmforge.data.packing import PackedDataset, PackingCollator, pack_samples
+from vlmforge.data.packing import (
+    BatchPackingCollator,
+    PackedDataset,
+    PackingCollator,
+    disable_kv_cache,
+    pack_samples,
+)
 from vlmforge.errors import DataError
 
 
@@ -145,3 +151,36 @@ def test_packed_dataset_rows_and_stats(setup):
     batch = PackingCollator(processor.tokenizer.pad_token_id, row_length=packed.max_length)(rows)
     assert batch["input_ids"].shape == (len(packed), packed.max_length)
     assert int((batch["labels"] != -100).sum()) == sum(int((dataset[i]["labels"][1:] != -100).sum()) for i in range(3))
+
+
+def test_disable_kv_cache_keeps_packed_samples_apart(setup, tiny_llava):
+    dataset, processor, _ = setup
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava).train()  # as the Trainer runs it
+    samples = [dataset[i] for i in range(len(dataset))]
+    batch = PackingCollator(processor.tokenizer.pad_token_id)([samples])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    start, n = len(samples[0]["input_ids"]), len(samples[1]["input_ids"])
+    with torch.no_grad():
+        alone = model(input_ids=samples[1]["input_ids"][None], use_cache=False).logits[0]
+        # The top-level switch alone: the LM reads its own text config, keeps a cache, and builds a plain causal
+        # mask, so the second sample attends to the first.
+        model.config.use_cache = False
+        leaky = model(**inputs).logits[0, start : start + n]
+        assert not torch.allclose(leaky, alone, atol=1e-3)
+        restore = disable_kv_cache(model)
+        assert not model.config.text_config.use_cache and not model.config.vision_config.use_cache
+        packed = model(**inputs).logits[0, start : start + n]
+    assert torch.allclose(packed, alone, atol=1e-5)
+    restore()
+    assert model.config.text_config.use_cache and not model.config.use_cache
+
+
+def test_batch_packing_collator_packs_one_batch_into_rows(setup):
+    dataset, processor, _ = setup
+    samples = [dataset[i] for i in range(len(dataset))]
+    lengths = [len(s["input_ids"]) for s in samples]
+    batch = BatchPackingCollator(processor.tokenizer.pad_token_id, row_length=max(lengths) + min(lengths))(samples)
+    assert batch["input_ids"].shape[0] == 2 and "attention_mask" not in batch
+    assert int((batch["position_ids"] == 0).sum()) >= len(samples)
+    labelled = sum(int((s["labels"][1:] != -100).sum()) for s in samples)
+    assert int((batch["labels"] != -100).sum()) == labelled

@@ -55,7 +55,7 @@ def text_only_data(tmp_path):
     return write_records(tmp_path / "qa.jsonl", colour_records("embedding")), tmp_path / "shifted"
 
 
-def recipe(out: Path, data: Path, model_parts, embeddings: Path | None, packing: bool = False) -> dict:
+def recipe(out: Path, data: Path, model_parts, embeddings: Path | None, batching: str = "auto") -> dict:
     stage = {
         "data": {"path": str(data), **({"embeddings": str(embeddings)} if embeddings else {})},
         "learning_rate": 1e-2,
@@ -70,7 +70,7 @@ def recipe(out: Path, data: Path, model_parts, embeddings: Path | None, packing:
             "model": {"architecture": "embedding_vlm", "vision_model": str(model_parts[0]),
                       "language_model": str(model_parts[1]),
                       "num_visual_tokens": 4},
-            "stages": {"pretrain": dict(stage), "finetune": {**stage, "packing": packing}}}  # fmt: skip
+            "stages": {"pretrain": dict(stage), "finetune": {**stage, "batching": batching}}}  # fmt: skip
 
 
 def weights(path: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -86,7 +86,7 @@ def changed(a: dict, b: dict) -> bool:
 
 def test_text_only_training_moves_projector_then_lm_and_runs_on_real_images(tmp_path, text_only_data, parts):  # noqa: F811
     data, store = text_only_data
-    final = run_recipe(recipe_from_dict(recipe(tmp_path / "run", data, parts, store, packing=True)))
+    final = run_recipe(recipe_from_dict(recipe(tmp_path / "run", data, parts, store, batching="packing")))
     pretrain, base = tmp_path / "run" / "pretrain" / "final", tmp_path / "base"
     model, processor = assemble_embedding_vlm(str(parts[1]), str(parts[0]), num_visual_tokens=4)
     model.save_pretrained(base)
@@ -95,7 +95,7 @@ def test_text_only_training_moves_projector_then_lm_and_runs_on_real_images(tmp_
     assert changed(weights(pretrain, "language_model"), weights(final, "language_model"))
     assert not changed(weights(base, "vision_tower"), weights(final, "vision_tower"))  # the encoder stays frozen
     manifest = json.loads((tmp_path / "run" / "finetune" / "manifest.json").read_text())
-    assert manifest["counts"]["packing_rows"] < manifest["counts"]["records"]
+    assert manifest["batching"]["mode"] == "packing" and manifest["batching"]["row_length"] % 64 == 0
     assert json.loads((final / "config.json").read_text())["transfer_method"] == "mean_shift"
     vlm = VisionLanguageModel.from_pretrained(final, device="cpu")
     out = vlm.generate([Conversation.single_turn("What colour is the shape?", [image("red")])], SamplingParams(4))

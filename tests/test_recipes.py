@@ -96,3 +96,12 @@ def test_training_arguments_carry_checkpointing_without_deprecation_warnings(tmp
         warnings.simplefilter("error", FutureWarning)  # a renamed argument must not be passed by its old name
         args = training_arguments(stage, tmp_path, seed=0, world_size=1, use_cpu=True)
     assert args.gradient_checkpointing is checkpointing
+
+
+@pytest.mark.parametrize("name", ["shapes-bunny", "shapes-unicorn"])
+def test_lab_recipes_keep_the_batching_their_numbers_were_measured_with(name):
+    # auto would group or pack the lab's stages; the published demo numbers come from padded, shuffled batches.
+    path = ROOT / "src" / "vlmforge" / "shapes" / "recipes" / f"{name}.yaml"
+    variables = {key: "/x" for key in ("world", "foundation", "records", "embeddings")}
+    recipe = load_recipe(path, variables=variables)
+    assert {stage.batching for stage in recipe.stages.values()} == {"padding"}

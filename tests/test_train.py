@@ -87,8 +87,8 @@ def test_unknown_recipe_key_lists_the_valid_keys(tmp_path, tiny_data, tiny_parts
         ConfigError, match=r"unknown recipe key stages.finetune.learning_rat.*valid keys.*learning_rate"
     ):
         load_recipe(path, ["stages.finetune.learning_rat=1"])
-    recipe = load_recipe(path, ["stages.finetune.learning_rate=5e-4", "stages.finetune.packing=true"])
-    assert recipe.stages["finetune"].learning_rate == 5e-4 and recipe.stages["finetune"].packing is True
+    recipe = load_recipe(path, ["stages.finetune.learning_rate=5e-4", "stages.finetune.batching=packing"])
+    assert recipe.stages["finetune"].learning_rate == 5e-4 and recipe.stages["finetune"].batching == "packing"
     assert recipe.stages["pretrain"].kind == "pretrain" and recipe.stages["finetune"].kind == "finetune"
     swapped = yaml.safe_load(path.read_text())
     swapped["stages"] = dict(reversed(list(swapped["stages"].items())))

@@ -4,15 +4,28 @@ Samples of one bin are concatenated with ``position_ids`` restarting at 0 per sa
 transformers (5.x) then derives a block-diagonal causal mask from the position resets, so each packed sample gets
 exactly the logits it would get alone. The first label of each sample is set to -100 (it is never predicted on
 its own either), so the loss over a row equals the token-weighted loss of its samples.
+
+transformers derives that mask only when the language model runs without a KV cache: with one it builds a plain
+causal mask and packed samples attend to each other. Call :func:`disable_kv_cache` on a model before training it on
+packed rows.
+
+Attention over a packed row: on GPU, flash-attention's varlen kernels (``attn_implementation="flash_attention_2"``)
+read the samples from ``position_ids`` and skip the blocks between them. On CPU the block-diagonal mask goes to
+sdpa as a dense mask. We measured the alternatives there (``bench/packed_attention.py``): FlexAttention has no
+backward pass on CPU in torch 2.13, and regrouping each row's samples into a batch of their own for one causal
+sdpa call moves more memory than the skipped blocks save at these sizes; so the dense mask stays, and packing keeps
+its rows short instead (:class:`BatchPackingCollator` with a row length chosen from the data).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from transformers import DataCollatorWithFlattening
+from transformers import DataCollatorWithFlattening, PreTrainedConfig
 
 from vlmforge.data.chat import IGNORE_INDEX
 from vlmforge.data.collate import stack_image_inputs
@@ -50,6 +63,36 @@ def pack_samples(lengths: list[int], max_length: int) -> list[list[int]]:
             free[node] = max(free[2 * node], free[2 * node + 1])
             node //= 2
     return bins
+
+
+def disable_kv_cache(model: torch.nn.Module) -> Callable[[], None]:
+    """Set ``use_cache=False`` on the model's config and on every sub-config (text, vision, ...) of every module;
+    returns a function that puts the old values back (before saving the model, say).
+
+    Setting it on the top-level config alone is not enough: the language model inside a LLaVA reads its own
+    text config, makes a cache, and with a cache transformers ignores the position resets of packed rows."""
+    seen: set[int] = set()
+    before: list[tuple[PreTrainedConfig, Any]] = []
+
+    def visit(config: PreTrainedConfig) -> None:
+        if id(config) in seen:
+            return
+        seen.add(id(config))
+        before.append((config, getattr(config, "use_cache", None)))
+        config.use_cache = False
+        for value in vars(config).values():
+            if isinstance(value, PreTrainedConfig):
+                visit(value)
+
+    for module in model.modules():
+        if isinstance(getattr(module, "config", None), PreTrainedConfig):
+            visit(module.config)
+
+    def restore() -> None:
+        for config, value in before:
+            config.use_cache = value
+
+    return restore
 
 
 def packing_stats(bins: list[list[int]], lengths: list[int], max_length: int) -> dict[str, float]:
@@ -116,3 +159,25 @@ class PackingCollator:
                 batch[key][index, :n] = row[key][0]
             batch["position_ids"][index, n:] = torch.arange(length - n)
         return {**batch, **stack_image_inputs([s for row in rows for s in row])}
+
+
+@dataclass
+class BatchPackingCollator:
+    """Packs one micro-batch: ``list of samples`` -> the samples packed first-fit-decreasing into rows of at most
+    ``row_length`` tokens (padded to the batch's longest row), collated by :class:`PackingCollator`.
+
+    Packing each batch, instead of the data set once, keeps the sampler's batches: the same samples meet in one
+    optimizer step as with padding, so packing changes how fast a step runs, not what it computes."""
+
+    pad_token_id: int
+    row_length: int
+
+    def __post_init__(self):
+        self._rows = PackingCollator(self.pad_token_id)
+
+    def __call__(self, samples: list[dict | None]) -> dict[str, torch.Tensor]:
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            raise ValueError("every sample of this batch was skipped; nothing to collate")
+        bins = pack_samples([len(s["input_ids"]) for s in samples], self.row_length)
+        return self._rows([[samples[i] for i in sorted(b)] for b in bins])

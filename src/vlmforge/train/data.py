@@ -10,11 +10,13 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
-from vlmforge.data.packing import PackedDataset, PackingCollator
+from vlmforge.data.packing import BatchPackingCollator
 from vlmforge.data.records import Rejections
+from vlmforge.train.batching import BatchingPlan, plan_batching
 from vlmforge.train.embedding_data import open_embeddings
+from vlmforge.train.flops import FlopModel
 from vlmforge.train.recipe import StageConfig
-from vlmforge.train.trainer import SAMPLE_IDS
+from vlmforge.train.trainer import REAL_TOKENS, SAMPLE_IDS
 
 
 @dataclass
@@ -23,6 +25,8 @@ class TrainingData:
     collator: Any
     stats: dict[str, Any] = field(default_factory=dict)
     rejections: Rejections = field(default_factory=Rejections)
+    lengths: list[int] = field(default_factory=list)  # tokens of each sample, in dataset order
+    plan: BatchingPlan | None = None
 
 
 class _Indexed(Dataset):
@@ -45,11 +49,21 @@ class _IndexedCollator:
     def __call__(self, batch: list[tuple[int, Any]]) -> dict[str, torch.Tensor]:
         collated = self.inner([item for _, item in batch])
         collated[SAMPLE_IDS] = torch.tensor([index for index, _ in batch])
+        collated[REAL_TOKENS] = torch.tensor(sum(len(item["input_ids"]) for _, item in batch if item is not None))
         return collated
 
 
-def build_training_data(stage: StageConfig, processor, model_config, on_error: str = "raise") -> TrainingData:
-    """Pretrain stages use the "plain" template (image then caption); finetune stages the chat template."""
+def build_training_data(
+    stage: StageConfig,
+    processor,
+    model_config,
+    on_error: str = "raise",
+    flops: FlopModel | None = None,
+    seed: int = 0,
+) -> TrainingData:
+    """Pretrain stages use the "plain" template (image then caption); finetune stages the chat template. The
+    batching is the stage's, or for ``auto`` the one :func:`plan_batching` predicts cheapest with ``flops``
+    (padding when no ``flops`` are given)."""
     rejections = Rejections()
     template = "plain" if stage.kind == "pretrain" else "chat"
     embeddings = open_embeddings(stage.data.embeddings, model_config)
@@ -76,20 +90,26 @@ def build_training_data(stage: StageConfig, processor, model_config, on_error: s
         part.compute_lengths()
         parts.append(part)
 
+    lengths = [n for part in parts for n in part.compute_lengths()]
+    plan = _plan(stage, parts, lengths, model_config, flops, seed)
     pad_id = processor.tokenizer.pad_token_id
-    stats: dict[str, Any] = {"records": sum(len(p) for p in parts)}
-    if stage.packing:
-        packed = [PackedDataset(p, stage.max_length) for p in parts]
-        for key in ("rows", "real_tokens"):
-            stats[f"packing_{key}"] = sum(p.stats()[key] for p in packed)
-        stats["packing_real_token_fraction"] = stats["packing_real_tokens"] / max(
-            1, stats["packing_rows"] * stage.max_length
-        )
-        dataset, inner = _concat(packed), PackingCollator(pad_id)
+    if plan.mode == "packing":
+        inner = BatchPackingCollator(pad_id, plan.row_length or stage.max_length)
     else:
-        dataset, inner = _concat(parts), PaddingCollator(pad_id)
-    stats["rejected"] = rejections.total
-    return TrainingData(_Indexed(dataset), _IndexedCollator(inner), stats, rejections)
+        inner = PaddingCollator(pad_id)
+    stats: dict[str, Any] = {"records": len(lengths), "rejected": rejections.total}
+    return TrainingData(_Indexed(_concat(parts)), _IndexedCollator(inner), stats, rejections, lengths, plan)
+
+
+def _plan(stage: StageConfig, parts, lengths: list[int], model_config, flops: FlopModel | None, seed: int):
+    if flops is None:
+        return BatchingPlan("padding" if stage.batching == "auto" else stage.batching, stage.batching, "dense", None)
+    # One image (or embedding) per record with one: their cost is the same in every mode, so an estimate will do.
+    images = sum(
+        1 for part in parts for _, record in part.items if record.get("image") or record.get("image_embedding")
+    )
+    attention = model_config.get_text_config()._attn_implementation
+    return plan_batching(stage.batching, lengths, stage.per_device_batch_size, flops, attention, images, seed)
 
 
 def _concat(parts: list[Dataset]) -> Dataset:

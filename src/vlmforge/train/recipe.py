@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from vlmforge.errors import ConfigError
 
 STAGE_KINDS = ("pretrain", "finetune")
 TUNE_MODES = ("full", "lora", "projector")
+# How a stage forms its batches (see vlmforge.train.batching): auto picks the cheapest for the stage's lengths.
+BATCHING_MODES = ("auto", "padding", "length_grouped", "packing")
 
 
 @dataclass
@@ -71,7 +74,7 @@ class StageConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"
     max_length: int = 2048
-    packing: bool = False
+    batching: str = "auto"  # auto | padding | length_grouped | packing
     save_steps: int = 500
     save_total_limit: int = 2
     logging_steps: int = 10
@@ -101,6 +104,7 @@ class Recipe:
         for name, stage in self.stages.items():
             _check_choice(f"stages.{name}.kind", stage.kind, STAGE_KINDS)
             _check_choice(f"stages.{name}.tune", stage.tune, TUNE_MODES)
+            _check_choice(f"stages.{name}.batching", stage.batching, BATCHING_MODES)
             if not stage.data.path:
                 raise ConfigError(f"stages.{name}.data.path is required")
             if stage.eval_data.path and stage.eval_steps < 1:
@@ -157,7 +161,25 @@ def _build(cls, data: Any, where: str):
 def _build_stage(name: str, spec: Any) -> StageConfig:
     spec = dict(spec or {})
     spec.setdefault("kind", name if name in STAGE_KINDS else "finetune")  # `pretrain:` means kind pretrain
+    if "packing" in spec:
+        _translate_packing(name, spec)
     return _build(StageConfig, spec, f"stages.{name}")
+
+
+def _translate_packing(name: str, spec: dict[str, Any]) -> None:
+    """The old ``packing: bool`` key still works, as ``batching: packing`` or ``batching: padding``."""
+    packing = _coerce(bool, spec.pop("packing"), f"stages.{name}.packing")
+    mode = "packing" if packing else "padding"
+    if spec.get("batching", "auto") not in ("auto", mode):
+        raise ConfigError(
+            f"stages.{name}: packing: {packing} contradicts batching: {spec['batching']}; keep only batching"
+        )
+    spec["batching"] = mode
+    warnings.warn(
+        f"stages.{name}.packing is deprecated; use stages.{name}.batching: {mode} (one of {', '.join(BATCHING_MODES)})",
+        FutureWarning,
+        stacklevel=4,
+    )
 
 
 def _dataclass_in(hint):

@@ -16,7 +16,16 @@ from vlmforge.provenance import INPUTS_JSON, check_inputs, path_identity
 from vlmforge.train.recipe import Recipe, StageConfig
 
 # What a stage writes into its folder; --force removes exactly these (and its checkpoint-N folders).
-STAGE_OUTPUTS = ("final", "adapter", "base", "metrics.jsonl", "data_order.jsonl", "manifest.json", INPUTS_JSON)
+STAGE_OUTPUTS = (
+    "final",
+    "adapter",
+    "base",
+    "metrics.jsonl",
+    "data_order.jsonl",
+    "length_grouped_order.jsonl",
+    "manifest.json",
+    INPUTS_JSON,
+)
 
 
 def stage_inputs(recipe: Recipe, name: str, stage: StageConfig, previous: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Layout of ``output_dir``::
     <stage>/final/              plain LLaVA checkpoint (model + processor); for LoRA also <stage>/adapter/
     <stage>/metrics.jsonl       one line per log event
     <stage>/data_order.jsonl    which samples each update saw (evidence that resume replays the same order)
+    <stage>/length_grouped_order.jsonl   length-grouped batching: each epoch's sample order, as drawn
     <stage>/manifest.json       config, input hashes, versions, counts, rejections, wall time
 """
 
@@ -23,20 +24,24 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCal
 from transformers.trainer_utils import get_last_checkpoint
 
 from vlmforge import console
+from vlmforge.data.length_grouping import LengthGroupedSampler
+from vlmforge.data.packing import disable_kv_cache
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
 from vlmforge.models.architectures import get_architecture
 from vlmforge.models.assemble import resolve_model_path
 from vlmforge.provenance import write_inputs
 from vlmforge.train.data import build_training_data
+from vlmforge.train.flops import flop_model
 from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.reuse import check_stage, clear_stage, stage_inputs
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
-from vlmforge.train.trainer import MetricsLogger, StageProgress, VlmTrainer, truncate_logs_to_checkpoint
+from vlmforge.train.trainer import MetricsLogger, SpeedMeter, StageProgress, VlmTrainer, truncate_logs_to_checkpoint
 
 # transformers 5.2x renamed TrainingArguments.gradient_checkpointing to activation_checkpointing; the old name warns
 # on every run, and the new one does not exist before the rename (we support transformers >= 5.0).
+GROUPED_ORDER = "length_grouped_order.jsonl"
 CHECKPOINTING_ARG = next(
     name
     for name in ("activation_checkpointing", "gradient_checkpointing")
@@ -177,23 +182,24 @@ def run_stage(
         model.save_pretrained(previous)
         processor.save_pretrained(previous)
         model.name_or_path = previous
-    data = build_training_data(stage, processor, model.config, on_error=recipe.on_error)
+    flops = flop_model(model)
+    data = build_training_data(stage, processor, model.config, on_error=recipe.on_error, flops=flops, seed=recipe.seed)
+    if state.is_main_process:
+        print(data.plan.log_line(name))
     heldout = None
     if stage.eval_data.path:
-        # Unpacked whatever the stage trains on: a packed row would score several samples as one answer.
-        eval_stage = dataclasses.replace(stage, data=stage.eval_data, packing=False)
+        # Padded whatever the stage trains on: a packed row would score several samples as one answer.
+        eval_stage = dataclasses.replace(stage, data=stage.eval_data, batching="padding")
         heldout = build_training_data(eval_stage, processor, model.config, on_error=recipe.on_error)
-    model.config.use_cache = False  # packed rows rely on position_ids-derived masks, which a cache disables
+    restore_cache = disable_kv_cache(model)  # packed rows rely on position_ids-derived masks, which a cache disables
     model = configure_trainable(model, stage)
     args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes, use_cpu=use_cpu)
 
     order_log = stage_dir / "data_order.jsonl"
     resume_from = last_checkpoint if resume else None
-    if resume_from and state.is_main_process:
-        truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
-    elif state.is_main_process:
-        order_log.unlink(missing_ok=True)
-        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+    _start_logs(stage_dir, resume_from, state)
+    sampler = _sampler(data, stage, stage_dir, recipe.seed, state)
+    speed = SpeedMeter(flops)
 
     trainer = VlmTrainer(
         model=model,
@@ -207,6 +213,8 @@ def run_stage(
         processing_class=processor,
         stage=stage,
         data_order_log=order_log,
+        sampler=sampler,
+        speed=speed,
         callbacks=[MetricsLogger(stage_dir / "metrics.jsonl"), *(callbacks or [])],
     )
     if not console.verbose():
@@ -214,19 +222,40 @@ def run_stage(
         trainer.add_callback(StageProgress(f"[{name}]"))
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = trainer.evaluate() if heldout else {}
+    restore_cache()  # the saved model generates with its cache, as it was before training
     final = export_stage(trainer, processor, stage, stage_dir, previous_or_base=previous)
 
     if state.is_main_process:
         seconds = time.perf_counter() - started
         print(stage_summary(name, trainer.state.global_step, seconds, result.metrics, final_eval, final))
         _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
-                              final)  # fmt: skip
+                              final, speed)  # fmt: skip
     return final
+
+
+def _start_logs(stage_dir: Path, resume_from: str | None, state) -> None:
+    """A resumed stage keeps its logs up to its checkpoint; a new one starts them afresh."""
+    if resume_from and state.is_main_process:
+        truncate_logs_to_checkpoint(stage_dir, int(Path(resume_from).name.split("-")[-1]))
+    elif state.is_main_process:
+        for log in ("data_order.jsonl", "metrics.jsonl", GROUPED_ORDER):
+            (stage_dir / log).unlink(missing_ok=True)
+    state.wait_for_everyone()
+
+
+def _sampler(data, stage: StageConfig, stage_dir: Path, seed: int, state) -> LengthGroupedSampler | None:
+    """Length-grouped batching's sampler (its order recorded by the main process); the Trainer's for the rest."""
+    if data.plan.mode != "length_grouped":
+        return None
+    # Buckets of one optimizer step's samples on every process, as transformers' group_by_length does.
+    bucket = stage.per_device_batch_size * state.num_processes
+    record = stage_dir / GROUPED_ORDER if state.is_main_process else None
+    return LengthGroupedSampler(data.lengths, bucket, seed, record=record)
 
 
 def _write_stage_manifest(
     recipe: Recipe, name: str, stage: StageConfig, trainer: VlmTrainer, data, heldout, metrics: dict, seconds: float,
-    final: Path,
+    final: Path, speed: SpeedMeter,
 ) -> None:  # fmt: skip
     write_manifest(
         Path(recipe.output_dir) / name,
@@ -252,6 +281,8 @@ def _write_stage_manifest(
         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
         wall_seconds=seconds,
         outputs={"final": str(final)},
+        batching=data.plan.manifest(),
+        speed=speed.report(),
     )
 
 

@@ -16,18 +16,37 @@ from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
 from vlmforge.train import checkpoint_state
+from vlmforge.train.flops import FlopModel, batch_flops, matmul_peak
 from vlmforge.train.recipe import StageConfig
 from vlmforge.train.trainable import parameter_groups
 
 SAMPLE_IDS = "sample_ids"  # batch key carrying dataset indices; popped before the forward pass
+REAL_TOKENS = "real_tokens"  # batch key carrying the samples' own token count; popped before the forward pass
 
 
 class VlmTrainer(Trainer):
-    def __init__(self, *args, stage: StageConfig, data_order_log: Path | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        stage: StageConfig,
+        data_order_log: Path | None = None,
+        sampler: torch.utils.data.Sampler | None = None,
+        speed: SpeedMeter | None = None,
+        **kwargs,
+    ):
         self.stage = stage
         self.data_order_log = data_order_log
         self.real_tokens = 0
+        self.sampler, self.speed = sampler, speed
         super().__init__(*args, **kwargs)
+        if speed is not None:
+            self.add_callback(speed)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The stage's own sampler (length-grouped batching) for the training set; the Trainer's otherwise."""
+        if self.sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            return self.sampler
+        return super()._get_train_sampler(train_dataset)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The evaluation loop keeps only the logits. A model's output carries more: transformers 5.2x's LLaVA also
@@ -94,6 +113,7 @@ class VlmTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         sample_ids = inputs.pop(SAMPLE_IDS, None)
+        real_tokens = inputs.pop(REAL_TOKENS, None)
         if not model.training:  # an evaluation batch: not part of the training data order or token count
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if sample_ids is not None and self.data_order_log is not None and self.is_world_process_zero():
@@ -103,7 +123,47 @@ class VlmTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None:
             self.real_tokens += int((labels != -100).sum())
+        if self.speed is not None and real_tokens is not None:
+            self.speed.add(int(real_tokens), inputs)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class SpeedMeter(TrainerCallback):
+    """Training speed as ``bench/train_throughput.py`` counts it: real tokens and model FLOPs of the batches
+    trained (vlmforge.train.flops), over the time of the optimizer steps (forward, backward, update; loading
+    batches, logging, evaluating and saving left out), and a matmul peak measured when training starts."""
+
+    def __init__(self, flops: FlopModel):
+        self.flops = flops
+        self.real_tokens, self.model_flops, self.seconds, self.peak = 0, 0.0, 0.0, None
+        self._started: float | None = None
+
+    def add(self, real_tokens: int, batch) -> None:
+        self.real_tokens += real_tokens
+        self.model_flops += batch_flops(self.flops, batch)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.peak = matmul_peak()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def report(self) -> dict[str, float]:
+        """Speed of this process: real tokens/s, model FLOP/s and their fraction of the measured peak."""
+        seconds = max(self.seconds, 1e-9)
+        flops_per_s = self.model_flops / seconds
+        return {
+            "real_tokens_per_s": self.real_tokens / seconds,
+            "model_flops_per_s": flops_per_s,
+            "matmul_peak_flops_per_s": self.peak or 0.0,
+            "fraction_of_peak": flops_per_s / self.peak if self.peak else 0.0,
+            "timed_seconds": self.seconds,
+        }
 
 
 class MetricsLogger(TrainerCallback):

@@ -1,0 +1,80 @@
+"""The same samples give the same training step whatever the batching: padded, packed or length-grouped
+micro-batches reach the same loss and gradients, with the loss a per-token mean over the global batch (the
+Trainer's ``num_items_in_batch``)."""
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from vlmforge.data.collate import PaddingCollator
+from vlmforge.data.dataset import ConversationDataset
+from vlmforge.data.length_grouping import length_grouped_order
+from vlmforge.data.packing import BatchPackingCollator, disable_kv_cache
+
+QUESTION = ("<image>\nWhat colour is the circle?", "red")
+TURNS = [
+    ("How many objects are there?", "3"),
+    ("Is there a yellow star in the image?", "No"),
+    ("Answer the question using a single word or phrase.", "a red circle at the top left"),
+]
+
+
+def _records():
+    """Eight records from one to four turns, with and without an image: lengths spread as in real data."""
+    records = []
+    for i in range(8):
+        turns = [QUESTION, *TURNS[: i % 4]] if i % 3 else TURNS[: 1 + i % 3]
+        conversation = [
+            m for human, gpt in turns for m in ({"from": "human", "value": human}, {"from": "gpt", "value": gpt})
+        ]
+        records.append({"id": str(i), **({"image": "a.png"} if i % 3 else {}), "conversations": conversation})
+    return records
+
+
+@pytest.fixture(scope="module")
+def samples_and_model(tiny_llava, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(folder / "a.png")
+    processor = AutoProcessor.from_pretrained(tiny_llava)
+    dataset = ConversationDataset(_records(), processor, image_folder=folder, max_length=256)
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava).train()
+    disable_kv_cache(model)
+    return [dataset[i] for i in range(len(dataset))], processor.tokenizer.pad_token_id, model
+
+
+def _step(model, batches, num_items):
+    """One optimizer step's loss and gradients over micro-batches, normalised as the Trainer does."""
+    model.zero_grad()
+    total = 0.0
+    for batch in batches:
+        loss = model(**batch, num_items_in_batch=num_items).loss
+        loss.backward()
+        total += loss.item()
+    return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_padded_packed_and_length_grouped_batches_give_the_same_step(samples_and_model):
+    samples, pad, model = samples_and_model
+    lengths = [len(s["input_ids"]) for s in samples]
+    assert max(lengths) > 2 * min(lengths)
+    num_items = torch.tensor(sum(int((s["labels"][1:] != -100).sum()) for s in samples))
+    halves = [samples[:4], samples[4:]]
+    padded = [PaddingCollator(pad)(half) for half in halves]
+    row = -(-max(lengths) // 64) * 64
+    packed = [BatchPackingCollator(pad, row)(half) for half in halves]
+    assert sum(b["input_ids"].shape[0] for b in packed) < len(samples)  # rows really hold several samples
+    order = length_grouped_order(lengths, 4, seed=0)
+    grouped = [PaddingCollator(pad)([samples[i] for i in order[start : start + 4]]) for start in (0, 4)]
+
+    reference_loss, reference = _step(model, padded, num_items)
+    # The per-token mean over the global batch: each sample's summed token losses, over all labelled tokens.
+    with torch.no_grad():
+        summed = sum(model(**PaddingCollator(pad)([s]), num_items_in_batch=torch.tensor(1)).loss for s in samples)
+    assert reference_loss == pytest.approx(float(summed) / int(num_items), abs=1e-5)
+    for batches in (packed, grouped):
+        loss, grads = _step(model, batches, num_items)
+        assert loss == pytest.approx(reference_loss, abs=1e-5)
+        assert grads.keys() == reference.keys()
+        for name, grad in grads.items():
+            assert torch.allclose(grad, reference[name], atol=1e-5), name
