@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned, so the resolver takes the local CPU build instead of a multi-GB CUDA one.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev,parity]"
+	# The rest at the versions in constraints.txt, so every fresh install reproduces the same runs.
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,parity]"
 	# The reference scorers the parity tests compare with. lmms-eval's requirements would pull torchvision, which
 	# does not match the CPU torch build: the package alone, its scorers' imports come with the `parity` extra.
 	$(BIN)/pip install -q --no-deps "lmms-eval==0.7.3"
