@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from synth_fakes import free_port
+from synth_fakes import ThreadedServer
 
 B1, B2 = "[0.100,0.100,0.500,0.600]", "[0.600,0.550,0.950,0.900]"
 TINY = "[0.100,0.100,0.110,0.120]"
@@ -36,7 +36,7 @@ def sample_for(prompt: str, digest: str) -> str:
     return SAMPLES["Common VQA"]  # task-agnostic
 
 
-class FakeVisionServer:
+class FakeVisionServer(ThreadedServer):
     """``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread; ``delay`` seconds per request."""
 
     def __init__(self, delay: float = 0.0):
@@ -66,25 +66,3 @@ class FakeVisionServer:
             return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
 
         self.app = app
-
-    def __enter__(self) -> FakeVisionServer:
-        import uvicorn
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake server did not start")
-            time.sleep(0.02)
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -75,7 +75,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class FakeOpenAIServer:
+class ThreadedServer:
+    """Serves ``self.app`` (set by the subclass) with uvicorn on a free local port in a daemon thread, as a context
+    manager; ``base_url`` is its OpenAI-style root."""
+
+    app: Any
+
+    def __enter__(self):
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError(f"{type(self).__name__} did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class FakeOpenAIServer(ThreadedServer):
     """FastAPI ``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread. ``delay``: seconds per request."""
 
     def __init__(self, delay: float = 0.0, slow_seconds: float = 1.5):
@@ -118,26 +148,3 @@ class FakeOpenAIServer:
             }
 
         self.app = app
-
-    def __enter__(self) -> FakeOpenAIServer:
-        import uvicorn
-
-        self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.02)
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
