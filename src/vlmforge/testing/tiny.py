@@ -34,16 +34,24 @@ def tiny_tokenizer(vocab_size: int = 400, extra_text: Sequence[str] = ()) -> Pre
     return train_tokenizer([*TINY_TEXT, *extra_text], vocab_size=vocab_size)
 
 
-def save_tiny_lm(out: Path, hidden: int = 32, layers: int = 2, extra_text: Sequence[str] = ()) -> Path:
+def save_tiny_lm(
+    out: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    extra_text: Sequence[str] = (),
+    intermediate: int | None = None,
+    max_positions: int = 1024,
+) -> Path:
+    """A random Qwen2 LM with the tiny tokenizer at ``out`` (``intermediate``: twice ``hidden`` by default)."""
     tokenizer = tiny_tokenizer(extra_text=extra_text)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=intermediate or 2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -90,21 +98,7 @@ def save_lab_size_llava(out: Path) -> Path:
     CLIPVisionModel(vision_config).save_pretrained(vision)
     side = {"height": 64, "width": 64}
     CLIPImageProcessor(size=side, crop_size=side, do_center_crop=False).save_pretrained(vision)
-    lm, tokenizer = out.parent / f"{out.name}-lm", tiny_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(lm)
-    tokenizer.save_pretrained(lm)
+    lm = save_tiny_lm(out.parent / f"{out.name}-lm", hidden=128, layers=4, intermediate=384, max_positions=512)
     model, processor = assemble_llava(AssemblySpec(str(vision), str(lm)))
     model.save_pretrained(out)
     processor.save_pretrained(out)
