@@ -10,12 +10,12 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from vlmforge.errors import ConfigError
 from vlmforge.models.unified import UnifiedSpec, build_unified
 from vlmforge.models.unified.generation import (
-    INSTRUCTION,
     ImageSampling,
     generate_image_codes,
     generate_images,
     image_prompts,
 )
+from vlmforge.models.unified.prompts import INSTRUCTION
 from vlmforge.testing.tiny import tiny_tokenizer
 
 CAPTIONS = ["a red circle", "two blue squares and a green triangle"]

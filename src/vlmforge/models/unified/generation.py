@@ -25,8 +25,7 @@ from transformers import (
 from vlmforge.models.image_tokenizer import ImageTokenizer, check_fits
 from vlmforge.models.unified.configuration import UnifiedConfig
 from vlmforge.models.unified.modeling import UnifiedForCausalLM
-
-INSTRUCTION = " Generate an image based on this description."
+from vlmforge.models.unified.prompts import generation_prefix
 
 
 @dataclass
@@ -65,11 +64,8 @@ def image_prompts(
     tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, captions: Sequence[str]
 ) -> tuple[list[list[int]], list[int]]:
     """Token ids of each caption's conditional prompt, and of the one unconditional prompt."""
-    conditional = [
-        tokenizer(caption + INSTRUCTION, add_special_tokens=False)["input_ids"] + [config.vision_start_token_id]
-        for caption in captions
-    ]
-    return conditional, [config.unconditional_token_id, config.vision_start_token_id]
+    conditional = [generation_prefix(tokenizer, config, caption) for caption in captions]
+    return conditional, generation_prefix(tokenizer, config, None)
 
 
 class _Rows:
