@@ -10,8 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmforge.models.embedding_vlm.alignment import DEFAULT_SHRINKAGE
-
 
 def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:
     p = stages.add_parser(
@@ -45,17 +43,22 @@ def add_calibrate_parser(stages: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shrinkage",
         type=float,
-        default=DEFAULT_SHRINKAGE,
-        help=f"with --match-covariance: pull both covariances toward a scaled identity by this much, needed when "
-        f"there are fewer images than embedding dimensions (default: {DEFAULT_SHRINKAGE})",
+        # Resolved in run_calibrate: naming the alignment's default here would import torch and transformers
+        # for every `vlmforge --help`.
+        default=None,
+        help="with --match-covariance: pull both covariances toward a scaled identity by this much, needed when "
+        "there are fewer images than embedding dimensions (default: the alignment's own, listed in docs/unicorn.md)",
     )
     p.set_defaults(handler=run_calibrate)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from vlmforge.errors import ConfigError
+    from vlmforge.models.embedding_vlm.alignment import DEFAULT_SHRINKAGE
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
 
+    if args.shrinkage is None:
+        args.shrinkage = DEFAULT_SHRINKAGE
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
     if not 0.0 <= args.shrinkage <= 1.0:
