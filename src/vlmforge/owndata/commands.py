@@ -26,14 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.choices["train"]
     train.description = f"{train.description} {OWN_DATA_HELP}"
     group = train.add_argument_group("your own records (instead of a recipe)")
-    group.add_argument("--data", type=Path, help="training records: LLaVA JSONL/JSON/Parquet (docs/records.md)")
-    group.add_argument("--image-folder", type=Path,
+    group.add_argument(
+        "--data", type=Path, metavar="FILE", help="training records: LLaVA JSONL/JSON/Parquet (docs/records.md)"
+    )
+    group.add_argument("--image-folder", type=Path, metavar="DIR",
                        help="folder the records' image paths are relative to (default: the records file's folder)")  # fmt: skip
-    group.add_argument("--vision", help="vision model folder or hub id (CLIP/SigLIP family)")
-    group.add_argument("--lm", help="language model folder or hub id (any causal LM with a tokenizer)")
-    group.add_argument("--eval-data", type=Path,
+    group.add_argument("--vision", metavar="V", help="vision model folder or hub id (CLIP/SigLIP family)")
+    group.add_argument("--lm", metavar="L", help="language model folder or hub id (any causal LM with a tokenizer)")
+    group.add_argument("--eval-data", type=Path, metavar="FILE",
                        help="held-out records to report on (default: a seeded share of the images is held out)")  # fmt: skip
-    group.add_argument("--template", type=Path,
+    group.add_argument("--template", type=Path, metavar="FILE",
                        help="an edited copy of the own-data template (`vlmforge init FILE`; default: the built-in)")  # fmt: skip
     recipe_handler = train.get_default("handler")
     train.set_defaults(handler=lambda args: _train_own(args) if args.data else recipe_handler(args))
