@@ -83,3 +83,23 @@ def test_the_probe_reads_a_separable_kind_and_not_a_random_one():
     joined = with_vlm(ceiling, results, "kind")
     assert joined["colour"]["ratio"] == pytest.approx(0.95) and "ratio" not in joined["coin"]
     assert any(line.startswith("| colour | 0.950 | 1.000 | 0.95 |") for line in report_lines(joined, "kind"))
+
+
+def test_prepare_groups_by_question_without_a_kind_field_and_takes_captions_from_train_images(tmp_path):
+    import json
+
+    from own_data_helpers import colour_records
+    from vlmforge.owndata.prepare import prepare
+    from vlmforge.owndata.settings import OwnDataSettings
+
+    data = colour_records(tmp_path / "d", images=8, captions=True)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "kind"}) + "\n" for r in rows))
+    prepared = prepare(data, data.parent, None, OwnDataSettings(heldout_fraction=0.25), "raise", tmp_path / "out")
+    assert prepared.field == QUESTION_FIELD and prepared.stage1_source == "captions"
+    held = [json.loads(line) for line in (tmp_path / "out" / "heldout.jsonl").read_text().splitlines()]
+    assert {r["question"] for r in held} == {"What colour is it?", "Heads or tails?"}
+    train_images = {r["image"] for r in prepared.train}
+    assert len(prepared.captions) == 6 and {c["image"] for c in prepared.captions} == train_images
+    given = prepare(data, data.parent, data, OwnDataSettings(), "raise", tmp_path / "given")
+    assert given.split["by"] == "file" and len(given.heldout) == len(rows)
