@@ -22,9 +22,11 @@ COMMAND_MODULES = [
     "vlmforge.shapes.world.commands",
     "vlmforge.shapes.foundation.commands",
     "vlmforge.train.commands",
+    "vlmforge.owndata.commands",  # adds --data to `train`, and `init`
     "vlmforge.synth.commands",
     "vlmforge.synth.genixer.commands",
     "vlmforge.eval.commands",
+    "vlmforge.eval.probe_commands",
     "vlmforge.models.commands",
     "vlmforge.chat",
     "vlmforge.serve.commands",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vlmforge.data.validate import validate_record
 from vlmforge.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -207,3 +208,23 @@ def save_records(records: Iterable[dict], path: str | Path) -> Path:
     else:
         raise DataError(str(path), "records can be saved as .jsonl or .parquet", code="bad_path")
     return path
+
+
+def load_valid_records(
+    path: str | Path,
+    image_folder: str | Path | None = None,
+    *,
+    on_error: OnError = "raise",
+    rejections: Rejections | None = None,
+) -> list[tuple[str, dict]]:
+    """``[(where, record), ...]`` of the records that pass :func:`vlmforge.data.validate.validate_record` (image
+    paths against ``image_folder``, default: the records file's folder), normalised; a bad one raises naming its
+    file and line, or with ``on_error="skip"`` is counted in ``rejections``."""
+    folder = Path(path).parent if image_folder is None else Path(image_folder)
+    valid = []
+    for where, record in read_records(path, on_error=on_error, rejections=rejections):
+        try:
+            valid.append((where, validate_record(record, where, folder)))
+        except DataError as err:
+            reject(err, on_error, rejections)
+    return valid

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from vlmforge.errors import ConfigError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a VLM from a YAML recipe (stages: pretrain the projector, then instruction-tune)",
+        help="train a VLM from a YAML recipe, or from your own records with --data (no recipe needed)",
         description=(
             "Run the stages of a recipe in order. Each stage starts from the previous stage's result and writes a "
             "plain LLaVA checkpoint to OUTPUT_DIR/<stage>/final. Each stage folder records the resolved recipe and "
@@ -18,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "`accelerate launch [--config_file ...] -m vlmforge.cli train RECIPE`."
         ),
     )
-    train.add_argument("recipe", help="recipe YAML (see recipes/ and docs/recipes.md)")
+    train.add_argument(
+        "recipe", nargs="?", help="recipe YAML (see recipes/ and docs/recipes.md); or give --data instead (below)"
+    )
     train.add_argument(
         "--set",
         dest="overrides",
@@ -56,6 +60,8 @@ def _train(args: argparse.Namespace) -> int:
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
 
+    if not args.recipe:
+        raise ConfigError("train needs a recipe YAML, or --data FILE --vision V --lm L --out DIR (docs/own-data.md)")
     recipe = load_recipe(args.recipe, args.overrides)
     if args.out:
         recipe.output_dir = args.out

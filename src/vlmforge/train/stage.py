@@ -36,6 +36,7 @@ from vlmforge.train.flops import flop_model
 from vlmforge.train.heldout import answer_accuracy, predicted_tokens
 from vlmforge.train.recipe import Recipe, StageConfig, save_recipe
 from vlmforge.train.reuse import check_stage, clear_stage, stage_inputs
+from vlmforge.train.schedule import epoch_steps, short_stage_warning
 from vlmforge.train.trainable import configure_trainable, count_parameters, merge_lora
 from vlmforge.train.trainer import MetricsLogger, SpeedMeter, StageProgress, VlmTrainer, truncate_logs_to_checkpoint
 
@@ -186,6 +187,7 @@ def run_stage(
     data = build_training_data(stage, processor, model.config, on_error=recipe.on_error, flops=flops, seed=recipe.seed)
     if state.is_main_process:
         print(data.plan.log_line(name))
+        _warn_if_short(name, stage, len(data.dataset))
     heldout = None
     if stage.eval_data.path:
         # Padded whatever the stage trains on: a packed row would score several samples as one answer.
@@ -231,6 +233,14 @@ def run_stage(
         _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
                               final, speed)  # fmt: skip
     return final
+
+
+def _warn_if_short(name: str, stage: StageConfig, records: int) -> None:
+    """Say so, with the numbers, when a stage is too short to learn more than the answer prior."""
+    steps = stage.max_steps if stage.max_steps > 0 else epoch_steps(records, stage.global_batch_size, stage.epochs)
+    warning = short_stage_warning(name, records, stage.global_batch_size, steps)
+    if warning:
+        print(warning)
 
 
 def _start_logs(stage_dir: Path, resume_from: str | None, state) -> None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 
 from vlmforge.errors import DataError
+from vlmforge.eval.linear_probe import fit_linear_probe, predict
 
 ATTRIBUTES = ("count", "colors", "shapes", "objects", "positions")
 MULTICLASS = ("count",)  # one class per image; every other attribute is a set of yes/no labels
@@ -36,9 +36,6 @@ _VALUE = {  # attribute -> the value one object contributes (None: not annotated
     "objects": lambda o: f"{o['color']} {o['shape']}",
     "positions": lambda o: o.get("position"),
 }
-PROBE_STEPS = 400
-PROBE_LR = 0.05
-PROBE_WEIGHT_DECAY = 1e-4
 BOOTSTRAP = 200  # resamples of the test images for standard errors
 CARRIED_MARGIN = 0.05  # "carried": the image-trained probe beats the majority baseline by at least this much
 
@@ -87,26 +84,6 @@ def label_vocabulary(scenes: Mapping[str, list[dict[str, Any]]]) -> dict[str, li
     return vocab
 
 
-def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, multilabel: bool, seed: int = 0) -> torch.nn.Linear:
-    """Logistic regression by full-batch Adam (a few hundred steps on a few thousand vectors: about a second;
-    written here so the lab needs no scikit-learn)."""
-    torch.manual_seed(seed)
-    classes = y.shape[1] if multilabel else int(y.max()) + 1
-    probe = torch.nn.Linear(x.shape[1], classes)
-    optimiser = torch.optim.Adam(probe.parameters(), lr=PROBE_LR, weight_decay=PROBE_WEIGHT_DECAY)
-    if multilabel:  # class-balanced, so that a rare value is not simply always "absent" (scored by balanced acc.)
-        positives = y.sum(0).clamp(min=1)
-        weight = ((len(y) - positives) / positives).clamp(min=1.0)
-        loss_fn = partial(torch.nn.functional.binary_cross_entropy_with_logits, pos_weight=weight)
-    else:
-        loss_fn = torch.nn.functional.cross_entropy
-    for _ in range(PROBE_STEPS):
-        optimiser.zero_grad()
-        loss_fn(probe(x), y).backward()
-        optimiser.step()
-    return probe
-
-
 def balanced_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean over labels of (true-positive rate + true-negative rate) / 2; a label without both a positive and a
     negative test example is left out (one of its rates is undefined)."""
@@ -118,12 +95,6 @@ def balanced_accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
         hit = predicted[:, label] == positive
         scores.append((hit[positive].float().mean() + hit[~positive].float().mean()) / 2)
     return float(torch.stack(scores).mean()) if scores else float("nan")
-
-
-def predict(probe: torch.nn.Linear, x: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    with torch.no_grad():
-        logits = probe(x)
-    return logits > 0 if multilabel else logits.argmax(-1)
 
 
 def score(predicted: torch.Tensor, truth: torch.Tensor, multilabel: bool) -> float:
