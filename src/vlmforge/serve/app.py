@@ -6,13 +6,14 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 
+from vlmforge.errors import ContextLengthError, VlmforgeError
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
@@ -47,6 +48,16 @@ def sampling_params(req: p.ChatCompletionRequest, settings: ServeSettings) -> Sa
     temperature = 1.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     return SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=req.seed)
+
+
+@contextmanager
+def refused_as_400(param: str) -> Iterator[None]:
+    """The model's refusal of a request's content (vlmforge's own errors) as an OpenAI-shaped 400."""
+    try:
+        yield
+    except VlmforgeError as err:
+        code = "context_length_exceeded" if isinstance(err, ContextLengthError) else "invalid_request"
+        raise APIError(400, str(err), param, code) from err
 
 
 def decode_inline(messages: list[p.ChatMessage]) -> bool:
@@ -212,6 +223,10 @@ def build_api(
             conversation = await asyncio.to_thread(to_conversation, req.messages, settings)
         if timings:
             timings.add("images", time.perf_counter() - start)
+        with refused_as_400("messages"):
+            check = getattr(engine, "check", None)  # a model's own limits, checked before the request joins a batch
+            if check is not None:
+                check(conversation)
         try:
             job = batcher.submit(conversation, params, stream=bool(req.stream))
         except QueueFull as err:
@@ -224,7 +239,8 @@ def build_api(
                 headers={"Cache-Control": "no-cache"},
             )
         try:
-            c = await job.result()
+            with refused_as_400("messages"):
+                c = await job.result()
         except QueueFull as err:  # the server shut down while the request waited
             raise APIError(503, str(err), None, "shutting_down") from err
         start = time.perf_counter()
