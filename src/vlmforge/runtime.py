@@ -158,6 +158,13 @@ class VisionLanguageModel:
     def draws_images(self) -> bool:
         return hasattr(self.processor, "draw")
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the images ``generate_images`` draws."""
+        if not self.draws_images:
+            raise ConfigError(f"model '{self.name}' cannot draw images: only unified (Uni-X) models do")
+        return self.processor.image_size
+
     def generate_images(self, prompts: Sequence[str], sampling) -> list[Image.Image]:
         """One image per prompt from a model that draws (``draws_images``); ``sampling`` is the unified model's
         ``ImageSampling``."""

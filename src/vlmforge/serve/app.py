@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions (+ SSE streaming), /health."""
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions (+ SSE streaming), /v1/images/generations
+(models that draw), /health."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from vlmforge.errors import ContextLengthError, VlmforgeError
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
+from vlmforge.serve.drawing import add_image_routes
 from vlmforge.serve.engine import TextEngine, served_name
 from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
@@ -251,6 +253,7 @@ def build_api(
             timings.add("respond", time.perf_counter() - start)
         return response
 
+    add_image_routes(v1, engine, settings, model_name)
     if timings:
         add_timing_routes(app, timings)
     app.include_router(v1)
