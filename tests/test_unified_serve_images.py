@@ -72,3 +72,18 @@ def test_a_model_that_cannot_draw_says_so():
         answer = http.post("/v1/images/generations", json={"prompt": "a red circle"})
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "model_cannot_draw"
     assert "cannot draw images" in answer.json()["error"]["message"]
+
+
+def test_the_official_client_draws(served):
+    import openai
+
+    from vlmforge.serve.runner import ServerThread
+
+    vlm, _, _ = served
+    with ServerThread(create_app(vlm, ServeSettings(), ui=False)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        reply = client.images.generate(prompt="a red circle", n=2, response_format="b64_json",
+                                       extra_body={"cfg": 3.0, "top_k": 4, "seed": 0})  # fmt: skip
+        with pytest.raises(openai.BadRequestError, match="cfg"):
+            client.images.generate(prompt="a red circle", extra_body={"cfg": -1})
+    assert [pixels(item)[0] for item in reply.model_dump()["data"]] == [(8, 8), (8, 8)]
