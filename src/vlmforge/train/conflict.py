@@ -32,8 +32,11 @@ WEIGHT_TYPES = {
 def shared_layers(model: nn.Module) -> list[int]:
     """Indices of the decoder layers both modalities pass through with the same weights: every layer of a plain
     or shared-arm model, the middle ones of a two_end model, none of a mot model."""
-    config = model.config
-    count = len(model.model.layers)
+    return shared_layer_indices(model.config, len(model.model.layers))
+
+
+def shared_layer_indices(config, count: int) -> list[int]:
+    """``shared_layers`` from a model's config and its number of decoder layers, without loading its weights."""
     if getattr(config, "arm", "shared") == "mot":
         return []
     split = set(getattr(config, "split_layers", ()))
