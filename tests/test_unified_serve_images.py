@@ -70,7 +70,7 @@ def test_bad_requests_are_openai_shaped_errors(served, change, status, param, co
 def test_a_model_that_cannot_draw_says_so():
     with TestClient(create_app(FakeEngine(), ServeSettings(), ui=False)) as http:
         answer = http.post("/v1/images/generations", json={"prompt": "a red circle"})
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == "model_cannot_draw"
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_cannot_draw"
     assert "cannot draw images" in answer.json()["error"]["message"]
 
 

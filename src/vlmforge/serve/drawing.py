@@ -36,8 +36,8 @@ def _check(req: p.ImageGenerationRequest, engine, settings: ServeSettings, model
             "model_not_found",
         )
     if not getattr(engine, "draws_images", False):
-        raise APIError(
-            400,
+        raise APIError(  # 404 as for an unknown model: this server has no model that draws
+            404,
             f"model '{model_name}' cannot draw images: only unified (Uni-X) models do (docs/unix.md)",
             "model",
             "model_cannot_draw",
