@@ -114,6 +114,7 @@ def plot_conflict(results: dict[str, dict], path: str | Path) -> Path:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(WEIGHT_TYPES), figsize=(3 * len(WEIGHT_TYPES), 3), sharey=True)
     for ax, kind in zip(axes, WEIGHT_TYPES, strict=True):
@@ -122,6 +123,7 @@ def plot_conflict(results: dict[str, dict], path: str | Path) -> Path:
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_title(kind)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layer indices, never fractions
     axes[0].set_ylabel("conflict = -(cos - baseline)")
     axes[-1].legend(fontsize="small")
     fig.tight_layout()
