@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from vlmforge.data.chat import IGNORE_INDEX
+from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.images import load_image
 from vlmforge.data.records import read_records
 from vlmforge.errors import ConfigError, DataError
@@ -55,20 +53,11 @@ def pick(turns: Sequence[Turn], count: int, seed: int, what: str) -> list[Turn]:
     return random.Random(seed).sample(list(turns), count)
 
 
-def _pad(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    return {
-        "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
-        "labels": torch.tensor([labels + [IGNORE_INDEX] * (width - len(labels)) for _, labels in rows]),
-        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
-    }
-
-
 def conflict_batches(turns: Sequence[Turn], processor, batch_size: int, with_images: bool) -> list[dict]:
     """Padded batches of ``batch_size`` samples (the last may be smaller); ``processor`` is a unified model's
     ``UnifiedChatProcessor``. ``with_images`` False leaves every image out."""
     tokenizer, config = processor.tokenizer, processor.config
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = PaddingCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     batches = []
     for start in range(0, len(turns), batch_size):
         chunk = turns[start : start + batch_size]
@@ -78,8 +67,8 @@ def conflict_batches(turns: Sequence[Turn], processor, batch_size: int, with_ima
             if missing:
                 raise DataError(missing[0], "a multimodal sample needs an image")
             codes = processor.encode([load_image(t.image, t.where) for t in chunk])
-        rows = [
+        samples = [
             understanding_sample(tokenizer, config, c, t.question, t.answer) for t, c in zip(chunk, codes, strict=True)
         ]
-        batches.append(_pad(rows, pad))
+        batches.append(pad([{"input_ids": ids, "labels": labels} for ids, labels in samples]))
     return batches
