@@ -96,6 +96,8 @@ def test_text_only_and_bad_conversations(vlm, folder):
     assert text_only.prompt_tokens > 0 and text_only.text
     with pytest.raises(ConfigError, match="longer than the model's context of 1024"):
         vlm.check(Conversation.single_turn("red " * 1100, [scene(0)]))
+    with pytest.raises(ConfigError, match="holds '<\\|vision_start\\|>', a token only images may bring"):
+        vlm.check(Conversation.single_turn("a <|vision_start|> b", [scene(0)]))
     with pytest.raises(ConfigError, match="cannot read these images.*8x8"):
         vlm.prepare([Conversation.single_turn("What colour?", [scene(0).resize((16, 16))])])
 

@@ -57,6 +57,7 @@ def test_images_are_the_samplers_codes_decoded(served):
         ({"size": "1024x1024"}, 400, "size", None),
         ({"model": "other"}, 404, "model", "model_not_found"),
         ({"top_p": 0}, 400, "top_p", "invalid_request"),
+        ({"prompt": "a <unconditional> circle"}, 400, "prompt", "invalid_request"),
     ],
 )
 def test_bad_requests_are_openai_shaped_errors(served, change, status, param, code):
