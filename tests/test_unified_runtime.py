@@ -9,7 +9,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from serve_support import data_url, user_message
+from serve_support import user_message
 from unified_helpers import save_unified_folder, scene
 from vlmforge.errors import ConfigError
 from vlmforge.eval import evaluate
@@ -136,4 +136,3 @@ def test_the_server_answers_as_the_runtime(vlm):
     assert answer.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
     assert unreadable.status_code == 400 and "8x8" in unreadable.json()["error"]["message"]
-    assert data_url(scene(1)).startswith("data:image/png")
