@@ -65,6 +65,20 @@ def test_answers_equal_greedy_decoding_of_the_understanding_prompt(vlm, folder):
     assert [s.strip() for s in stream] == expected
 
 
+def test_a_question_about_one_image_has_exactly_the_training_layout(vlm, folder):
+    conversation = Conversation.single_turn(QUESTIONS[0], [scene(4)])
+    ids = vlm.prepare([conversation])["input_ids"][0].tolist()
+    codes = image_tokenizer_of(folder).encode([scene(4)])[0].tolist()
+    assert ids == understanding_sample(vlm.tokenizer, vlm.model.config, codes, QUESTIONS[0])[0]
+    two = Conversation.single_turn("Which is brighter?", [scene(4), scene(5)])
+    ids = vlm.prepare([two])["input_ids"][0].tolist()
+    starts = [i for i, t in enumerate(ids) if t == vlm.model.config.vision_start_token_id]
+    first = [t - vlm.model.config.text_vocab_size for t in ids[starts[0] + 1 : starts[0] + 5]]
+    second = [t - vlm.model.config.text_vocab_size for t in ids[starts[1] + 1 : starts[1] + 5]]
+    expected = image_tokenizer_of(folder).encode([scene(4), scene(5)]).tolist()
+    assert [first, second] == expected and first != second  # both images, in order
+
+
 def test_answers_never_hold_image_codes(vlm):
     config = vlm.model.config
     codes = slice(config.text_vocab_size, config.text_vocab_size + config.codebook_size)
