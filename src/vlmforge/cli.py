@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "vlmforge.shapes.foundation.commands",
     "vlmforge.train.commands",
     "vlmforge.owndata.commands",  # adds --data to `train`, and `init`
+    "vlmforge.train.unified_commands",
     "vlmforge.synth.commands",
     "vlmforge.synth.genixer.commands",
     "vlmforge.eval.commands",
