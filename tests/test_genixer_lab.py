@@ -166,3 +166,25 @@ def test_lab_recipe_group_is_known():
     from vlmforge.shapes.lab.run import expand_recipes
 
     assert expand_recipes("bunny,genixer") == ("bunny", "genixer")
+
+
+def test_claims_are_read_off_the_numbers_with_their_standard_errors():
+    from vlmforge.shapes.lab.genixer_report import claims
+
+    def arm(values_per_seed: list[float]) -> dict:
+        summary = {t: {"per_seed": values_per_seed, "mean": sum(values_per_seed) / len(values_per_seed),
+                       "se": 0.01 if len(values_per_seed) > 1 else None} for t in ("color", "shape", "count",
+                       "position", "exist", "mc", "rec")}  # fmt: skip
+        return {"runs": [{}] * len(values_per_seed), "summary": summary, "synthetic": 0}
+
+    three = {"arms": {"L": arm([0.50, 0.51, 0.49]), "all": arm([0.60, 0.61, 0.59]), "low": arm([0.5, 0.5, 0.5]),
+                      "medium": arm([0.52, 0.5, 0.51]), "high": arm([0.55, 0.56, 0.57]),
+                      "all_boxfiltered": arm([0.6, 0.61, 0.59])}}  # fmt: skip
+    text = "\n".join(claims(three))
+    assert "Synthetic data helps* (L + all vs L, mean accuracy): +0.100" in text and ": holds." in text
+    assert "the best band is high" in text and "does not hold (the other way)" in text
+    assert "helps REC* (L + box-filtered vs L + all, REC Acc@0.5): +0.000" in text and "within 2 SE" in text
+    one = {"arms": {"L": arm([0.5]), "all": arm([0.6])}}
+    assert claims(one) == [
+        "- *Synthetic data helps* (L + all vs L, mean accuracy): +0.100: not testable with one seed."
+    ]

@@ -31,8 +31,9 @@ class GenixerSettings:
     labeled_fraction: float = 0.2
     pool_images: int = 400
     generator_epochs: float = 1.0
-    judge_epochs: float = 0.5
-    student_epochs: float = 1.0
+    judge_epochs: float = 0.15
+    student_epochs: float = 0.5
+    eval_questions: int | None = 100  # per test task: the first N questions (a multiple-choice item's rotations kept)
     max_new_tokens: int = 192
     batch_size: int = 64
     recall: float = 0.9  # of L's REC/REG pairs kept by the calibrated box filter

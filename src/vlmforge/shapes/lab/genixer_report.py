@@ -56,26 +56,31 @@ def claims(genixer: dict[str, Any]) -> list[str]:
     """Each claim's verdict from the numbers: a difference counts only where it exceeds twice its SE."""
     arms = genixer["arms"]
 
-    def diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
-        se = ((a.get("se") or 0) ** 2 + (b.get("se") or 0) ** 2) ** 0.5
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None]:
+        se = None if a.get("se") is None or b.get("se") is None else (a["se"] ** 2 + b["se"] ** 2) ** 0.5
         return a["mean"] - b["mean"], se
 
-    def verdict(d: float, se: float) -> str:
+    def verdict(d: float, se: float | None) -> str:
+        if se is None:
+            return "not testable with one seed"
         return "holds" if d > 2 * se else "does not hold (the other way)" if d < -2 * se else "not shown (within 2 SE)"
+
+    def shown(d: float, se: float | None) -> str:
+        return f"{d:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
     out = []
     if "all" in arms:
         d, se = diff(mean_accuracy(arms["all"]), mean_accuracy(arms["L"]))
-        out.append(f"- *Synthetic data helps* (L + all vs L, mean accuracy): {d:+.3f} ± {se:.3f}: {verdict(d, se)}.")
+        out.append(f"- *Synthetic data helps* (L + all vs L, mean accuracy): {shown(d, se)}: {verdict(d, se)}.")
     if all(b in arms for b in BANDS):
         means = {b: mean_accuracy(arms[b]) for b in BANDS}
         best = max(means, key=lambda b: means[b]["mean"])
         d, se = min((diff(means["medium"], means[b]) for b in BANDS if b != "medium"), key=lambda x: x[0])
         out.append(f"- *The medium band is best* (equal size): the best band is {best}; medium minus the better "
-                   f"other band {d:+.3f} ± {se:.3f}: {verdict(d, se)}.")  # fmt: skip
+                   f"other band {shown(d, se)}: {verdict(d, se)}.")  # fmt: skip
     if "all_boxfiltered" in arms and "all" in arms:
         d, se = diff(arms["all_boxfiltered"]["summary"]["rec"], arms["all"]["summary"]["rec"])
-        out.append(f"- *The box filter helps REC* (L + box-filtered vs L + all, REC Acc@0.5): {d:+.3f} ± {se:.3f}: "
+        out.append(f"- *The box filter helps REC* (L + box-filtered vs L + all, REC Acc@0.5): {shown(d, se)}: "
                    f"{verdict(d, se)}.")  # fmt: skip
     return out
 

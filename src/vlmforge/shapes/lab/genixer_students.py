@@ -80,7 +80,7 @@ def run_students(
             train_and_evaluate(
                 config, f"genixer-{arm}", recipe_file("shapes-genixer.yaml"), seed, world_root,
                 {**variables, "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
-                tasks=LAB_TASKS,
+                tasks=LAB_TASKS, limit=settings.eval_questions,
             )
             for seed in settings.seeds
         ]  # fmt: skip

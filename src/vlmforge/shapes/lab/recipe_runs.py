@@ -35,10 +35,12 @@ def train_and_evaluate(
     overrides: Sequence[str] = (),
     before_eval: Callable[[Path], Any] | None = None,
     tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
-    training and evaluation (e.g. test-time calibration); ``tasks``: the evaluation tasks."""
+    training and evaluation (e.g. test-time calibration); ``tasks``: the evaluation tasks, ``limit``: the first
+    questions of each (None: all)."""
     from vlmforge.manifest import read_manifest
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
@@ -53,7 +55,7 @@ def train_and_evaluate(
         before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
     train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
-    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds, tasks)
+    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds, tasks, limit)
 
 
 def evaluate_on_test(
@@ -64,9 +66,10 @@ def evaluate_on_test(
     seed: int,
     train_seconds: float,
     tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on ``tasks`` (default: every lab task) over the world's held-out test images (into
-    OUT/eval/LABEL); returns the lab's run record."""
+    """Evaluate a trained model on ``tasks`` (default: every lab task; ``limit``: the first questions of each)
+    over the world's held-out test images (into OUT/eval/LABEL); returns the lab's run record."""
     from vlmforge.eval.runner import evaluate
     from vlmforge.runtime import load_generator
 
@@ -76,7 +79,7 @@ def evaluate_on_test(
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
         generator, tuple(tasks), eval_dir, batch_size=config.eval_batch_size,
-        max_new_tokens=config.eval_max_new_tokens,
+        max_new_tokens=config.eval_max_new_tokens, limit=limit,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
     ))  # fmt: skip
