@@ -95,7 +95,8 @@ def genixer_report_lines(genixer: dict[str, Any], out: Path) -> list[str]:
     lines += [*task_lines(genixer), "", "Students (mean ± SE over seeds, held-out test images; `rec` is Acc@0.5):", ""]
     lines += [*arm_lines(genixer), "", *claims(genixer), ""]
     steps = ", ".join(f"{k} {v['wall']:.0f} s ({v['cpu']:.0f} s CPU)" for k, v in genixer["timings"].items())
-    lines += [f"Genixer wall time per step: {steps}.", ""]
+    lines += [f"Genixer wall time per step of this run: {steps} (a step reused from an earlier run shows the time "
+              "its reuse took).", ""]  # fmt: skip
     for plot in plot_genixer(genixer, out):
         lines += [f"![{plot.stem}]({plot.relative_to(out)})", ""]
     return lines
