@@ -34,10 +34,13 @@ def train_and_evaluate(
     variables: dict[str, str],
     overrides: Sequence[str] = (),
     before_eval: Callable[[Path], Any] | None = None,
+    tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
-    training and evaluation (e.g. test-time calibration)."""
+    training and evaluation (e.g. test-time calibration); ``tasks``: the evaluation tasks, ``limit``: the first
+    questions of each (None: all)."""
     from vlmforge.manifest import read_manifest
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
@@ -52,14 +55,21 @@ def train_and_evaluate(
         before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
     train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
-    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds)
+    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds, tasks, limit)
 
 
 def evaluate_on_test(
-    config: LabConfig, label: str, model_dir: Path, world_root: Path, seed: int, train_seconds: float
+    config: LabConfig,
+    label: str,
+    model_dir: Path,
+    world_root: Path,
+    seed: int,
+    train_seconds: float,
+    tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on every lab task over the world's held-out test images (into OUT/eval/LABEL);
-    returns the lab's run record."""
+    """Evaluate a trained model on ``tasks`` (default: every lab task; ``limit``: the first questions of each)
+    over the world's held-out test images (into OUT/eval/LABEL); returns the lab's run record."""
     from vlmforge.eval.runner import evaluate
     from vlmforge.runtime import load_generator
 
@@ -68,15 +78,17 @@ def evaluate_on_test(
     inputs = {"model": str(model_dir), "weights": weights_digest(model_dir)}
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
-        generator, (*LAB_TASKS, *PARAPHRASED_TASKS), eval_dir, batch_size=config.eval_batch_size,
-        max_new_tokens=config.eval_max_new_tokens,
+        generator, tuple(tasks), eval_dir, batch_size=config.eval_batch_size,
+        max_new_tokens=config.eval_max_new_tokens, limit=limit,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
     ))  # fmt: skip
-    tasks = {name: results["tasks"][name] for name in LAB_TASKS}
-    paraphrased = {name: results["tasks"][name] for name in PARAPHRASED_TASKS}
-    return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - tick, "tasks": tasks, "paraphrased": paraphrased}  # fmt: skip
+    run = {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
+           "eval_seconds": time.perf_counter() - tick,
+           "tasks": {name: results["tasks"][name] for name in LAB_TASKS if name in tasks}}  # fmt: skip
+    if any(name in tasks for name in PARAPHRASED_TASKS):
+        run["paraphrased"] = {name: results["tasks"][name] for name in PARAPHRASED_TASKS if name in tasks}
+    return run
 
 
 def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:

@@ -62,6 +62,10 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         from vlmforge.shapes.lab.unicorn import unicorn_report_lines
 
         lines += unicorn_report_lines(results)
+    if results.get("genixer"):
+        from vlmforge.shapes.lab.genixer_report import genixer_report_lines
+
+        lines += genixer_report_lines(results["genixer"], out)
     reading = results["foundation"].get("reading_test")
     if reading:
         scores = ", ".join(f"{task} {value:.3f}" for task, value in reading.items())

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.shapes.lab.config import LabConfig
+from vlmforge.shapes.lab.genixer import RECIPE_NAMES as GENIXER_RECIPES
 from vlmforge.shapes.lab.recipe_runs import summarize, train_and_evaluate
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
 RECIPES = {"bunny": "shapes-bunny.yaml"}
 RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
+OWN_LABS = (*UNICORN_RECIPES, *GENIXER_RECIPES)  # recipe names whose lab module trains them
 
 
 def recipe_path(name: str) -> Path:
@@ -58,8 +60,8 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     variables = {"world": str(world.root), "foundation": str(foundation.root), "records": str(world.root / "train")}
     blind = question_only_baseline(world.root)
     for name in config.recipes:
-        if name in UNICORN_RECIPES:
-            continue  # trained below, after their shared caption-embedding stores are prepared
+        if name in OWN_LABS:
+            continue  # trained below by their own lab modules
         runs = [
             train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds
         ]
@@ -72,6 +74,12 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
         unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
         per_recipe.update(unicorn_runs)
+
+    genixer = None
+    if any(name in GENIXER_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.genixer import run_genixer
+
+        genixer = run_genixer(config, world.root, foundation.root)
 
     from vlmforge.shapes.lab.report import write_lab_report
 
@@ -90,6 +98,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "question_only_baseline": blind,
         "recipes": per_recipe,
         **({"unicorn": unicorn} if unicorn else {}),
+        **({"genixer": genixer} if genixer else {}),
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -105,10 +114,10 @@ def expand_recipes(names: str | Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for name in items:
         group = RECIPE_GROUPS.get(name, (name,))
-        unknown = [n for n in group if n not in RECIPES and n not in UNICORN_RECIPES]
+        unknown = [n for n in group if n not in RECIPES and n not in OWN_LABS]
         if unknown:
             raise ConfigError(
-                f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES])}"
+                f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *OWN_LABS])}"
             )
         out += [n for n in group if n not in out]
     return tuple(out)
