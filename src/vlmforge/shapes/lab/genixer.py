@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vlmforge.shapes.lab.config import LabConfig
+from vlmforge.shapes.lab.recipe_runs import shipped_recipe
 
 RECIPE_NAMES = ("genixer",)
 
@@ -48,10 +48,6 @@ class GenixerSettings:
         return cls(pool_images=max(8, config.train_images // 10), max_new_tokens=48, seeds=tuple(config.seeds))
 
 
-def recipe_file(name: str) -> Path:
-    return Path(str(resources.files("vlmforge.shapes") / "recipes" / name))
-
-
 class _Clock:
     """Wall and CPU seconds per step (CPU time of this process, all threads): the machine may be shared."""
 
@@ -74,7 +70,7 @@ def _train(config: LabConfig, name: str, recipe: str, variables: dict[str, str],
 
     run_dir = Path(config.out) / "runs" / name
     settings = [f"output_dir={run_dir}", *overrides]
-    loaded = load_recipe(recipe_file(recipe), settings, variables=variables)
+    loaded = load_recipe(shipped_recipe(recipe), settings, variables=variables)
     foundation = read_manifest(Path(variables["foundation"])) or {}
     inputs = {"foundation_build": foundation.get("build_id"), "recipe": recipe, "settings": settings}
     return run_fresh(Path(config.out), run_dir, inputs, lambda: run_recipe(loaded, resume=True))

@@ -71,14 +71,13 @@ def run_students(
     settings: Any,
 ) -> dict[str, Any]:
     """Train and evaluate every arm with every seed; per arm: its synthetic count, runs and per-task summary."""
-    from vlmforge.shapes.lab.genixer import recipe_file
-    from vlmforge.shapes.lab.recipe_runs import train_and_evaluate
+    from vlmforge.shapes.lab.recipe_runs import shipped_recipe, train_and_evaluate
 
     out = {}
     for arm, plan in arm_data(root, synthetic, data / "L/instruct.jsonl").items():
         runs = [
             train_and_evaluate(
-                config, f"genixer-{arm}", recipe_file("shapes-genixer.yaml"), seed, world_root,
+                config, f"genixer-{arm}", shipped_recipe("shapes-genixer.yaml"), seed, world_root,
                 {**variables, "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
                 tasks=LAB_TASKS, limit=settings.eval_questions,
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ LAB_TASKS = (
 )
 # The same test questions in phrasings no training record uses (world/phrasings.py): reported as their own rows.
 PARAPHRASED_TASKS = tuple(f"shapes_paraphrased_{t}" for t in ("color", "shape", "count", "position", "exist"))
+
+
+def shipped_recipe(filename: str) -> Path:
+    """A recipe shipped in ``vlmforge/shapes/recipes/``."""
+    return Path(str(resources.files("vlmforge.shapes") / "recipes" / filename))
 
 
 def train_and_evaluate(

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vlmforge.shapes.lab.config import LabConfig
 from vlmforge.shapes.lab.genixer import RECIPE_NAMES as GENIXER_RECIPES
-from vlmforge.shapes.lab.recipe_runs import summarize, train_and_evaluate
+from vlmforge.shapes.lab.recipe_runs import shipped_recipe, summarize, train_and_evaluate
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 
 RECIPES = {"bunny": "shapes-bunny.yaml"}
@@ -26,7 +25,7 @@ OWN_LABS = (*UNICORN_RECIPES, *GENIXER_RECIPES)  # recipe names whose lab module
 
 
 def recipe_path(name: str) -> Path:
-    return Path(str(resources.files("vlmforge.shapes") / "recipes" / RECIPES[name]))
+    return shipped_recipe(RECIPES[name])
 
 
 def run_lab(config: LabConfig) -> dict[str, Any]:

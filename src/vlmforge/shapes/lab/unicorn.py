@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,6 @@ WHY_NOT_CARRIED = {
     "vector keeps mostly which objects are present",
     "mc": "the options mix several attributes of several objects, more than one pooled vector keeps",
 }
-
-
-def recipe_file() -> Path:
-    return Path(str(resources.files("vlmforge.shapes") / "recipes" / RECIPE_FILE))
 
 
 def prepare_stores(world_root: Path, work: Path) -> dict[str, Any]:
@@ -188,7 +183,7 @@ def run_unicorn(
     the lab's shape, the Unicorn section: stores, modality gap, probe, statements)."""
     from vlmforge.data.embedding_store import EmbeddingStore
     from vlmforge.models.embedding_vlm.calibrate import calibrate_checkpoint
-    from vlmforge.shapes.lab.recipe_runs import summarize, train_and_evaluate
+    from vlmforge.shapes.lab.recipe_runs import shipped_recipe, summarize, train_and_evaluate
     from vlmforge.shapes.lab.unicorn_aligned import ALIGNED, aligned_image_side, evaluate_aligned
 
     work = Path(config.out) / "unicorn"
@@ -216,7 +211,9 @@ def run_unicorn(
                 if CENTRE_IMAGES[method] else None
             )  # fmt: skip
         runs = [
-            train_and_evaluate(config, name, recipe_file(), seed, world_root, recipe_variables, overrides, before_eval)
+            train_and_evaluate(
+                config, name, shipped_recipe(RECIPE_FILE), seed, world_root, recipe_variables, overrides, before_eval
+            )
             for seed in config.seeds
         ]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, dict(question_only or {}))}
