@@ -68,6 +68,6 @@ def test_a_stage_with_the_option_trains_on_reworded_questions(tiny_data, tiny_ll
     plain = build_training_data(stage, processor, None, seed=0).dataset.base
     questions = [[r["conversations"][0]["value"] for _, r in d.items] for d in (plain, reworded)]
     assert set(questions[0]) == {"<image>\nWhat colour is it?"}
-    assert 1 < len(set(questions[1])) and "<image>\nWhat colour is it?" in questions[1]
+    assert len(set(questions[1])) > 1 and "<image>\nWhat colour is it?" in questions[1]
     assert [r["conversations"][1] for _, r in plain.items] == [r["conversations"][1] for _, r in reworded.items]
     assert len(reworded[0]["input_ids"]) > 0
