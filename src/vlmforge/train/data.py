@@ -12,6 +12,7 @@ from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.data.packing import BatchPackingCollator
 from vlmforge.data.records import Rejections
+from vlmforge.data.reword import reword_items
 from vlmforge.train.batching import BatchingPlan, plan_batching
 from vlmforge.train.embedding_data import open_embeddings
 from vlmforge.train.flops import FlopModel
@@ -84,6 +85,8 @@ def build_training_data(
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]
+        if stage.data.reword_questions:
+            part.items = reword_items(part.items, seed)
         # Encode every record once before training (a tokenizer pass, no images): a record that cannot be
         # encoded (too_long, ...) fails the run before its first step, or with on_error=skip is dropped and
         # counted once, not once per epoch, so the sample count and schedule see only what trains.

@@ -48,6 +48,7 @@ class DataConfig:
     text_only_path: str | None = None  # optional text-only records mixed in
     embeddings: str | None = None  # EmbeddingStore folder that records' "image_embedding" ids point into
     max_samples: int | None = None
+    reword_questions: bool = False  # finetune: reword a share of the questions with templates (vlmforge.data.reword)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class Recipe:
             _check_choice(f"stages.{name}.batching", stage.batching, BATCHING_MODES)
             if not stage.data.path:
                 raise ConfigError(f"stages.{name}.data.path is required")
+            if stage.data.reword_questions and stage.kind == "pretrain":
+                raise ConfigError(f"stages.{name}.data.reword_questions: a pretrain stage has captions, not questions")
             if stage.eval_data.path and stage.eval_steps < 1:
                 raise ConfigError(f"stages.{name}.eval_steps must be at least 1, got {stage.eval_steps}")
             if stage.global_batch_size % stage.per_device_batch_size:
