@@ -15,6 +15,7 @@ TINY = [
     "own_data.schedule.pretrain.min_steps=2",
     "own_data.schedule.finetune.epochs=1",
     "own_data.schedule.finetune.min_steps=3",
+    "own_data.schedule.finetune.max_steps=null",
     "own_data.heldout_fraction=0.25",
     *(f"stages.{s}.{k}=4" for s in ("pretrain", "finetune") for k in ("global_batch_size", "per_device_batch_size")),
     "stages.pretrain.save_steps=2",

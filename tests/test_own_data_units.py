@@ -103,3 +103,17 @@ def test_prepare_groups_by_question_without_a_kind_field_and_takes_captions_from
     assert len(prepared.captions) == 6 and {c["image"] for c in prepared.captions} == train_images
     given = prepare(data, data.parent, data, OwnDataSettings(), "raise", tmp_path / "given")
     assert given.split["by"] == "file" and len(given.heldout) == len(rows)
+
+
+def test_the_shipped_template_sizes_the_finetune_in_steps_and_rewords_its_questions():
+    from vlmforge.owndata.settings import load_template, template_text
+
+    variables = {name: f"/x/{name}" for name in ("vision", "lm", "images", "train", "stage1")}
+    settings, recipe, _ = load_template(template_text(), variables)
+    finetune = recipe["stages"]["finetune"]
+    assert finetune["data"]["reword_questions"] is True and finetune["data"]["path"] == "/x/train"
+    plan = settings.schedule["finetune"]
+    # A few dozen records still get the minimum; a few thousand get many passes; a large set stops at the cap.
+    assert size_stage(50, 32, plan) == plan.min_steps
+    assert plan.min_steps < size_stage(1800, 32, plan) < plan.max_steps
+    assert size_stage(100_000, 32, plan) == plan.max_steps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from PIL import Image
 from vlmforge.data.validate import validate_record
 from vlmforge.testing import own_data
 from vlmforge.testing import own_data_draw as draw
-from vlmforge.train.recipe import load_recipe
 
 
 def _records(path):
@@ -96,9 +94,3 @@ def test_pair_answers_match_the_drawn_pixels(tmp_path):
 def test_unknown_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="datasets: glyphs, pairs"):
         own_data.build("digits", tmp_path, train=1, test=1)
-
-
-def test_the_own_data_recipe_parses_with_its_stage_sized_in_steps_and_rewording_on():
-    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "own-data-bunny.yaml")
-    finetune = recipe.stages["finetune"]
-    assert recipe.stages["pretrain"].kind == "pretrain" and finetune.max_steps > 0 and finetune.data.reword_questions
