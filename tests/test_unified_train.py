@@ -3,9 +3,11 @@ against padding, resume, and a short run that lowers the loss and saves the imag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +22,8 @@ from vlmforge.models.architectures import get_architecture, load_checkpoint
 from vlmforge.models.image_tokenizer import load_image_tokenizer
 from vlmforge.models.unified.prompts import INSTRUCTION
 from vlmforge.train.data import build_training_data
-from vlmforge.train.recipe import MixConfig, recipe_from_dict
-from vlmforge.train.stage import run_recipe
+from vlmforge.train.recipe import MixConfig, load_recipe, recipe_from_dict
+from vlmforge.train.stage import gradient_accumulation, run_recipe, training_arguments
 from vlmforge.train.unified_data import mix_slots
 
 
@@ -137,3 +139,22 @@ def test_every_batching_mode_trains_a_unified_stage(setup, tmp_path, batching):
     manifest = json.loads((tmp_path / "finetune/manifest.json").read_text())
     assert manifest["batching"]["mode"] == batching and manifest["counts"]["steps"] == 3
     assert manifest["counts"]["records_generation"] == 24
+
+
+def test_the_real_recipe_and_the_shapes_recipe_validate_without_their_models(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    real = load_recipe(root / "recipes" / "unix-qwen2.5-1.5b-chameleon.yaml")
+    unified, stage = real.model.unified, real.stages["finetune"]
+    assert real.model.architecture == "unified" and real.model.language_model == "Qwen/Qwen2.5-1.5B"
+    assert (unified.arm, unified.encode_layers, unified.decode_layers) == ("two_end", 9, 5)
+    assert stage.data.mix.unconditional_rate == 0.1 and stage.batching == "packing"
+    for gpus in (1, 2, 4, 8):
+        assert gradient_accumulation(stage, gpus) * stage.per_device_batch_size * gpus == stage.global_batch_size
+    # A model with vision copies needs DDP told about the parameters a text-only batch leaves without gradient.
+    args = training_arguments(dataclasses.replace(stage, bf16=False), tmp_path, 0, 1, use_cpu=True, unused=True)
+    assert args.ddp_find_unused_parameters is True
+    shapes = root / "src" / "vlmforge" / "shapes" / "recipes" / "shapes-unix.yaml"
+    names = ("world", "foundation", "image_tokenizer", "codes", "text")
+    lab = load_recipe(shapes, variables={key: f"/{key}" for key in names})
+    assert lab.model.language_model == "/foundation/lm" and lab.model.unified.image_tokenizer == "/image_tokenizer"
+    assert lab.stages["finetune"].data.generation_path == "/world/train/captions.jsonl"
