@@ -61,3 +61,55 @@ def mixed_row(seed: int = 0, text: int = 5, codes: int = 4) -> list[int]:
     words = torch.randint(6, TEXT_VOCAB, (2 * text,), generator=g).tolist()
     image = [code(i) for i in torch.randint(0, CODEBOOK, (codes,), generator=g).tolist()]
     return words[:text] + [VISION_START, *image, VISION_END] + words[text:]
+
+
+def tiny_patch_tokenizer(codebook: int = 8, seed: int = 0):
+    """A 3-colour patch tokenizer for 8 px images: 4 px patches, so a (2, 2) grid of ``codebook`` random codes."""
+    from vlmforge.shapes.foundation.patch_tokenizer import PatchTokenizer
+
+    centroids = torch.rand(codebook, 4 * 4 * 3, generator=torch.Generator().manual_seed(seed))
+    return PatchTokenizer(centroids, [(0, 0, 0), (255, 0, 0), (0, 0, 255)], patch=4, image_size=8)
+
+
+def save_unified_folder(out, arm: str = "two_end", max_positions: int = 1024, seed: int = 0):
+    """A saved tiny unified model folder as training leaves it: weights, text tokenizer and ``image_tokenizer/``.
+    Its weights are shaken so greedy answers are varied, image-dependent plain words rather than one repeated
+    token, which would make any two answers equal."""
+    from pathlib import Path
+
+    from serve_support import PLAIN
+    from vlmforge.models.unified import UnifiedSpec, unified_from_pretrained_lm
+    from vlmforge.models.unified.chat_processor import IMAGE_TOKENIZER_DIR
+    from vlmforge.testing.tiny import save_tiny_lm
+
+    out = Path(out)
+    lm = save_tiny_lm(out.parent / f"{out.name}-lm", hidden=32, layers=3, max_positions=max_positions)
+    images = tiny_patch_tokenizer()
+    e, d = (1, 1) if arm == "two_end" else (0, 0)
+    spec = UnifiedSpec(arm, e, d, images.codebook_size, images.grid, init_vision_with_text=False)
+    torch.manual_seed(seed)
+    model, tokenizer = unified_from_pretrained_lm(str(lm), spec)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
+    words = [
+        i
+        for i in range(len(tokenizer))
+        if i != tokenizer.eos_token_id and (i in tokenizer.all_special_ids or not set(tokenizer.decode([i])) <= PLAIN)
+    ]
+    model.generation_config.suppress_tokens = words
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    images.save(out / IMAGE_TOKENIZER_DIR)
+    return out
+
+
+def scene(seed: int):
+    """An 8 px image of the tiny tokenizer's colours."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.tensor([(0, 0, 0), (255, 0, 0), (0, 0, 255)], dtype=torch.uint8)
+    pixels = palette[torch.randint(0, 3, (8, 8), generator=g)]
+    return Image.fromarray(pixels.numpy(), "RGB")

@@ -19,6 +19,10 @@ class ConfigError(VlmforgeError):
     """A bad recipe, flag or model path."""
 
 
+class ContextLengthError(ConfigError):
+    """A prompt longer than the model's context."""
+
+
 class StaleOutputError(VlmforgeError):
     """An output folder holds work made from other inputs; reusing it would report the old work as new.
     ``differences`` lists what changed, one ``key: old -> new`` each."""

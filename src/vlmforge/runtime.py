@@ -2,7 +2,9 @@
 
 One runtime serves `vlmforge chat`, `vlmforge eval` and `vlmforge serve`. It goes through the Auto classes
 (``AutoModelForImageTextToText`` + ``AutoProcessor``), so any model type registered with them — plain LLaVA, and
-vlmforge's own embedding-input model — takes the same path.
+vlmforge's own embedding-input model — takes the same path. A unified (Uni-X) model folder loads its causal LM
+with a processor that turns images into its image tokenizer's codes (``models.unified.chat_processor``), and
+can also draw images (``generate_images``).
 """
 
 from __future__ import annotations
@@ -106,9 +108,10 @@ class VisionLanguageModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         from vlmforge.models import register_models
+        from vlmforge.models.unified.configuration import MODEL_TYPE as UNIFIED_MODEL_TYPE
 
         register_models()  # vlmforge's own model types load through the Auto classes too
 
@@ -117,6 +120,12 @@ class VisionLanguageModel:
             raise ConfigError(f"model '{path}' not found: expected a folder with config.json (a trained checkpoint)")
         target = _pick_device(device)
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if target.type == "cuda" else torch.float32)
+        if AutoConfig.from_pretrained(path).model_type == UNIFIED_MODEL_TYPE:
+            # a unified model reads images as codes of its own image tokenizer, not through a vision tower
+            from vlmforge.models.unified.chat_processor import load_for_chat
+
+            model, processor = load_for_chat(path, torch_dtype)
+            return cls(model.to(target), processor, str(path))
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(target)
         return cls(model, AutoProcessor.from_pretrained(path), str(path))
 
@@ -137,6 +146,33 @@ class VisionLanguageModel:
         if self._clocks:
             self._clocks.prepared(rendered - start, time.perf_counter() - rendered)
         return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def check(self, conversation: Conversation) -> None:
+        """Refuse, before it is batched, a conversation the model cannot take (a unified model's prompt longer
+        than its context); models whose processor has no such check take every conversation."""
+        check = getattr(self.processor, "check_conversation", None)
+        if check is not None:
+            check(conversation.messages, len(conversation.images))
+
+    @property
+    def draws_images(self) -> bool:
+        return hasattr(self.processor, "draw")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the images ``generate_images`` draws."""
+        if not self.draws_images:
+            raise ConfigError(f"model '{self.name}' cannot draw images: only unified (Uni-X) models do")
+        return self.processor.image_size
+
+    def generate_images(self, prompts: Sequence[str], sampling) -> list[Image.Image]:
+        """One image per prompt from a model that draws (``draws_images``); ``sampling`` is the unified model's
+        ``ImageSampling``."""
+        if not self.draws_images:
+            raise ConfigError(f"model '{self.name}' cannot draw images: only unified (Uni-X) models do")
+        self.processor.check_drawing(prompts, sampling)
+        with self._lock, torch.inference_mode():
+            return self.processor.draw(self.model, prompts, sampling)
 
     def _run_generate(self, inputs: dict[str, torch.Tensor], params: SamplingParams, streamer=None) -> torch.Tensor:
         with self._lock, torch.inference_mode():

@@ -16,7 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", required=True, help="unified model folder (saved with its tokenizer)")
-    p.add_argument("--image-tokenizer", required=True, help="saved image tokenizer folder (has image_tokenizer.json)")
+    p.add_argument(
+        "--image-tokenizer",
+        default=None,
+        help="saved image tokenizer folder (has image_tokenizer.json; default: MODEL/image_tokenizer/, the one the "
+        "model was trained with)",
+    )
     p.add_argument("--prompt", action="append", default=[], help="a caption to draw (repeatable)")
     p.add_argument("--prompts", help="a text file with one caption per line")
     p.add_argument("--out", required=True, help="folder for the PNGs and images.jsonl")
@@ -48,27 +53,23 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vlmforge.errors import ConfigError
     from vlmforge.models import register_models
     from vlmforge.models.assemble import resolve_model_path
-    from vlmforge.models.image_tokenizer import check_fits, load_image_tokenizer
+    from vlmforge.models.image_tokenizer import load_image_tokenizer
+    from vlmforge.models.unified.chat_processor import load_for_chat
     from vlmforge.models.unified.generation import ImageSampling, generate_image_codes
 
     prompts = _prompts(args)
     sampling = ImageSampling(args.cfg, args.temperature, args.top_k, args.top_p, args.seed)
-    try:
-        sampling.validate()
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
     register_models()
     path = resolve_model_path(args.model, "unified model")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_tokenizer = load_image_tokenizer(args.image_tokenizer)
-    check_fits(image_tokenizer, model.config)
+    image_tokenizer = load_image_tokenizer(args.image_tokenizer) if args.image_tokenizer else None
+    model, processor = load_for_chat(path, image_tokenizer=image_tokenizer)  # refuses a tokenizer that misfits
+    model = model.to(device).eval()
+    tokenizer, image_tokenizer = processor.tokenizer, processor.image_tokenizer
+    processor.check_drawing(prompts, sampling)  # cfg < 0, a prompt too long for the context: before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "images.jsonl").open("w") as log:

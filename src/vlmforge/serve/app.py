@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions (+ SSE streaming), /health."""
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions (+ SSE streaming), /v1/images/generations
+(models that draw), /health."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 
+from vlmforge.errors import ContextLengthError, VlmforgeError
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
+from vlmforge.serve.drawing import add_image_routes
 from vlmforge.serve.engine import TextEngine, served_name
 from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
@@ -47,6 +50,16 @@ def sampling_params(req: p.ChatCompletionRequest, settings: ServeSettings) -> Sa
     temperature = 1.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     return SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=req.seed)
+
+
+@contextmanager
+def refused_as_400(param: str) -> Iterator[None]:
+    """The model's refusal of a request's content (vlmforge's own errors) as an OpenAI-shaped 400."""
+    try:
+        yield
+    except VlmforgeError as err:
+        code = "context_length_exceeded" if isinstance(err, ContextLengthError) else "invalid_request"
+        raise APIError(400, str(err), param, code) from err
 
 
 def decode_inline(messages: list[p.ChatMessage]) -> bool:
@@ -212,6 +225,10 @@ def build_api(
             conversation = await asyncio.to_thread(to_conversation, req.messages, settings)
         if timings:
             timings.add("images", time.perf_counter() - start)
+        with refused_as_400("messages"):
+            check = getattr(engine, "check", None)  # a model's own limits, checked before the request joins a batch
+            if check is not None:
+                check(conversation)
         try:
             job = batcher.submit(conversation, params, stream=bool(req.stream))
         except QueueFull as err:
@@ -224,7 +241,8 @@ def build_api(
                 headers={"Cache-Control": "no-cache"},
             )
         try:
-            c = await job.result()
+            with refused_as_400("messages"):
+                c = await job.result()
         except QueueFull as err:  # the server shut down while the request waited
             raise APIError(503, str(err), None, "shutting_down") from err
         start = time.perf_counter()
@@ -235,6 +253,7 @@ def build_api(
             timings.add("respond", time.perf_counter() - start)
         return response
 
+    add_image_routes(v1, engine, settings, model_name)
     if timings:
         add_timing_routes(app, timings)
     app.include_router(v1)

@@ -1,8 +1,8 @@
-"""What the server needs from a model: the seam that lets other model types be served later.
+"""What the server needs from a model: the seam that lets other model types be served.
 
-The batcher and the HTTP layer talk to an engine only through this protocol. ``VisionLanguageModel`` (LLaVA, and
-any other model type loaded through the Auto classes, such as vlmforge's embedding-input model) is a
-``TextEngine``.
+The batcher and the HTTP layer talk to an engine only through these protocols. ``VisionLanguageModel`` (LLaVA, any
+other model type loaded through the Auto classes such as vlmforge's embedding-input model, and the unified Uni-X
+model) is a ``TextEngine``; a unified model is also an ``ImageEngine``, which ``/v1/images/generations`` needs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ class TextEngine(Protocol):
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]: ...
 
     def stream(self, conversations: Sequence[Conversation], params: SamplingParams) -> Iterator[list[str]]: ...
+
+
+@runtime_checkable
+class ImageEngine(Protocol):
+    draws_images: bool
+    image_size: tuple[int, int]
+
+    def generate_images(self, prompts: Sequence[str], sampling) -> list: ...
 
 
 def served_name(engine: TextEngine, settings: ServeSettings) -> str:

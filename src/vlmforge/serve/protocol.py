@@ -56,6 +56,32 @@ class ChatCompletionRequest(_Request):
     n: int | None = Field(1, ge=1, le=1, description="only 1 is supported")
 
 
+class ImageGenerationRequest(_Request):
+    """OpenAI's images request; ``cfg``, ``temperature``, ``top_k``, ``top_p`` and ``seed`` are vlmforge's own
+    (a unified model's sampling, see docs/unix.md)."""
+
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(None, description="the served model's id; default: the served model")
+    n: int = Field(1, ge=1, description="images to draw, in one batch; at most the server's --max-generated-images")
+    size: str | None = Field(None, description="'auto' or the model's own 'WIDTHxHEIGHT'; models draw one size")
+    response_format: Literal["b64_json", "url"] | None = Field(None, description="b64_json only (no URLs)")
+    cfg: float = Field(3.0, ge=0, description="guidance scale: 0 unconditional, 1 conditional only")
+    temperature: float = Field(1.0, ge=0, description="0 takes the most likely code at every step")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=TORCH_SEED_MIN, le=TORCH_SEED_MAX)
+
+
+class GeneratedImage(BaseModel):
+    b64_json: str
+    revised_prompt: None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[GeneratedImage]
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

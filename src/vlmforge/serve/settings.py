@@ -28,6 +28,7 @@ class ServeSettings:
     max_image_bytes: int = 10 * 2**20
     max_image_pixels: int = 4096 * 4096  # decompression-bomb guard, checked before decoding pixels
     max_images: int = 8  # per request
+    max_generated_images: int = 8  # n of one /v1/images/generations request (2n rows run in one CFG batch)
     max_input_chars: int = 32_000  # text of all messages together; keeps prompts inside the model's context
     max_tokens_cap: int = 2048  # largest max_tokens a request may ask for
     default_max_tokens: int = 512
@@ -102,6 +103,12 @@ def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     )
     group.add_argument("--max-images", type=int, default=d.max_images, help="images per request (default: %(default)s)")
     group.add_argument(
+        "--max-generated-images",
+        type=int,
+        default=d.max_generated_images,
+        help="largest n of an image generation request, drawn as one batch (default: %(default)s)",
+    )
+    group.add_argument(
         "--max-tokens-cap",
         type=int,
         default=d.max_tokens_cap,
@@ -137,6 +144,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         max_image_bytes=args.max_image_bytes,
         max_image_pixels=args.max_image_pixels,
         max_images=args.max_images,
+        max_generated_images=args.max_generated_images,
         max_tokens_cap=args.max_tokens_cap,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap),
         allow_remote_images=args.allow_remote_images,
@@ -149,6 +157,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         "max_request_bytes",
         "max_image_bytes",
         "max_image_pixels",
+        "max_generated_images",
         "max_tokens_cap",
         "default_max_tokens",
     ):

@@ -37,42 +37,75 @@ def _text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _chat_text(tokenizer: PreTrainedTokenizerBase, question: str, answer: str | None) -> str:
-    messages = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}"}]
-    if answer is None:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    messages.append({"role": "assistant", "content": answer})
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool) -> str:
+    if tokenizer.chat_template is None:
+        raise ConfigError("the unified model's tokenizer has no chat template; image-to-text samples need one")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _ids_with_image(tokenizer: PreTrainedTokenizerBase, text: str, span: list[int]) -> list[int]:
-    before, found, after = text.partition(IMAGE_PLACEHOLDER)
-    if not found:
-        raise ConfigError(f"the tokenizer's chat template dropped the {IMAGE_PLACEHOLDER} placeholder")
-    return _text_ids(tokenizer, before) + span + _text_ids(tokenizer, after)
+def _chat_text(tokenizer: PreTrainedTokenizerBase, question: str, answer: str | None, image: bool = True) -> str:
+    messages = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}" if image else question}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return _render(tokenizer, messages, answer is None)
+
+
+def ids_with_images(tokenizer: PreTrainedTokenizerBase, text: str, spans: Sequence[list[int]]) -> list[int]:
+    """Token ids of rendered chat ``text`` with its ``<image>`` placeholders replaced by ``spans``, in order."""
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    if len(pieces) - 1 != len(spans):
+        raise ConfigError(
+            f"the rendered chat holds {len(pieces) - 1} {IMAGE_PLACEHOLDER} placeholder(s) for {len(spans)} image(s)"
+            f" (the chat template dropped one, or a message's text holds the literal {IMAGE_PLACEHOLDER})"
+        )
+    ids = _text_ids(tokenizer, pieces[0])
+    for span, piece in zip(spans, pieces[1:], strict=True):
+        ids += [*span, *_text_ids(tokenizer, piece)]
+    return ids
 
 
 def understanding_sample(
     tokenizer: PreTrainedTokenizerBase,
     config: UnifiedConfig,
-    codes: Sequence[int],
+    codes: Sequence[int] | None,
     question: str,
     answer: str | None = None,
 ) -> tuple[list[int], list[int]]:
     """Image-to-text ids and labels; with ``answer=None`` the prompt that asks for the answer (labels all ignored).
 
     The answer's labels are the tokens the chat template adds after the generation prompt, so they include the
-    template's end-of-turn token and a trained model learns where to stop."""
-    if tokenizer.chat_template is None:
-        raise ConfigError("the unified model's tokenizer has no chat template; image-to-text samples need one")
-    span = image_span(config, codes)
-    prompt = _ids_with_image(tokenizer, _chat_text(tokenizer, question, None), span)
+    template's end-of-turn token and a trained model learns where to stop. ``codes=None`` gives the same
+    question and answer without the image (the text side of the conflict analysis: the same labels, no image)."""
+    spans = [] if codes is None else [image_span(config, codes)]
+    image = codes is not None
+    prompt = ids_with_images(tokenizer, _chat_text(tokenizer, question, None, image), spans)
     if answer is None:
         return prompt, [IGNORE_INDEX] * len(prompt)
-    full = _ids_with_image(tokenizer, _chat_text(tokenizer, question, answer), span)
+    full = ids_with_images(tokenizer, _chat_text(tokenizer, question, answer, image), spans)
     if full[: len(prompt)] != prompt:
         raise ConfigError("the chat template renders a conversation's prompt differently from its generation prompt")
     return full, [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]
+
+
+def conversation_text(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict]) -> str:
+    """The generation prompt of a conversation in transformers' content-part format, rendered with the chat
+    template, each image part an ``<image>`` placeholder on its own line: one image then a question renders
+    exactly as ``understanding_sample``'s prompt does."""
+    rendered = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = "\n".join(IMAGE_PLACEHOLDER if part["type"] == "image" else part["text"] for part in content)
+        rendered.append({"role": message["role"], "content": content})
+    return _render(tokenizer, rendered, True)
+
+
+def conversation_prompt(
+    tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, messages: Sequence[dict], codes: Sequence[Sequence[int]]
+) -> list[int]:
+    """``conversation_text`` as token ids, the images' ``codes`` (one list per image part, in order) in place."""
+    spans = [image_span(config, c) for c in codes]
+    return ids_with_images(tokenizer, conversation_text(tokenizer, messages), spans)
 
 
 def generation_prefix(tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, caption: str | None) -> list[int]:
