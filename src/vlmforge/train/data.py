@@ -18,7 +18,7 @@ from vlmforge.train.embedding_data import open_embeddings
 from vlmforge.train.flops import FlopModel
 from vlmforge.train.recipe import StageConfig
 from vlmforge.train.trainer import REAL_TOKENS, SAMPLE_IDS
-from vlmforge.train.unified_data import SOURCES, MixedDataset, build_samples, mix_slots
+from vlmforge.train.unified_data import SOURCES, build_mix
 
 UNIFIED = "vlmforge_unified"
 
@@ -121,9 +121,8 @@ def unified_training_data(
     their samples apart inside the model (position ids restart at 0 per sample, in shared and split layers)."""
     rejections = Rejections()
     codes_dir = Path(stage.data.codes or codes_dir or "codes")
-    samples = build_samples(stage.data, processor, model_config, stage.max_length, codes_dir, on_error, rejections)
-    sizes = {source: len(items) for source, items in samples.items()}
-    dataset = MixedDataset(samples, mix_slots(sizes, stage.data.mix, seed))
+    dataset = build_mix(stage.data, processor, model_config, stage.max_length, codes_dir, seed, on_error, rejections)
+    sizes = dataset.records
     lengths = dataset.lengths()
     images = sum(1 for slot in dataset.slots if slot.source != "text")
     if flops is None:

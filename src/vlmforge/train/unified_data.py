@@ -55,10 +55,11 @@ def mix_slots(sizes: dict[str, int], mix: MixConfig, seed: int) -> list[Slot]:
 
 
 class MixedDataset(Dataset):
-    """The slots of :func:`mix_slots` over prepared samples; a text-to-image item holds both of its forms."""
+    """The slots of :func:`mix_slots` over prepared samples (per source, by record index); a text-to-image item
+    holds both of its forms. ``records``: how many records each source holds."""
 
-    def __init__(self, samples: dict[str, list[Any]], slots: list[Slot]):
-        self.samples, self.slots = samples, slots
+    def __init__(self, samples: dict[str, dict[int, Any]], slots: list[Slot], records: dict[str, int]):
+        self.samples, self.slots, self.records = samples, slots, records
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -128,7 +129,7 @@ def encode_images(found: dict[str, list], data: DataConfig, processor, codes_dir
     name = str(processor.image_tokenizer_dir.resolve())
     encode_dataset(tokenizer, list(items.items()), codes_dir, name=name)
     ids, codes = read_codes(codes_dir)
-    return {key: row.tolist() for key, row in zip(ids, codes, strict=True)}
+    return {key: row.tolist() for key, row in zip(ids, codes, strict=True) if key in items}
 
 
 def _sample(source: str, parsed: Any, codes: list[int] | None, tokenizer, config) -> Any:
@@ -146,27 +147,40 @@ def _as_sample(pair: tuple[list[int], list[int]]) -> Sample:
     return {"input_ids": pair[0], "labels": pair[1]}
 
 
-def _too_long(sample: Any, max_length: int) -> int:
+def _length(sample: Any) -> int:
     forms = sample if isinstance(sample, tuple) else (sample,)
-    return max(len(form["input_ids"]) for form in forms) if max_length else 0
+    return max(len(form["input_ids"]) for form in forms)
 
 
-def build_samples(
-    data: DataConfig, processor, model_config, max_length: int, codes_dir: Path, on_error: str, rejections: Rejections
-) -> dict[str, list[Any]]:
-    """Every drawn source's samples, in record order; records too long for ``max_length`` raised or counted."""
+def build_mix(
+    data: DataConfig,
+    processor,
+    model_config,
+    max_length: int,
+    codes_dir: Path,
+    seed: int,
+    on_error: str = "raise",
+    rejections: Rejections | None = None,
+) -> MixedDataset:
+    """The stage's mixed dataset. Every record is read and checked for its fields; only the records the epoch's
+    slots draw are encoded (images to codes, text to ids), so a large source costs what the mix takes from it.
+    A drawn record too long for ``max_length`` is raised or, skipped, leaves its slots out."""
+    rejections = rejections if rejections is not None else Rejections()
     found = _records(data, on_error, rejections)
-    codes = encode_images(found, data, processor, codes_dir)
-    samples: dict[str, list[Any]] = {}
-    for source, records in found.items():
-        kept = []
-        for where, record, parsed in records:
+    slots = mix_slots({source: len(records) for source, records in found.items()}, data.mix, seed)
+    used = {source: sorted({s.item for s in slots if s.source == source}) for source in found}
+    drawn = {source: [found[source][i] for i in items] for source, items in used.items()}
+    codes = encode_images(drawn, data, processor, codes_dir)
+    samples: dict[str, dict[int, Any]] = {}
+    for source, items in used.items():
+        samples[source] = {}
+        for item in items:
+            where, record, parsed = found[source][item]
             sample = _sample(source, parsed, codes.get(record.get("image", "")), processor.tokenizer, model_config)
-            length = _too_long(sample, max_length)
-            if length > max_length:
-                reject(DataError(where, f"{length} tokens, over max_length={max_length}", "too_long"), on_error,
-                       rejections)  # fmt: skip
+            if _length(sample) > max_length:
+                reason = f"{_length(sample)} tokens, over max_length={max_length}"
+                reject(DataError(where, reason, "too_long"), on_error, rejections)
                 continue
-            kept.append(sample)
-        samples[source] = kept
-    return samples
+            samples[source][item] = sample
+    records = {source: len(records) for source, records in found.items()}
+    return MixedDataset(samples, [s for s in slots if s.item in samples[s.source]], records)

@@ -14,8 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from vlmforge.errors import ConfigError
 from vlmforge.models.image_tokenizer import LOADER_FILE, ImageTokenizer, load_image_tokenizer
-
-IMAGE_TOKENIZER_DIR = "image_tokenizer"
+from vlmforge.models.unified.chat_processor import IMAGE_TOKENIZER_DIR
 
 
 class UnifiedProcessor:
