@@ -38,6 +38,22 @@ def train_and_evaluate(
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
     training and evaluation (e.g. test-time calibration)."""
+    final, train_seconds = train_run(config, name, recipe_file, seed, variables, overrides)
+    if before_eval is not None:
+        before_eval(final)
+    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds)
+
+
+def train_run(
+    config: LabConfig,
+    name: str,
+    recipe_file: Path,
+    seed: int,
+    variables: dict[str, str],
+    overrides: Sequence[str] = (),
+) -> tuple[Path, float]:
+    """Train one recipe with one seed into OUT/runs/NAME-seedS (finished stages reused): its final model folder
+    and the training wall time recorded when its stages ran."""
     from vlmforge.manifest import read_manifest
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
@@ -48,35 +64,41 @@ def train_and_evaluate(
     foundation = read_manifest(Path(variables["foundation"])) or {}
     inputs = {"foundation_build": foundation.get("build_id"), "recipe": str(recipe_file), "settings": settings}
     final = run_fresh(Path(config.out), run_dir, inputs, lambda: run_recipe(recipe, resume=True))
-    if before_eval is not None:
-        before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
-    train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
-    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds)
+    return final, sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
 
 
 def evaluate_on_test(
-    config: LabConfig, label: str, model_dir: Path, world_root: Path, seed: int, train_seconds: float
+    config: LabConfig,
+    label: str,
+    model_dir: Path,
+    world_root: Path,
+    seed: int,
+    train_seconds: float,
+    tasks: Sequence[str] = LAB_TASKS,
+    paraphrased: Sequence[str] = PARAPHRASED_TASKS,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on every lab task over the world's held-out test images (into OUT/eval/LABEL);
-    returns the lab's run record."""
+    """Evaluate a trained model on ``tasks`` and ``paraphrased`` (default: every lab task) over the world's held-out
+    test images, the first ``limit`` questions of each (default: all), into OUT/eval/LABEL; returns the lab's run
+    record."""
     from vlmforge.eval.runner import evaluate
     from vlmforge.runtime import load_generator
 
     tick = time.perf_counter()
     eval_dir = Path(config.out) / "eval" / label
-    inputs = {"model": str(model_dir), "weights": weights_digest(model_dir)}
+    inputs = {"model": str(model_dir), "weights": weights_digest(model_dir), **({"limit": limit} if limit else {})}
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
-        generator, (*LAB_TASKS, *PARAPHRASED_TASKS), eval_dir, batch_size=config.eval_batch_size,
-        max_new_tokens=config.eval_max_new_tokens,
+        generator, (*tasks, *paraphrased), eval_dir, batch_size=config.eval_batch_size,
+        max_new_tokens=config.eval_max_new_tokens, limit=limit,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
     ))  # fmt: skip
-    tasks = {name: results["tasks"][name] for name in LAB_TASKS}
-    paraphrased = {name: results["tasks"][name] for name in PARAPHRASED_TASKS}
     return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - tick, "tasks": tasks, "paraphrased": paraphrased}  # fmt: skip
+            "eval_seconds": time.perf_counter() - tick,
+            "tasks": {name: results["tasks"][name] for name in tasks},
+            "paraphrased": {name: results["tasks"][name] for name in paraphrased}}  # fmt: skip
 
 
 def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:

@@ -62,6 +62,10 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         from vlmforge.shapes.lab.unicorn import unicorn_report_lines
 
         lines += unicorn_report_lines(results)
+    if results.get("unix"):
+        from vlmforge.shapes.lab.unix_report import unix_report_lines
+
+        lines += unix_report_lines(results["unix"], out, results["recipes"])
     reading = results["foundation"].get("reading_test")
     if reading:
         scores = ", ".join(f"{task} {value:.3f}" for task, value in reading.items())

@@ -18,9 +18,11 @@ from typing import Any
 from vlmforge.shapes.lab.config import LabConfig
 from vlmforge.shapes.lab.recipe_runs import summarize, train_and_evaluate
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
+from vlmforge.shapes.lab.unix import RECIPE_NAMES as UNIX_RECIPES
 
 RECIPES = {"bunny": "shapes-bunny.yaml"}
-RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
+# `--recipes unicorn` = its four recipes; `--recipes unix` = the unified model's two arms
+RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES, "unix": UNIX_RECIPES}
 
 
 def recipe_path(name: str) -> Path:
@@ -58,8 +60,8 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     variables = {"world": str(world.root), "foundation": str(foundation.root), "records": str(world.root / "train")}
     blind = question_only_baseline(world.root)
     for name in config.recipes:
-        if name in UNICORN_RECIPES:
-            continue  # trained below, after their shared caption-embedding stores are prepared
+        if name in UNICORN_RECIPES or name in UNIX_RECIPES:
+            continue  # trained below, after their shared inputs (embedding stores, image tokenizer) are prepared
         runs = [
             train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds
         ]
@@ -72,6 +74,12 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
         unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
         per_recipe.update(unicorn_runs)
+    unix = None
+    if any(name in UNIX_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.unix import run_unix
+
+        unix_runs, unix = run_unix(config, world.root, foundation.root, variables, blind)
+        per_recipe.update(unix_runs)
 
     from vlmforge.shapes.lab.report import write_lab_report
 
@@ -90,6 +98,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "question_only_baseline": blind,
         "recipes": per_recipe,
         **({"unicorn": unicorn} if unicorn else {}),
+        **({"unix": unix} if unix else {}),
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -105,10 +114,11 @@ def expand_recipes(names: str | Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for name in items:
         group = RECIPE_GROUPS.get(name, (name,))
-        unknown = [n for n in group if n not in RECIPES and n not in UNICORN_RECIPES]
+        unknown = [n for n in group if n not in RECIPES and n not in UNICORN_RECIPES and n not in UNIX_RECIPES]
         if unknown:
             raise ConfigError(
-                f"unknown lab recipe '{name}'; choose from {', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES])}"
+                f"unknown lab recipe '{name}'; choose from "
+                f"{', '.join([*RECIPES, *RECIPE_GROUPS, *UNICORN_RECIPES, *UNIX_RECIPES])}"
             )
         out += [n for n in group if n not in out]
     return tuple(out)
