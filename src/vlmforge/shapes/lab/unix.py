@@ -32,20 +32,20 @@ UNDERSTANDING = ("shapes_color", "shapes_shape", "shapes_count", "shapes_positio
 
 @dataclass(frozen=True)
 class UnixSettings:
-    """How much the lab trains and measures per model; ``long`` trains four times as many samples and scores
-    GenEval on more captions."""
+    """How much the lab trains and measures per model; ``--long`` trains eight times as many samples and scores
+    GenEval and understanding on more held-out captions and questions."""
 
-    samples: int = 2560  # training samples per model (40 % draw images, 40 % answer, 20 % text)
-    geneval_per_category: int = 8
-    questions_per_type: int = 100
+    samples: int = 960  # training samples per model (40 % draw images, 40 % answer, 20 % text)
+    geneval_per_category: int = 6
+    questions_per_type: int = 60
     cfgs: tuple[float, ...] = (1.0, 3.0)
-    conflict_questions: int = 32
+    conflict_questions: int = 24
     heldout_texts: int = 200
     codebook_size: int = 1024
 
     @classmethod
     def for_lab(cls, config: LabConfig) -> UnixSettings:
-        return cls(samples=10240, geneval_per_category=24, questions_per_type=300) if config.long_run else cls()
+        return cls(samples=7680, geneval_per_category=24, questions_per_type=300) if config.long_run else cls()
 
 
 def recipe_path() -> Path:
