@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="bunny",
         help="comma-separated lab recipes (default: bunny); 'unicorn' adds the text-only Unicorn models "
         "(transfer none / mean_shift / c3) and their image-trained control, and evaluates the mean_shift models "
-        "once more with covariance alignment at test time (row unicorn-mean_shift+cov), e.g. --recipes bunny,unicorn",
+        "once more with covariance alignment at test time (row unicorn-mean_shift+cov), e.g. --recipes bunny,unicorn; "
+        "'unix' adds the unified (Uni-X) model's shared and two_end arms (docs/unix.md)",
     )
     demo.add_argument(
         "--set",
