@@ -185,8 +185,7 @@ def run_stage(
         model.name_or_path = previous
     flops = flop_model(model)
     codes = Path(recipe.output_dir) / "codes"  # a unified model's image codes, when the data names no folder
-    data = build_training_data(stage, processor, model.config, on_error=recipe.on_error, flops=flops, seed=recipe.seed,
-                               codes_dir=codes)  # fmt: skip
+    data = build_training_data(stage, processor, model.config, recipe.on_error, flops, recipe.seed, codes)
     if state.is_main_process:
         print(data.plan.log_line(name))
     heldout = None
