@@ -136,22 +136,19 @@ def run_unix(
                  "text": str(paths["text"])}  # fmt: skip
     overrides = (f"stages.finetune.data.generation_path={paths['generation']}",
                  f"stages.finetune.data.mix.samples={settings.samples}")  # fmt: skip
-    rows, measures = {}, {}
-    for arm, arm_overrides in ARM_OVERRIDES.items():
-        name, runs, measured = f"unix-{arm}", [], []
-        for seed in config.seeds:
+    runs: dict[str, list] = {arm: [] for arm in ARM_OVERRIDES}
+    measured: dict[str, list] = {arm: [] for arm in ARM_OVERRIDES}
+    for seed in config.seeds:  # both arms of a seed before the next seed: an interrupted lab leaves pairs
+        for arm, arm_overrides in ARM_OVERRIDES.items():
+            name = f"unix-{arm}"
             final, seconds = train_run(config, name, recipe_path(), seed, variables, (*overrides, *arm_overrides))
             run = evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, seconds, UNDERSTANDING,
                                    (), limit=settings.questions_per_type)  # fmt: skip
-            runs.append(run)
-            measured.append(_measure(config, name, seed, Path(run["model"]), settings, world, items, questions,
-                                     codes, heldout))  # fmt: skip
-        rows[name] = {
-            "runs": runs,
-            "summary": summarize(runs, blind),
-            "paraphrased": summarize(runs, key="paraphrased"),
-        }
-        measures[arm] = {"runs": measured, "summary": _summarize_measures(measured)}
+            runs[arm].append(run)
+            measured[arm].append(_measure(config, name, seed, final, settings, world, items, questions, codes,
+                                          heldout))  # fmt: skip
+    rows = {f"unix-{arm}": {"runs": runs[arm], "summary": summarize(runs[arm], blind)} for arm in ARM_OVERRIDES}
+    measures = {arm: {"runs": measured[arm], "summary": _summarize_measures(measured[arm])} for arm in ARM_OVERRIDES}
     return rows, {"settings": asdict(settings), "ceiling": ceiling, "random_codes": floor, "arms": measures,
                   "geneval_items": len(items)}  # fmt: skip
 
