@@ -212,10 +212,10 @@ def test_too_large_requests_are_413(server, client, vlm):  # noqa: F811
     assert err.value.status_code == 413 and err.value.body["code"] == "image_too_large"
 
 
-def test_unknown_model_is_404_and_there_is_no_image_generation_endpoint(server, client):
+def test_unknown_model_is_404_and_so_is_drawing_with_a_model_that_cannot(server, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.NotFoundError):  # no endpoint that could only ever refuse
+    with pytest.raises(openai.NotFoundError, match="cannot draw images"):  # a LLaVA model only reads images
         client.images.generate(prompt="a red circle")
 
 

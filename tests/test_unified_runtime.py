@@ -9,7 +9,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from serve_support import data_url, user_message
+from serve_support import user_message
 from unified_helpers import save_unified_folder, scene
 from vlmforge.errors import ConfigError
 from vlmforge.eval import evaluate
@@ -65,6 +65,20 @@ def test_answers_equal_greedy_decoding_of_the_understanding_prompt(vlm, folder):
     assert [s.strip() for s in stream] == expected
 
 
+def test_a_question_about_one_image_has_exactly_the_training_layout(vlm, folder):
+    conversation = Conversation.single_turn(QUESTIONS[0], [scene(4)])
+    ids = vlm.prepare([conversation])["input_ids"][0].tolist()
+    codes = image_tokenizer_of(folder).encode([scene(4)])[0].tolist()
+    assert ids == understanding_sample(vlm.tokenizer, vlm.model.config, codes, QUESTIONS[0])[0]
+    two = Conversation.single_turn("Which is brighter?", [scene(4), scene(5)])
+    ids = vlm.prepare([two])["input_ids"][0].tolist()
+    starts = [i for i, t in enumerate(ids) if t == vlm.model.config.vision_start_token_id]
+    first = [t - vlm.model.config.text_vocab_size for t in ids[starts[0] + 1 : starts[0] + 5]]
+    second = [t - vlm.model.config.text_vocab_size for t in ids[starts[1] + 1 : starts[1] + 5]]
+    expected = image_tokenizer_of(folder).encode([scene(4), scene(5)]).tolist()
+    assert [first, second] == expected and first != second  # both images, in order
+
+
 def test_answers_never_hold_image_codes(vlm):
     config = vlm.model.config
     codes = slice(config.text_vocab_size, config.text_vocab_size + config.codebook_size)
@@ -96,6 +110,8 @@ def test_text_only_and_bad_conversations(vlm, folder):
     assert text_only.prompt_tokens > 0 and text_only.text
     with pytest.raises(ConfigError, match="longer than the model's context of 1024"):
         vlm.check(Conversation.single_turn("red " * 1100, [scene(0)]))
+    with pytest.raises(ConfigError, match="holds '<\\|vision_start\\|>', a token only images may bring"):
+        vlm.check(Conversation.single_turn("a <|vision_start|> b", [scene(0)]))
     with pytest.raises(ConfigError, match="cannot read these images.*8x8"):
         vlm.prepare([Conversation.single_turn("What colour?", [scene(0).resize((16, 16))])])
 
@@ -134,4 +150,3 @@ def test_the_server_answers_as_the_runtime(vlm):
     assert answer.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
     assert unreadable.status_code == 400 and "8x8" in unreadable.json()["error"]["message"]
-    assert data_url(scene(1)).startswith("data:image/png")

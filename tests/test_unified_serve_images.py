@@ -57,6 +57,7 @@ def test_images_are_the_samplers_codes_decoded(served):
         ({"size": "1024x1024"}, 400, "size", None),
         ({"model": "other"}, 404, "model", "model_not_found"),
         ({"top_p": 0}, 400, "top_p", "invalid_request"),
+        ({"prompt": "a <unconditional> circle"}, 400, "prompt", "invalid_request"),
     ],
 )
 def test_bad_requests_are_openai_shaped_errors(served, change, status, param, code):
@@ -70,7 +71,7 @@ def test_bad_requests_are_openai_shaped_errors(served, change, status, param, co
 def test_a_model_that_cannot_draw_says_so():
     with TestClient(create_app(FakeEngine(), ServeSettings(), ui=False)) as http:
         answer = http.post("/v1/images/generations", json={"prompt": "a red circle"})
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == "model_cannot_draw"
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_cannot_draw"
     assert "cannot draw images" in answer.json()["error"]["message"]
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "vlmforge.shapes.world.commands",
     "vlmforge.shapes.foundation.commands",
     "vlmforge.train.commands",
+    "vlmforge.train.unified_commands",
     "vlmforge.synth.commands",
     "vlmforge.synth.genixer.commands",
     "vlmforge.eval.commands",

@@ -36,8 +36,8 @@ def _check(req: p.ImageGenerationRequest, engine, settings: ServeSettings, model
             "model_not_found",
         )
     if not getattr(engine, "draws_images", False):
-        raise APIError(
-            400,
+        raise APIError(  # 404 as for an unknown model: this server has no model that draws
+            404,
             f"model '{model_name}' cannot draw images: only unified (Uni-X) models do (docs/unix.md)",
             "model",
             "model_cannot_draw",
@@ -63,9 +63,10 @@ def add_image_routes(router: APIRouter, engine, settings: ServeSettings, model_n
         sampling = ImageSampling(req.cfg, req.temperature, req.top_k, req.top_p, req.seed)
         try:
             images = await asyncio.to_thread(engine.generate_images, [req.prompt] * req.n, sampling)
-        except VlmforgeError as err:  # a prompt too long for the context, settings the sampler refuses
+        except VlmforgeError as err:  # a prompt too long for the context or holding image tokens (the fields
+            # the sampler also checks are checked by the request's schema first)
             code = "context_length_exceeded" if isinstance(err, ContextLengthError) else "invalid_request"
-            raise APIError(400, str(err), "prompt" if code == "context_length_exceeded" else None, code) from err
+            raise APIError(400, str(err), "prompt", code) from err
         body = {"created": int(time.time()), "data": [{"b64_json": _png_base64(im), "revised_prompt": None}
                                                       for im in images]}  # fmt: skip
         return JSONResponse(body)

@@ -32,8 +32,11 @@ WEIGHT_TYPES = {
 def shared_layers(model: nn.Module) -> list[int]:
     """Indices of the decoder layers both modalities pass through with the same weights: every layer of a plain
     or shared-arm model, the middle ones of a two_end model, none of a mot model."""
-    config = model.config
-    count = len(model.model.layers)
+    return shared_layer_indices(model.config, len(model.model.layers))
+
+
+def shared_layer_indices(config, count: int) -> list[int]:
+    """``shared_layers`` from a model's config and its number of decoder layers, without loading its weights."""
     if getattr(config, "arm", "shared") == "mot":
         return []
     split = set(getattr(config, "split_layers", ()))
@@ -111,6 +114,7 @@ def plot_conflict(results: dict[str, dict], path: str | Path) -> Path:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(WEIGHT_TYPES), figsize=(3 * len(WEIGHT_TYPES), 3), sharey=True)
     for ax, kind in zip(axes, WEIGHT_TYPES, strict=True):
@@ -119,6 +123,7 @@ def plot_conflict(results: dict[str, dict], path: str | Path) -> Path:
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_title(kind)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layer indices, never fractions
     axes[0].set_ylabel("conflict = -(cos - baseline)")
     axes[-1].legend(fontsize="small")
     fig.tight_layout()

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, Pre
 
 from vlmforge.errors import ConfigError, ContextLengthError
 from vlmforge.models.image_tokenizer import LOADER_FILE, ImageTokenizer, check_fits, load_image_tokenizer
-from vlmforge.models.unified.configuration import UnifiedConfig
+from vlmforge.models.unified.configuration import SPECIAL_TOKENS, UnifiedConfig
 from vlmforge.models.unified.generation import ImageSampling, generate_image_codes, image_prompts
 from vlmforge.models.unified.modeling import UnifiedForCausalLM
 from vlmforge.models.unified.prompts import IMAGE_PLACEHOLDER, conversation_text, ids_with_images, image_span
@@ -48,6 +48,7 @@ class UnifiedChatProcessor:
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True, tokenize: bool = False):
         if tokenize or not add_generation_prompt:
             raise ValueError("the unified model's processor renders generation prompts as text only")
+        _refuse_image_tokens(_texts(messages))
         return conversation_text(self.tokenizer, messages)
 
     def __call__(self, text, images=None, return_tensors: str = "pt", padding: bool = True) -> BatchEncoding:
@@ -78,6 +79,7 @@ class UnifiedChatProcessor:
     def check_conversation(self, messages: Sequence[dict], images: int) -> None:
         """Refuse a conversation whose prompt, images counted as codes, exceeds the context (without encoding
         the images, so a server can refuse it before it joins a batch)."""
+        _refuse_image_tokens(_texts(messages))
         spans = [[0] * (self.config.image_seq_length + 2)] * images
         self._check_length(len(ids_with_images(self.tokenizer, conversation_text(self.tokenizer, messages), spans)))
 
@@ -96,6 +98,7 @@ class UnifiedChatProcessor:
             sampling.validate()
         except ValueError as err:
             raise ConfigError(str(err)) from err
+        _refuse_image_tokens(prompts)
         conditional, _ = image_prompts(self.tokenizer, self.config, prompts)
         longest = max((len(p) for p in conditional), default=0)
         if longest + self.config.image_seq_length > self.context:
@@ -116,6 +119,22 @@ class UnifiedChatProcessor:
             blank = torch.zeros(1, self.config.image_seq_length, dtype=torch.long)
             self._image_size = self.image_tokenizer.decode(blank)[0].size
         return self._image_size
+
+
+def _texts(messages: Sequence[dict]) -> list[str]:
+    texts = []
+    for message in messages:
+        content = message["content"]
+        texts += [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
+    return texts
+
+
+def _refuse_image_tokens(texts: Sequence[str]) -> None:
+    """Text that spells ``<|vision_start|>`` & co. would tokenize to the image tokens and open an image no image
+    tokenizer made; only images may bring them."""
+    for text in texts:
+        if found := [token for token in SPECIAL_TOKENS if token in text]:
+            raise ConfigError(f"the text holds {found[0]!r}, a token only images may bring")
 
 
 def image_tokenizer_of(folder: str | Path) -> ImageTokenizer:

@@ -100,14 +100,6 @@ def conversation_text(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dic
     return _render(tokenizer, rendered, True)
 
 
-def conversation_prompt(
-    tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, messages: Sequence[dict], codes: Sequence[Sequence[int]]
-) -> list[int]:
-    """``conversation_text`` as token ids, the images' ``codes`` (one list per image part, in order) in place."""
-    spans = [image_span(config, c) for c in codes]
-    return ids_with_images(tokenizer, conversation_text(tokenizer, messages), spans)
-
-
 def generation_prefix(tokenizer: PreTrainedTokenizerBase, config: UnifiedConfig, caption: str | None) -> list[int]:
     """The text-to-image prompt up to and including ``<|vision_start|>``; ``caption=None`` is the unconditional
     prompt ``<unconditional><|vision_start|>``."""
