@@ -1,19 +1,23 @@
-"""The Uni-X lab's pieces: its recipe group, what --long changes, conflict batches that differ only by the image,
+"""The Uni-X lab's pieces: its recipe group, what --long changes, conflict on the shared middle layers,
 GenEval's floor and ceiling on the world's renders, and a report whose verdicts follow the numbers."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from unified_train_helpers import tiny_unified_setup
-from vlmforge.data.chat import IGNORE_INDEX
+from vlmforge.models.image_tokenizer import load_image_tokenizer
 from vlmforge.models.unified import UnifiedSpec, unified_from_pretrained_lm
+from vlmforge.models.unified.chat_processor import UnifiedChatProcessor
 from vlmforge.shapes.lab.config import LabConfig
 from vlmforge.shapes.lab.run import expand_recipes
 from vlmforge.shapes.lab.unix import UnixSettings
-from vlmforge.shapes.lab.unix_measures import conflict_batches
+from vlmforge.shapes.lab.unix_measures import conflict_summary
 from vlmforge.shapes.lab.unix_report import unix_report_lines
 from vlmforge.train.conflict import WEIGHT_TYPES
+from vlmforge.train.conflict_data import first_turns
 
 
 def test_the_unix_group_is_both_arms_and_long_trains_more(tmp_path):
@@ -23,22 +27,16 @@ def test_the_unix_group_is_both_arms_and_long_trains_more(tmp_path):
     assert long.samples > default.samples and long.geneval_per_category > default.geneval_per_category
 
 
-def test_conflict_sides_train_the_same_answers_with_and_without_the_image(tmp_path):
+def test_the_lab_measures_conflict_on_the_shared_middle_layers(tmp_path):
     setup = tiny_unified_setup(tmp_path)
     model, tokenizer = unified_from_pretrained_lm(str(setup["lm"]), UnifiedSpec("two_end", 1, 1, 16, (2, 2)))
-    records = [
-        {"image": f"images/{i:03d}.png", "conversations": [{"value": "<image>\nWhat colour is the circle?"},
-                                                           {"value": c}]}
-        for i, c in enumerate(["red", "blue", "red"])
-    ]  # fmt: skip
-    codes = {r["image"]: [i, 3, 7, 15] for i, r in enumerate(records)}
-    text, multimodal = conflict_batches(model, tokenizer, records, codes, size=2)
-    assert len(text) == len(multimodal) == 2
-    for t, m in zip(text, multimodal, strict=True):
-        for t_labels, m_labels in zip(t["labels"], m["labels"], strict=True):
-            assert t_labels[t_labels != IGNORE_INDEX].tolist() == m_labels[m_labels != IGNORE_INDEX].tolist()
-        assert not (t["input_ids"] == model.config.vision_start_token_id).any()
-        assert (m["input_ids"] == model.config.vision_start_token_id).sum() == len(m["input_ids"])
+    processor = UnifiedChatProcessor(tokenizer, load_image_tokenizer(setup["image_tokenizer"]), model.config)
+    turns = first_turns(setup["understanding"], setup["root"])[:8]
+    result = conflict_summary(model, processor, turns, seed=0)
+    assert result["layers"] == [1, 2] and set(result["mean_per_type"]) == set(WEIGHT_TYPES)
+    assert all(math.isfinite(v) for values in result["conflict"].values() for v in values)
+    per_type = [sum(v) / 2 for v in result["conflict"].values()]
+    assert result["mean"] == pytest.approx(sum(per_type) / len(per_type))
 
 
 def _conflict(value: float) -> dict:

@@ -103,34 +103,23 @@ def _write(path: Path, records: list[dict]) -> None:
         path.write_text(text)
 
 
-def encode_questions(paths: dict[str, Path], world_root: Path, records: list[dict]) -> dict[str, list[int]]:
-    """Codes of the conflict questions' images, in the lab's shared codes folder."""
-    from vlmforge.models.image_codes import encode_dataset, read_codes
-    from vlmforge.models.image_tokenizer import load_image_tokenizer
-
-    images = {record["image"]: world_root / record["image"] for record in records}
-    name = str(paths["tokenizer"].resolve())
-    encode_dataset(load_image_tokenizer(paths["tokenizer"]), list(images.items()), paths["codes"], name=name)
-    ids, codes = read_codes(paths["codes"])
-    return {key: row.tolist() for key, row in zip(ids, codes, strict=True) if key in images}
-
-
 def run_unix(
     config: LabConfig, world_root: Path, foundation_root: Path, variables: dict[str, str], blind: dict
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and measure both arms over the lab's seeds: (the per-recipe rows, the Uni-X summary)."""
     from vlmforge.models.image_tokenizer import load_image_tokenizer
     from vlmforge.shapes.lab.recipe_runs import evaluate_on_test, summarize, train_run
-    from vlmforge.shapes.lab.unix_measures import question_records, random_codes_floor, tokenizer_ceiling
+    from vlmforge.shapes.lab.unix_measures import random_codes_floor, tokenizer_ceiling
     from vlmforge.shapes.world.geneval import make_items
+    from vlmforge.train.conflict_data import first_turns, pick
 
     settings, world = UnixSettings.for_lab(config), world_config(config)
     paths = prepare(Path(config.out), world_root, world, settings)
     items = make_items(world, per_category=settings.geneval_per_category)
     image_tokenizer = load_image_tokenizer(paths["tokenizer"])
     ceiling, floor = tokenizer_ceiling(image_tokenizer, items, world), random_codes_floor(image_tokenizer, items, world)
-    questions = question_records(world_root / "train" / "instruct.jsonl", settings.conflict_questions, seed=0)
-    codes = encode_questions(paths, world_root, questions)
+    turns = first_turns(world_root / "train" / "instruct.jsonl", world_root)
+    questions = pick(turns, settings.conflict_questions, seed=0, what="the lab's conflict questions")
     heldout = [r["text"] for r in _records(paths["heldout_text"])][: settings.heldout_texts]
     variables = {**variables, "image_tokenizer": str(paths["tokenizer"]), "codes": str(paths["codes"]),
                  "text": str(paths["text"])}  # fmt: skip
@@ -145,8 +134,7 @@ def run_unix(
             run = evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, seconds, UNDERSTANDING,
                                    (), limit=settings.questions_per_type)  # fmt: skip
             runs[arm].append(run)
-            measured[arm].append(_measure(config, name, seed, final, settings, world, items, questions, codes,
-                                          heldout))  # fmt: skip
+            measured[arm].append(_measure(config, name, seed, final, settings, world, items, questions, heldout))
     rows = {f"unix-{arm}": {"runs": runs[arm], "summary": summarize(runs[arm], blind)} for arm in ARM_OVERRIDES}
     measures = {arm: {"runs": measured[arm], "summary": _summarize_measures(measured[arm])} for arm in ARM_OVERRIDES}
     return rows, {"settings": asdict(settings), "ceiling": ceiling, "random_codes": floor, "arms": measures,
@@ -159,7 +147,7 @@ def _records(path: Path) -> list[dict]:
     return [record for _, record in iter_jsonl_objects(path)]
 
 
-def _measure(config, name, seed, model_dir, settings, world, items, questions, codes, heldout) -> dict[str, Any]:
+def _measure(config, name, seed, model_dir, settings, world, items, questions, heldout) -> dict[str, Any]:
     """Conflict before and after training, held-out text loss and GenEval of one trained model (reused when its
     weights and the settings are unchanged)."""
     from vlmforge.shapes.lab.freshness import run_fresh, weights_digest
@@ -167,13 +155,14 @@ def _measure(config, name, seed, model_dir, settings, world, items, questions, c
     folder = Path(config.out) / "unix" / "measures" / f"{name}-seed{seed}"
     inputs = {"weights": weights_digest(model_dir), "settings": asdict(settings), "seed": seed}
     return run_fresh(Path(config.out), folder, inputs, lambda: _measured(folder, model_dir, settings, world, items,
-                                                                         questions, codes, heldout, seed))  # fmt: skip
+                                                                         questions, heldout, seed))  # fmt: skip
 
 
-def _measured(folder, model_dir, settings, world, items, questions, codes, heldout, seed) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+def _measured(folder, model_dir, settings, world, items, questions, heldout, seed) -> dict[str, Any]:
+    from transformers import set_seed
 
     from vlmforge.models.architectures import get_architecture
+    from vlmforge.models.unified.chat_processor import UnifiedChatProcessor, load_for_chat
     from vlmforge.shapes.lab.unix_measures import conflict_summary, geneval_scores, text_loss
     from vlmforge.train.recipe import load_recipe
 
@@ -183,11 +172,12 @@ def _measured(folder, model_dir, settings, world, items, questions, codes, heldo
     recipe = load_recipe(Path(model_dir).parents[1] / "recipe.yaml")
     set_seed(seed)  # the stage's own initialisation: its seed, then assembly
     initial, processor = get_architecture("unified").assemble(recipe.model)
-    result = {"seed": seed, "conflict_init": conflict_summary(initial, processor.tokenizer, questions, codes, seed)}
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    reader = UnifiedChatProcessor(processor.tokenizer, processor.image_tokenizer(), initial.config)
+    result = {"seed": seed, "conflict_init": conflict_summary(initial, reader, questions, seed)}
+    model, trained = load_for_chat(model_dir)
     result["parameters"] = model.parameter_counts()
-    result["conflict_trained"] = conflict_summary(model, tokenizer, questions, codes, seed)
-    result["text_loss"] = text_loss(model, tokenizer, heldout)
+    result["conflict_trained"] = conflict_summary(model, trained, questions, seed)
+    result["text_loss"] = text_loss(model, trained.tokenizer, heldout)
     result["text_loss_init"] = text_loss(initial, processor.tokenizer, heldout)
     result["geneval"] = geneval_scores(model_dir, items, world, settings.cfgs, seed, folder / "images")
     result_file.write_text(json.dumps(result, indent=2))

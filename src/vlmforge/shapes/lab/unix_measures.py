@@ -1,13 +1,12 @@
 """What the Uni-X lab measures on one unified model: modality conflict in the shared layers, held-out text loss,
 and the exact GenEval of drawn images at several CFG scales (with its tokenizer round-trip ceiling).
 
-Conflict compares the same question-answer pairs with and without their image (``understanding_sample`` with
-and without codes), so both sides train exactly the same answer tokens and differ only by the image."""
+Conflict compares the same question-answer pairs with and without their image, so both sides train exactly the
+same answer tokens and differ only by the image."""
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,44 +14,20 @@ from typing import Any
 import torch
 
 from vlmforge.data.collate import PaddingCollator
-from vlmforge.data.records import iter_jsonl_objects
-from vlmforge.models.unified.prompts import IMAGE_PLACEHOLDER, text_sample, understanding_sample
+from vlmforge.models.unified.prompts import text_sample
 from vlmforge.train.conflict import WEIGHT_TYPES, gradient_conflict
+from vlmforge.train.conflict_data import Turn, conflict_batches
 
 CONFLICT_LAYERS = (1, 2)  # the foundation LM's middle layers: shared in both arms (two_end splits layers 0 and 3)
+CONFLICT_BATCH = 4
 
 
-def question_records(path: Path, count: int, seed: int) -> list[dict]:
-    """``count`` single-question records of a world split, drawn with ``seed``."""
-    records = [record for _, record in iter_jsonl_objects(path)]
-    return random.Random(seed).sample(records, min(count, len(records)))
-
-
-def _qa(record: dict) -> tuple[str, str]:
-    question, answer = record["conversations"][0]["value"], record["conversations"][1]["value"]
-    return question.replace(IMAGE_PLACEHOLDER, "").strip(), answer
-
-
-def conflict_batches(model, tokenizer, records: Sequence[dict], codes: dict[str, list[int]], size: int = 4):
-    """Text-only and multimodal batches of the same questions and answers (the text side without the image)."""
-    pad = PaddingCollator(tokenizer.pad_token_id)
-    sides: dict[str, list[dict]] = {"text": [], "multimodal": []}
-    for start in range(0, len(records), size):
-        chunk = records[start : start + size]
-        for side, with_image in (("text", False), ("multimodal", True)):
-            samples = []
-            for record in chunk:
-                ids, labels = understanding_sample(
-                    tokenizer, model.config, codes[record["image"]] if with_image else None, *_qa(record)
-                )
-                samples.append({"input_ids": ids, "labels": labels})
-            sides[side].append(pad(samples))
-    return sides["text"], sides["multimodal"]
-
-
-def conflict_summary(model, tokenizer, records: Sequence[dict], codes: dict[str, list[int]], seed: int) -> dict:
-    """``gradient_conflict`` on the shared middle layers, and its mean per weight type and overall."""
-    text, multimodal = conflict_batches(model, tokenizer, records, codes)
+def conflict_summary(model, processor, turns: Sequence[Turn], seed: int) -> dict:
+    """``gradient_conflict`` on the shared middle layers over the same question-answer turns with and without
+    their images (``train.conflict_data``, as ``vlmforge unified conflict`` builds them), and its mean per weight
+    type and overall. ``processor``: the model's ``UnifiedChatProcessor``."""
+    text = conflict_batches(turns, processor, CONFLICT_BATCH, with_images=False)
+    multimodal = conflict_batches(turns, processor, CONFLICT_BATCH, with_images=True)
     result = gradient_conflict(model, text, multimodal, layers=CONFLICT_LAYERS, seed=seed)
     per_type = {kind: sum(values) / len(values) for kind, values in result["conflict"].items()}
     return {**result, "mean_per_type": per_type, "mean": sum(per_type.values()) / len(WEIGHT_TYPES)}
