@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from vlmforge.train.recipe import DataConfig, LoraConfig, ModelConfig, Recipe, StageConfig, load_recipe
+from vlmforge.train.recipe import (
+    DataConfig,
+    LoraConfig,
+    MixConfig,
+    ModelConfig,
+    Recipe,
+    StageConfig,
+    UnifiedModelConfig,
+    load_recipe,
+)
 from vlmforge.train.stage import gradient_accumulation, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +74,10 @@ def test_docs_document_every_recipe_key():
         "stages.NAME.": StageConfig,
         "stages.NAME.data.": DataConfig,
         "stages.NAME.lora.": LoraConfig,
+        "model.unified.": UnifiedModelConfig,
+        "stages.NAME.data.mix.": MixConfig,
     }
-    nested = {"model", "stages", "data", "lora"}
+    nested = {"model", "stages", "data", "lora", "unified", "mix"}
     expected = {
         prefix + f.name for prefix, cls in sections.items() for f in dataclasses.fields(cls) if f.name not in nested
     }

@@ -61,6 +61,35 @@ def _embedding_vlm_parts(model: nn.Module) -> ModelParts:
     return ModelParts(model.vision_tower, model.multi_modal_projector, lm.base_model, lm.get_output_embeddings())
 
 
+def _assemble_unified(m) -> tuple[Any, Any]:
+    from vlmforge.models.image_tokenizer import load_image_tokenizer
+    from vlmforge.models.unified import UnifiedSpec, unified_from_pretrained_lm
+    from vlmforge.models.unified.processor import UnifiedProcessor
+
+    u = m.unified
+    images = load_image_tokenizer(u.image_tokenizer)
+    spec = UnifiedSpec(u.arm, u.encode_layers, u.decode_layers, images.codebook_size, tuple(images.grid),
+                       u.init_vision_with_text)  # fmt: skip
+    model, tokenizer = unified_from_pretrained_lm(m.language_model, spec, m.dtype)
+    return model, UnifiedProcessor(tokenizer, u.image_tokenizer)
+
+
+def _unified_parts(model: nn.Module) -> ModelParts:
+    # No projector: the codes are vocabulary ids. The LM body includes the vision copies of the split layers.
+    return ModelParts(None, nn.Identity(), _UnifiedBody(model), model.lm_head)
+
+
+class _UnifiedBody(nn.Module):
+    """The unified model's body as one module: the base model and the vision copies of its layers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.vision_layers = model.model, model.vision_layers
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+
 ARCHITECTURES = {
     "llava": Architecture("llava", "llava", _assemble_llava, _llava_parts),
     "embedding_vlm": Architecture(
@@ -70,7 +99,24 @@ ARCHITECTURES = {
         _embedding_vlm_parts,
         trainable_encoder=False,  # the frozen encoder defines the space the caption embeddings were moved into
     ),
+    "unified": Architecture("unified", "vlmforge_unified", _assemble_unified, _unified_parts, trainable_encoder=False),
 }
+
+
+def load_checkpoint(path: str) -> tuple[Any, Any]:
+    """A saved vlmforge model folder and its processor: a unified model (with its image tokenizer) or a VLM."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+    config = Path(path) / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    if model_type == ARCHITECTURES["unified"].model_type:
+        from vlmforge.models.unified.processor import UnifiedProcessor
+
+        return AutoModelForCausalLM.from_pretrained(path), UnifiedProcessor.from_pretrained(path)
+    return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path)
 
 
 def get_architecture(name: str) -> Architecture:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,9 @@ from vlmforge.train.embedding_data import open_embeddings
 from vlmforge.train.flops import FlopModel
 from vlmforge.train.recipe import StageConfig
 from vlmforge.train.trainer import REAL_TOKENS, SAMPLE_IDS
+from vlmforge.train.unified_data import SOURCES, build_mix
+
+UNIFIED = "vlmforge_unified"
 
 
 @dataclass
@@ -61,10 +65,13 @@ def build_training_data(
     on_error: str = "raise",
     flops: FlopModel | None = None,
     seed: int = 0,
+    codes_dir: Path | None = None,
 ) -> TrainingData:
-    """Pretrain stages use the "plain" template (image then caption); finetune stages the chat template. The
+    """A unified model's stage takes its mix (:func:`unified_training_data`). Pretrain stages use the "plain" template (image then caption); finetune stages the chat template. The
     batching is the stage's, or for ``auto`` the one :func:`plan_batching` predicts cheapest with ``flops``
     (padding when no ``flops`` are given)."""
+    if model_config.model_type == UNIFIED:
+        return unified_training_data(stage, processor, model_config, on_error, flops, seed, codes_dir)
     rejections = Rejections()
     template = "plain" if stage.kind == "pretrain" else "chat"
     embeddings = open_embeddings(stage.data.embeddings, model_config)
@@ -102,6 +109,41 @@ def build_training_data(
         inner = PaddingCollator(pad_id)
     stats: dict[str, Any] = {"records": len(lengths), "rejected": rejections.total}
     return TrainingData(_Indexed(_concat(parts)), _IndexedCollator(inner), stats, rejections, lengths, plan)
+
+
+def unified_training_data(
+    stage: StageConfig,
+    processor,
+    model_config,
+    on_error: str = "raise",
+    flops: FlopModel | None = None,
+    seed: int = 0,
+    codes_dir: Path | None = None,
+) -> TrainingData:
+    """The mixed samples of a unified model's stage, batched by any of the project's modes: packed rows keep
+    their samples apart inside the model (position ids restart at 0 per sample, in shared and split layers)."""
+    rejections = Rejections()
+    codes_dir = Path(stage.data.codes or codes_dir or "codes")
+    dataset = build_mix(stage.data, processor, model_config, stage.max_length, codes_dir, seed, on_error, rejections)
+    sizes = dataset.records
+    lengths = dataset.lengths()
+    images = sum(1 for slot in dataset.slots if slot.source != "text")
+    if flops is None:
+        plan = BatchingPlan("padding" if stage.batching == "auto" else stage.batching, stage.batching, "dense", None)
+    else:
+        attention = model_config.get_text_config()._attn_implementation
+        plan = plan_batching(stage.batching, lengths, stage.per_device_batch_size, flops, attention, images, seed)
+    pad_id = processor.tokenizer.pad_token_id
+    inner = BatchPackingCollator(pad_id, plan.row_length or stage.max_length) if plan.mode == "packing" else None
+    stats: dict[str, Any] = {
+        "records": sum(sizes.values()),
+        "rejected": rejections.total,
+        **{f"records_{source}": sizes.get(source, 0) for source in SOURCES},
+        **{f"samples_{source}": sum(s.source == source for s in dataset.slots) for source in SOURCES},
+        "samples_unconditional": sum(s.unconditional for s in dataset.slots),
+    }
+    collator = _IndexedCollator(inner or PaddingCollator(pad_id))
+    return TrainingData(_Indexed(dataset), collator, stats, rejections, lengths, plan)
 
 
 def _plan(stage: StageConfig, parts, lengths: list[int], model_config, flops: FlopModel | None, seed: int):

@@ -26,10 +26,22 @@ BATCHING_MODES = ("auto", "padding", "length_grouped", "packing")
 
 
 @dataclass
+class UnifiedModelConfig:
+    """architecture: unified (Uni-X, see docs/unix.md): the arm, its split layers and the image tokenizer folder,
+    whose codebook and code grid the model is built for."""
+
+    arm: str = "two_end"  # shared | two_end | mot
+    encode_layers: int = 0  # E: the first E layers get a vision copy (two_end)
+    decode_layers: int = 0  # D: the last D layers get a vision copy (two_end)
+    image_tokenizer: str = ""  # a saved image tokenizer folder (vlmforge.models.image_tokenizer)
+    init_vision_with_text: bool = True
+
+
+@dataclass
 class ModelConfig:
     """The parts to assemble (hub ids or local folders), or an existing checkpoint to continue from."""
 
-    architecture: str = "llava"  # llava | embedding_vlm (see vlmforge.models.architectures)
+    architecture: str = "llava"  # llava | embedding_vlm | unified (see vlmforge.models.architectures)
     vision_model: str = ""  # llava: the vision tower; embedding_vlm: the paired image encoder (optional)
     language_model: str = ""
     projector: str = "mlp2x_gelu"
@@ -39,6 +51,18 @@ class ModelConfig:
     dtype: str = "float32"
     embed_dim: int | None = None  # embedding_vlm: size of one image embedding (default: the encoder's output size)
     num_visual_tokens: int = 16  # embedding_vlm: <image> tokens one embedding fills
+    unified: UnifiedModelConfig = field(default_factory=UnifiedModelConfig)
+
+
+@dataclass
+class MixConfig:
+    """architecture: unified: the stage's sample mix (vlmforge.train.unified_data). Weights need not sum to 1."""
+
+    understanding: float = 1.0  # image-to-text samples, from data.path
+    generation: float = 0.0  # text-to-image samples, from data.generation_path
+    text: float = 0.0  # text-only samples, from data.text_only_path
+    samples: int | None = None  # samples per epoch (default: every record of the sources drawn from)
+    unconditional_rate: float = 0.1  # share of text-to-image samples whose caption becomes <unconditional>
 
 
 @dataclass
@@ -49,6 +73,9 @@ class DataConfig:
     embeddings: str | None = None  # EmbeddingStore folder that records' "image_embedding" ids point into
     max_samples: int | None = None
     reword_questions: bool = False  # finetune: reword a share of the questions with templates (vlmforge.data.reword)
+    generation_path: str | None = None  # unified: records with an image and its caption, for text-to-image
+    codes: str | None = None  # unified: folder of the images' codes (default: <output_dir>/codes), encoded once
+    mix: MixConfig = field(default_factory=MixConfig)
 
 
 @dataclass
@@ -106,7 +133,9 @@ class Recipe:
             _check_choice(f"stages.{name}.kind", stage.kind, STAGE_KINDS)
             _check_choice(f"stages.{name}.tune", stage.tune, TUNE_MODES)
             _check_choice(f"stages.{name}.batching", stage.batching, BATCHING_MODES)
-            if not stage.data.path:
+            if self.model.architecture == "unified":
+                _check_unified_stage(name, stage)
+            elif not stage.data.path:
                 raise ConfigError(f"stages.{name}.data.path is required")
             if stage.data.reword_questions and stage.kind == "pretrain":
                 raise ConfigError(f"stages.{name}.data.reword_questions: a pretrain stage has captions, not questions")
@@ -124,12 +153,34 @@ class Recipe:
                 "finetune stage — reorder them"
             )
         _check_choice("on_error", self.on_error, ("raise", "skip"))
+        if self.model.architecture == "unified" and not self.model.init_from and not self.model.unified.image_tokenizer:
+            raise ConfigError("model.unified.image_tokenizer is required: the saved image tokenizer folder")
         if not self.model.init_from and not self.model.language_model:
             raise ConfigError("model needs language_model (and, for llava, vision_model), or init_from: a checkpoint")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_unified_stage(name: str, stage: StageConfig) -> None:
+    """A unified stage trains the whole model on a mix whose every drawn source has a path."""
+    if stage.kind != "finetune" or stage.tune != "full":
+        raise ConfigError(f"stages.{name}: a unified model trains as kind: finetune with tune: full")
+    mix = stage.data.mix
+    sources = {"understanding": stage.data.path, "generation": stage.data.generation_path,
+               "text": stage.data.text_only_path}  # fmt: skip
+    keys = {"understanding": "path", "generation": "generation_path", "text": "text_only_path"}
+    for source, path in sources.items():
+        weight = getattr(mix, source)
+        if weight < 0:
+            raise ConfigError(f"stages.{name}.data.mix.{source} must be >= 0, got {weight}")
+        if weight > 0 and not path:
+            raise ConfigError(f"stages.{name}.data.mix.{source} is {weight} but data.{keys[source]} is not set")
+    if not any(getattr(mix, source) > 0 for source in sources):
+        raise ConfigError(f"stages.{name}.data.mix gives every source weight 0; nothing to train on")
+    if not 0 <= mix.unconditional_rate <= 1:
+        raise ConfigError(f"stages.{name}.data.mix.unconditional_rate must lie in [0, 1], got {mix.unconditional_rate}")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -36,6 +36,8 @@ def stage_inputs(recipe: Recipe, name: str, stage: StageConfig, previous: str | 
     data = {
         "data": stage.data.path,
         "text_only_data": stage.data.text_only_path,
+        "generation_data": stage.data.generation_path,
+        "image_tokenizer": m.unified.image_tokenizer if m.architecture == "unified" and not previous else None,
         "embeddings": stage.data.embeddings,
         "eval_data": stage.eval_data.path,
     }

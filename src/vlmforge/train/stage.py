@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback, TrainingArguments, set_seed
+from transformers import ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from vlmforge import console
@@ -28,7 +28,7 @@ from vlmforge.data.length_grouping import LengthGroupedSampler
 from vlmforge.data.packing import disable_kv_cache
 from vlmforge.errors import ConfigError
 from vlmforge.manifest import write_manifest
-from vlmforge.models.architectures import get_architecture
+from vlmforge.models.architectures import get_architecture, load_checkpoint
 from vlmforge.models.assemble import resolve_model_path
 from vlmforge.provenance import write_inputs
 from vlmforge.train.data import build_training_data
@@ -85,8 +85,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, force: bool = False, callba
 def load_starting_model(recipe: Recipe, previous: str | None):
     try:
         if previous:
-            path = resolve_model_path(previous, "starting checkpoint")
-            return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path)
+            return load_checkpoint(resolve_model_path(previous, "starting checkpoint"))
         return get_architecture(recipe.model.architecture).assemble(recipe.model)
     except OSError as err:  # hub ids not found / not cached offline: transformers' message is a page of advice
         m = recipe.model
@@ -119,8 +118,10 @@ def launched_on_cpu() -> bool:
 
 
 def training_arguments(
-    stage: StageConfig, stage_dir: Path, seed: int, world_size: int, use_cpu: bool = False
+    stage: StageConfig, stage_dir: Path, seed: int, world_size: int, use_cpu: bool = False, unused: bool = False
 ) -> TrainingArguments:
+    """``unused``: some trainable parameters get no gradient in some batches (a unified model's vision copies in a
+    text-only batch), which DDP must be told."""
     evaluate = bool(stage.eval_data.path)
     return TrainingArguments(
         output_dir=str(stage_dir),
@@ -145,7 +146,7 @@ def training_arguments(
         report_to="none",
         disable_tqdm=False,  # else quieting transformers' logging turns the bar into printed log dicts
         dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,  # pinning without a GPU only warns
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=unused,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=stage.eval_steps if evaluate else None,
         per_device_eval_batch_size=stage.per_device_batch_size,
@@ -184,7 +185,8 @@ def run_stage(
         processor.save_pretrained(previous)
         model.name_or_path = previous
     flops = flop_model(model)
-    data = build_training_data(stage, processor, model.config, on_error=recipe.on_error, flops=flops, seed=recipe.seed)
+    codes = Path(recipe.output_dir) / "codes"  # a unified model's image codes, when the data names no folder
+    data = build_training_data(stage, processor, model.config, recipe.on_error, flops, recipe.seed, codes)
     if state.is_main_process:
         print(data.plan.log_line(name))
         _warn_if_short(name, stage, len(data.dataset))
@@ -192,10 +194,11 @@ def run_stage(
     if stage.eval_data.path:
         # Padded whatever the stage trains on: a packed row would score several samples as one answer.
         eval_stage = dataclasses.replace(stage, data=stage.eval_data, batching="padding")
-        heldout = build_training_data(eval_stage, processor, model.config, on_error=recipe.on_error)
+        heldout = build_training_data(eval_stage, processor, model.config, on_error=recipe.on_error, codes_dir=codes)
     restore_cache = disable_kv_cache(model)  # packed rows rely on position_ids-derived masks, which a cache disables
     model = configure_trainable(model, stage)
-    args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes, use_cpu=use_cpu)
+    unused = bool(getattr(model.config, "copied_layers", None))  # a unified model with vision copies
+    args = training_arguments(stage, stage_dir, recipe.seed, state.num_processes, use_cpu=use_cpu, unused=unused)
 
     order_log = stage_dir / "data_order.jsonl"
     resume_from = last_checkpoint if resume else None
@@ -271,7 +274,7 @@ def _write_stage_manifest(
         Path(recipe.output_dir) / name,
         stage=name,
         recipe=recipe.to_dict(),
-        inputs=[stage.data.path] + ([stage.data.text_only_path] if stage.data.text_only_path else []),
+        inputs=[p for p in (stage.data.path, stage.data.text_only_path, stage.data.generation_path) if p],
         counts={
             "samples": len(data.dataset),
             "steps": trainer.state.global_step,

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(transfer none / mean_shift / c3) and their image-trained control, and evaluates the mean_shift models "
         "once more with covariance alignment at test time (row unicorn-mean_shift+cov); 'genixer' runs the Genixer lab "
         "(a generator writes samples for a second world's images, a judge and a box filter select them, students "
-        "train on a labeled fifth plus each selection; docs/genixer.md), e.g. --recipes bunny,unicorn",
+        "train on a labeled fifth plus each selection; docs/genixer.md); 'unix' adds the unified (Uni-X) model's "
+        "shared and two_end arms (docs/unix.md), e.g. --recipes bunny,unicorn",
     )
     demo.add_argument(
         "--set",

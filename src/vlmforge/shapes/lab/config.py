@@ -20,6 +20,7 @@ class LabConfig:
     recipe_overrides: tuple[str, ...] = ()
     eval_batch_size: int = 64
     eval_max_new_tokens: int | None = None  # None: each task's own limit (tests cap it for speed)
+    long_run: bool = False  # --long: also the Uni-X lab's longer training and larger GenEval (lab/unix.py)
 
     @classmethod
     def quick(cls, out: Path, **kwargs) -> LabConfig:
@@ -37,7 +38,7 @@ class LabConfig:
     def long(cls, out: Path, **kwargs) -> LabConfig:
         """The default lab with a longer box phase that also teaches multiple choice (``LONG_FOUNDATION``)."""
         overrides = {**LONG_FOUNDATION, **kwargs.pop("foundation_overrides", {})}
-        return cls(out=out, foundation_overrides=overrides, **kwargs)
+        return cls(out=out, foundation_overrides=overrides, long_run=True, **kwargs)
 
 
 # What the default lab leaves out for time: boxes and multiple choice need thousands of box-phase steps of their

@@ -79,7 +79,7 @@ def run_students(
             train_and_evaluate(
                 config, f"genixer-{arm}", shipped_recipe("shapes-genixer.yaml"), seed, world_root,
                 {**variables, "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
-                tasks=LAB_TASKS, limit=settings.eval_questions,
+                tasks=LAB_TASKS, paraphrased=(), limit=settings.eval_questions,
             )
             for seed in settings.seeds
         ]  # fmt: skip

@@ -40,13 +40,32 @@ def train_and_evaluate(
     variables: dict[str, str],
     overrides: Sequence[str] = (),
     before_eval: Callable[[Path], Any] | None = None,
-    tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    tasks: Sequence[str] = LAB_TASKS,
+    paraphrased: Sequence[str] = PARAPHRASED_TASKS,
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Train one recipe with one seed (finished stages are reused) and evaluate it on the held-out test images.
     ``overrides`` come before the lab's own (``config.recipe_overrides``); ``before_eval(final_dir)`` runs between
-    training and evaluation (e.g. test-time calibration); ``tasks``: the evaluation tasks, ``limit``: the first
-    questions of each (None: all)."""
+    training and evaluation (e.g. test-time calibration); ``tasks``, ``paraphrased`` and ``limit`` go to
+    ``evaluate_on_test``."""
+    final, train_seconds = train_run(config, name, recipe_file, seed, variables, overrides)
+    if before_eval is not None:
+        before_eval(final)
+    return evaluate_on_test(
+        config, f"{name}-seed{seed}", final, world_root, seed, train_seconds, tasks, paraphrased, limit
+    )
+
+
+def train_run(
+    config: LabConfig,
+    name: str,
+    recipe_file: Path,
+    seed: int,
+    variables: dict[str, str],
+    overrides: Sequence[str] = (),
+) -> tuple[Path, float]:
+    """Train one recipe with one seed into OUT/runs/NAME-seedS (finished stages reused): its final model folder
+    and the training wall time recorded when its stages ran."""
     from vlmforge.manifest import read_manifest
     from vlmforge.train.recipe import load_recipe
     from vlmforge.train.stage import run_recipe
@@ -57,11 +76,8 @@ def train_and_evaluate(
     foundation = read_manifest(Path(variables["foundation"])) or {}
     inputs = {"foundation_build": foundation.get("build_id"), "recipe": str(recipe_file), "settings": settings}
     final = run_fresh(Path(config.out), run_dir, inputs, lambda: run_recipe(recipe, resume=True))
-    if before_eval is not None:
-        before_eval(final)
     # Each stage's manifest holds the wall time of the run that trained it, so reused stages report it too.
-    train_seconds = sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
-    return evaluate_on_test(config, f"{name}-seed{seed}", final, world_root, seed, train_seconds, tasks, limit)
+    return final, sum(read_manifest(run_dir / stage)["wall_seconds"] for stage in recipe.stages)
 
 
 def evaluate_on_test(
@@ -71,30 +87,30 @@ def evaluate_on_test(
     world_root: Path,
     seed: int,
     train_seconds: float,
-    tasks: Sequence[str] = (*LAB_TASKS, *PARAPHRASED_TASKS),
+    tasks: Sequence[str] = LAB_TASKS,
+    paraphrased: Sequence[str] = PARAPHRASED_TASKS,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on ``tasks`` (default: every lab task; ``limit``: the first questions of each)
-    over the world's held-out test images (into OUT/eval/LABEL); returns the lab's run record."""
+    """Evaluate a trained model on ``tasks`` and ``paraphrased`` (default: every lab task) over the world's held-out
+    test images, the first ``limit`` questions of each (default: all), into OUT/eval/LABEL; returns the lab's run
+    record."""
     from vlmforge.eval.runner import evaluate
     from vlmforge.runtime import load_generator
 
     tick = time.perf_counter()
     eval_dir = Path(config.out) / "eval" / label
-    inputs = {"model": str(model_dir), "weights": weights_digest(model_dir)}
+    inputs = {"model": str(model_dir), "weights": weights_digest(model_dir), **({"limit": limit} if limit else {})}
     generator = load_generator(model_dir, batch_size=config.eval_batch_size)
     results = run_fresh(Path(config.out), eval_dir, inputs, lambda: evaluate(
-        generator, tuple(tasks), eval_dir, batch_size=config.eval_batch_size,
+        generator, (*tasks, *paraphrased), eval_dir, batch_size=config.eval_batch_size,
         max_new_tokens=config.eval_max_new_tokens, limit=limit,
         data={"world": str(world_root), "world_split": "test"},
         model={"name": label, "path": str(model_dir)}, progress=True,
     ))  # fmt: skip
-    run = {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
-           "eval_seconds": time.perf_counter() - tick,
-           "tasks": {name: results["tasks"][name] for name in LAB_TASKS if name in tasks}}  # fmt: skip
-    if any(name in tasks for name in PARAPHRASED_TASKS):
-        run["paraphrased"] = {name: results["tasks"][name] for name in PARAPHRASED_TASKS if name in tasks}
-    return run
+    return {"seed": seed, "model": str(model_dir), "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - tick,
+            "tasks": {name: results["tasks"][name] for name in tasks},
+            "paraphrased": {name: results["tasks"][name] for name in paraphrased}}  # fmt: skip
 
 
 def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:

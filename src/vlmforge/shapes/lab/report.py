@@ -66,6 +66,10 @@ def write_lab_report(results: dict[str, Any], out: Path) -> Path:
         from vlmforge.shapes.lab.genixer_report import genixer_report_lines
 
         lines += genixer_report_lines(results["genixer"], out)
+    if results.get("unix"):
+        from vlmforge.shapes.lab.unix_report import unix_report_lines
+
+        lines += unix_report_lines(results["unix"], out, results["recipes"])
     reading = results["foundation"].get("reading_test")
     if reading:
         scores = ", ".join(f"{task} {value:.3f}" for task, value in reading.items())

@@ -18,10 +18,12 @@ from vlmforge.shapes.lab.config import LabConfig
 from vlmforge.shapes.lab.genixer import RECIPE_NAMES as GENIXER_RECIPES
 from vlmforge.shapes.lab.recipe_runs import shipped_recipe, summarize, train_and_evaluate
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
+from vlmforge.shapes.lab.unix import RECIPE_NAMES as UNIX_RECIPES
 
 RECIPES = {"bunny": "shapes-bunny.yaml"}
-RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES}  # `--recipes unicorn` = its four recipes
-OWN_LABS = (*UNICORN_RECIPES, *GENIXER_RECIPES)  # recipe names whose lab module trains them
+# `--recipes unicorn` = its four recipes; `--recipes unix` = the unified model's two arms
+RECIPE_GROUPS = {"unicorn": UNICORN_RECIPES, "unix": UNIX_RECIPES}
+OWN_LABS = (*UNICORN_RECIPES, *GENIXER_RECIPES, *UNIX_RECIPES)  # recipe names whose lab module trains them
 
 
 def recipe_path(name: str) -> Path:
@@ -73,6 +75,12 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         names = [name for name in config.recipes if name in UNICORN_RECIPES]
         unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
         per_recipe.update(unicorn_runs)
+    unix = None
+    if any(name in UNIX_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.unix import run_unix
+
+        unix_runs, unix = run_unix(config, world.root, foundation.root, variables, blind)
+        per_recipe.update(unix_runs)
 
     genixer = None
     if any(name in GENIXER_RECIPES for name in config.recipes):
@@ -98,6 +106,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "recipes": per_recipe,
         **({"unicorn": unicorn} if unicorn else {}),
         **({"genixer": genixer} if genixer else {}),
+        **({"unix": unix} if unix else {}),
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
