@@ -67,10 +67,10 @@ def build_training_data(
     seed: int = 0,
     codes_dir: Path | None = None,
 ) -> TrainingData:
-    """A unified model's stage takes its mix (:func:`unified_training_data`). Pretrain stages use the "plain" template (image then caption); finetune stages the chat template. The
-    batching is the stage's, or for ``auto`` the one :func:`plan_batching` predicts cheapest with ``flops``
-    (padding when no ``flops`` are given)."""
-    if model_config.model_type == UNIFIED:
+    """Pretrain stages use the "plain" template (image then caption); finetune stages the chat template; a unified
+    model's stage takes its mix (:func:`unified_training_data`). The batching is the stage's, or for ``auto`` the
+    one :func:`plan_batching` predicts cheapest with ``flops`` (padding when no ``flops`` are given)."""
+    if getattr(model_config, "model_type", None) == UNIFIED:
         return unified_training_data(stage, processor, model_config, on_error, flops, seed, codes_dir)
     rejections = Rejections()
     template = "plain" if stage.kind == "pretrain" else "chat"

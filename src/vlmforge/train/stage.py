@@ -179,11 +179,7 @@ def run_stage(
     set_seed(recipe.seed)  # the projector's random init is part of the run: same recipe, same model
     model, processor = load_starting_model(recipe, previous)
     if previous is None and stage.tune == "lora" and stage.kind == "finetune" and state.is_main_process:
-        # A LoRA adapter needs its base on disk to be merged or reloaded later.
-        previous = str(stage_dir / "base")
-        model.save_pretrained(previous)
-        processor.save_pretrained(previous)
-        model.name_or_path = previous
+        previous = _save_lora_base(model, processor, stage_dir)
     flops = flop_model(model)
     codes = Path(recipe.output_dir) / "codes"  # a unified model's image codes, when the data names no folder
     data = build_training_data(stage, processor, model.config, recipe.on_error, flops, recipe.seed, codes)
@@ -236,6 +232,15 @@ def run_stage(
         _write_stage_manifest(recipe, name, stage, trainer, data, heldout, {**result.metrics, **final_eval}, seconds,
                               final, speed)  # fmt: skip
     return final
+
+
+def _save_lora_base(model, processor, stage_dir: Path) -> str:
+    """A LoRA adapter needs its base on disk to be merged or reloaded later: save it as STAGE/base."""
+    base = str(stage_dir / "base")
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    model.name_or_path = base
+    return base
 
 
 def _warn_if_short(name: str, stage: StageConfig, records: int) -> None:

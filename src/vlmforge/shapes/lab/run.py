@@ -68,25 +68,7 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         ]
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind),
                             "paraphrased": summarize(runs, key="paraphrased")}  # fmt: skip
-    unicorn = None
-    if any(name in UNICORN_RECIPES for name in config.recipes):
-        from vlmforge.shapes.lab.unicorn import run_unicorn
-
-        names = [name for name in config.recipes if name in UNICORN_RECIPES]
-        unicorn_runs, unicorn = run_unicorn(config, world.root, foundation.root, names, variables, blind)
-        per_recipe.update(unicorn_runs)
-    unix = None
-    if any(name in UNIX_RECIPES for name in config.recipes):
-        from vlmforge.shapes.lab.unix import run_unix
-
-        unix_runs, unix = run_unix(config, world.root, foundation.root, variables, blind)
-        per_recipe.update(unix_runs)
-
-    genixer = None
-    if any(name in GENIXER_RECIPES for name in config.recipes):
-        from vlmforge.shapes.lab.genixer import run_genixer
-
-        genixer = run_genixer(config, world.root, foundation.root)
+    method_labs = _run_method_labs(config, world.root, foundation.root, variables, blind, per_recipe)
 
     from vlmforge.shapes.lab.report import write_lab_report
 
@@ -104,14 +86,41 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         "seeds": list(config.seeds),
         "question_only_baseline": blind,
         "recipes": per_recipe,
-        **({"unicorn": unicorn} if unicorn else {}),
-        **({"genixer": genixer} if genixer else {}),
-        **({"unix": unix} if unix else {}),
+        **method_labs,
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_lab_report(results, out)
     return results
+
+
+def _run_method_labs(
+    config: LabConfig,
+    world_root: Path,
+    foundation_root: Path,
+    variables: dict[str, str],
+    blind: dict,
+    per_recipe: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the lab groups that train their own recipes (Unicorn, Uni-X, Genixer); their runs join ``per_recipe``,
+    and each group's own results come back under its name."""
+    results: dict[str, Any] = {}
+    if any(name in UNICORN_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.unicorn import run_unicorn
+
+        names = [name for name in config.recipes if name in UNICORN_RECIPES]
+        unicorn_runs, results["unicorn"] = run_unicorn(config, world_root, foundation_root, names, variables, blind)
+        per_recipe.update(unicorn_runs)
+    if any(name in UNIX_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.unix import run_unix
+
+        unix_runs, results["unix"] = run_unix(config, world_root, foundation_root, variables, blind)
+        per_recipe.update(unix_runs)
+    if any(name in GENIXER_RECIPES for name in config.recipes):
+        from vlmforge.shapes.lab.genixer import run_genixer
+
+        results["genixer"] = run_genixer(config, world_root, foundation_root)
+    return {name: value for name, value in results.items() if value}
 
 
 def expand_recipes(names: str | Sequence[str]) -> tuple[str, ...]:
