@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from vlmforge.errors import ConfigError
+from vlmforge.train.recipe import set_dotted
 from vlmforge.train.schedule import StepSchedule
 
 OWN_PREFIX = "own_data."
@@ -65,16 +66,6 @@ def _settings(data: Any) -> OwnDataSettings:
     return settings
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
-    node = data
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
-    node[last] = value
-
-
 def load_template(
     text: str, variables: dict[str, str], overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[OwnDataSettings, dict[str, Any], list[str]]:
@@ -93,7 +84,7 @@ def load_template(
         if not sep:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         if key.strip().startswith(OWN_PREFIX):
-            _set_dotted(own, key.strip().removeprefix(OWN_PREFIX), yaml.safe_load(value))
+            set_dotted(own, key.strip().removeprefix(OWN_PREFIX), yaml.safe_load(value))
         else:
             recipe_overrides.append(item)
     return _settings(own), dict(data["recipe"] or {}), recipe_overrides

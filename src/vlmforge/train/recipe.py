@@ -304,11 +304,12 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got '{item}'")
-        _set_dotted(data, key.strip(), yaml.safe_load(value))
+        set_dotted(data, key.strip(), yaml.safe_load(value))
     return _build(Recipe, data, "").validate()
 
 
-def _set_dotted(data: dict, key: str, value: Any) -> None:
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """``data['a']['b'] = value`` for ``key='a.b'``, creating sections; a non-section on the way is a ConfigError."""
     node = data
     *parents, last = key.split(".")
     for part in parents:
