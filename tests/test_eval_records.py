@@ -230,3 +230,26 @@ def test_bad_records_are_named(records, change, message):
     records.write_text(json.dumps(RECORDS[0]) + "\n" + json.dumps({**RECORDS[1], **change}) + "\n")
     with pytest.raises(DataError, match=rf"mine\.jsonl:2: .*{message}"):
         get_task("jsonl").load({"jsonl": str(records)})
+
+
+def test_a_group_with_a_closed_answer_set_reports_answers_of_its_kind(tmp_path):
+    png(tmp_path / "a.png")
+    rows = [
+        _record("k1", "Colour of the circle?", "red", kind="colour"),
+        _record("k2", "Colour of the square?", "blue", kind="colour"),
+        _record("k3", "Colour of the star?", "green", kind="colour"),
+        _record("d1", "Which digit?", "7", kind="digit"),
+        _record("f1", "Describe the scene.", "a red circle", kind="free"),
+    ]
+    path = tmp_path / "kinds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Right, wrong but a colour, and a digit where a colour was asked.
+    answers = {"Colour of the circle": "red", "Colour of the square": "green", "Colour of the star": "7",
+               "Which digit": "7", "Describe the scene": "something"}  # fmt: skip
+    res = evaluate(Scripted(answers), ["jsonl"], tmp_path / "out", data={"jsonl": str(path)}, group_by=["kind"],
+                   progress=False)  # fmt: skip
+    metrics = res["tasks"]["jsonl"]["metrics"]
+    assert metrics["kind=colour/accuracy"]["value"] == pytest.approx(1 / 3)
+    assert metrics["kind=colour/answer_kind"] == {"value": pytest.approx(2 / 3), "n": 3}
+    # One answer is no closed set: no kind rate for the digit group or the single free-text record.
+    assert "kind=digit/answer_kind" not in metrics and "kind=free/answer_kind" not in metrics

@@ -3,10 +3,16 @@
 A sample's field is looked up in its record's own fields first (``meta["fields"]``, which the ``jsonl`` task keeps
 for every scalar field of a record) and then in its ``meta`` (``type``, ``subtask``, ``split`` of the built-in
 tasks). The rotations of a circular question share their record, so a group never splits a question.
+
+Next to the headline metric, a group whose answers form a small closed set (a question kind: colours, digits,
+sides) gets ``FIELD=VALUE/answer_kind``: the share of predictions the task's judge accepts against *some* answer of
+that group, right or wrong. A model that answers "What colour…?" with a colour scores 1 there even when the colour
+is wrong; one that answers with a letter or a digit does not, which is what a reworded question tends to cause.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,4 +65,23 @@ def group_metrics(
             )
             if task.primary in metrics:
                 out[f"{field}={value}/{task.primary}"] = metrics[task.primary]
+            kind = answer_kind_rate(task, [predictions[i] for i in indices], [samples[i] for i in indices])
+            if kind is not None:
+                out[f"{field}={value}/answer_kind"] = {"value": kind, "n": len(indices)}
     return out
+
+
+MAX_KIND_ANSWERS = 50  # more distinct answers than this is free text or boxes: no closed set to be "of the kind"
+
+
+def answer_kind_rate(task: Task, predictions: Sequence[str], samples: Sequence[Sample]) -> float | None:
+    """The share of ``predictions`` the task's judge accepts against some target of ``samples`` (any of them, not
+    necessarily their own); None when the targets are fewer than 2 or more than ``MAX_KIND_ANSWERS`` distinct."""
+    targets = list({json.dumps(s.target, sort_keys=True): s.target for s in samples}.values())
+    if not 2 <= len(targets) <= MAX_KIND_ANSWERS:
+        return None
+    hits = 0
+    for prediction, sample in zip(predictions, samples, strict=True):
+        parsed = task.parse(prediction, sample.meta)
+        hits += any(task.judge(parsed, target, sample.meta) > 0 for target in targets)
+    return hits / len(samples)
