@@ -150,3 +150,21 @@ def test_the_long_lab_lengthens_the_box_phase_and_foundation_sets_still_win(monk
     assert spec.reader.box_fraction == 0.3 and seen["config"].seeds == (0, 1, 2)
     with pytest.raises(SystemExit):
         main(["demo", "--quick", "--long", "--out", str(tmp_path)])
+
+
+def test_a_later_lab_group_keeps_the_earlier_rows_of_the_same_foundation_build(tmp_path):
+    from vlmforge.shapes.lab.run import with_earlier_rows
+
+    def results(recipes, build, **sections):
+        return {"world": "W", "foundation": {"build_id": build}, "recipes": recipes, **sections}
+
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps(results({"bunny": {"a": 1}, "genixer-L": {"b": 0}}, "b1", unicorn={"u": 1})))
+    now = results({"genixer-L": {"b": 2}}, "b1", genixer={"g": 1})
+    merged = with_earlier_rows(now, earlier)
+    assert merged["recipes"] == {"bunny": {"a": 1}, "genixer-L": {"b": 2}}  # this run's rows win
+    assert merged["unicorn"] == {"u": 1} and merged["genixer"] == {"g": 1}
+    # Rows of another build of the foundation models are not reported next to these.
+    assert with_earlier_rows(results({"x": {}}, "b2"), earlier)["recipes"] == {"x": {}}
+    assert with_earlier_rows(results({"x": {}}, None), earlier)["recipes"] == {"x": {}}
+    assert with_earlier_rows(now, tmp_path / "none.json") is now

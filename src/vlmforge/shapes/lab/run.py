@@ -72,11 +72,13 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
 
     from vlmforge.shapes.lab.report import write_lab_report
 
-    lm_manifest = (read_manifest(foundation.root) or {}).get("lm", {})
+    manifest = read_manifest(foundation.root) or {}
+    lm_manifest = manifest.get("lm", {})
     results = {
         "world": str(world.root),
         "foundation": {
             "path": str(foundation.root),
+            "build_id": manifest.get("build_id"),
             "reused": foundation.reused,
             # The LM's held-out reading before any image: a type it did not learn there, the lab does not learn.
             "reading_test": lm_manifest.get("object_reading_accuracy"),
@@ -89,9 +91,33 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
         **method_labs,
         "timings_seconds": {**timings, "total": time.perf_counter() - started},
     }
+    results = with_earlier_rows(results, out / "results.json")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_lab_report(results, out)
     return results
+
+
+METHOD_SECTIONS = ("unicorn", "unix", "genixer")
+
+
+def with_earlier_rows(results: dict[str, Any], earlier_file: Path) -> dict[str, Any]:
+    """``results`` plus the recipes and method sections of an earlier run into the same folder that this run did
+    not repeat, so `vlmforge demo --recipes genixer` after `vlmforge demo` reports both, not only the last one.
+
+    Only rows made from the same world and the same build of the foundation models are kept: rows of other
+    foundation models would be reported next to these as if comparable."""
+    if not earlier_file.is_file():
+        return results
+    earlier = json.loads(earlier_file.read_text())
+    build = results["foundation"]["build_id"]
+    earlier_build = (earlier.get("foundation") or {}).get("build_id")
+    if build is None or earlier_build != build or earlier.get("world") != results["world"]:
+        return results
+    merged = {**results, "recipes": {**earlier.get("recipes", {}), **results["recipes"]}}
+    for section in METHOD_SECTIONS:
+        if section not in merged and section in earlier:
+            merged[section] = earlier[section]
+    return merged
 
 
 def _run_method_labs(
