@@ -18,25 +18,19 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vlmforge.data.images import load_image
+from vlmforge.models.assemble import default_select_strategy, vision_config_of
 from vlmforge.provenance import path_identity
 
 BATCH = 64
 GRID = 3  # cells per side of the pooling grid (fewer when the tower has fewer patches per side)
 
 
-def default_strategy(model_type: str) -> str:
-    """LLaVA's choice when a recipe leaves it open: drop CLIP's CLS token, keep every SigLIP token."""
-    return "default" if "clip" in model_type else "full"
-
-
 def load_tower(vision_model: str):
-    """(vision tower, image processor, its config) from a vision model folder or a full CLIP/SigLIP checkpoint."""
+    """(vision tower, image processor) from a vision model folder or a full CLIP/SigLIP checkpoint."""
     from transformers import AutoImageProcessor, AutoModel
 
     model = AutoModel.from_pretrained(vision_model)
-    tower = getattr(model, "vision_model", model)
-    config = getattr(model.config, "vision_config", model.config)
-    return tower.eval(), AutoImageProcessor.from_pretrained(vision_model), config
+    return getattr(model, "vision_model", model).eval(), AutoImageProcessor.from_pretrained(vision_model)
 
 
 def grid_pool(tokens: torch.Tensor) -> torch.Tensor:
@@ -67,8 +61,8 @@ def cached_features(
 ) -> tuple[torch.Tensor, dict]:
     """Features of ``images`` (rows in that order) and a description (tower, layer, strategy); read from
     ``cache`` when it holds them for the same tower and layer, else computed and written there."""
-    tower, processor, config = load_tower(vision_model)
-    strategy = strategy or default_strategy(config.model_type)
+    # The config alone names the strategy; the tower's weights load only when the cache cannot answer.
+    strategy = strategy or default_select_strategy(vision_config_of(vision_model))
     about = {
         "vision_model": str(vision_model),
         "layer": layer,
@@ -85,7 +79,7 @@ def cached_features(
                 stored = load_file(tensors)["features"]
                 return stored[[known[n] for n in names]], {**about, "cached": True}
     unique = list(dict.fromkeys(names))
-    features = pooled_features(tower, processor, [Path(n) for n in unique], layer, strategy)
+    features = pooled_features(*load_tower(vision_model), [Path(n) for n in unique], layer, strategy)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         save_file({"features": features.contiguous()}, str(tensors))

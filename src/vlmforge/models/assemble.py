@@ -87,7 +87,8 @@ def vision_config_of(vision_model: str):
     return getattr(config, "vision_config", config)
 
 
-def _default_select_strategy(vision_config) -> str:
+def default_select_strategy(vision_config) -> str:
+    """LLaVA's choice when none is given: drop CLIP's CLS token ("default"), keep every SigLIP token ("full")."""
     return "default" if "clip" in vision_config.model_type else "full"
 
 
@@ -127,7 +128,7 @@ def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, L
 
     vision_config = vision_config_of(vision_path)
     text_config = AutoConfig.from_pretrained(lm_path)
-    strategy = spec.vision_feature_select_strategy or _default_select_strategy(vision_config)
+    strategy = spec.vision_feature_select_strategy or default_select_strategy(vision_config)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(lm_path))
 
     config = LlavaConfig(
