@@ -3,10 +3,10 @@ filter keeps, and mean ± standard error over seeds."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from vlmforge.shapes.lab.recipe_runs import mean_and_se
 from vlmforge.synth.genixer.select import in_band
 
 # The paper's bands of judge probability; "medium" is the one it reports helps most.
@@ -41,8 +41,7 @@ def band_of(score: float) -> str:
 
 def mean_se(values: Sequence[float]) -> dict[str, Any]:
     """Mean, its standard error (None for one value) and the values."""
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else None
+    mean, se = mean_and_se(values)
     return {"mean": mean, "se": se, "values": list(values)}
 
 

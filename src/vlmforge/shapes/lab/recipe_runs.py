@@ -120,6 +120,14 @@ def task_accuracy(task_result: dict[str, Any]) -> tuple[float, int]:
     return float(headline["value"]), int(headline.get("n") or task_result.get("n_questions") or 0)
 
 
+def mean_and_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """The mean over seeds and its standard error (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
 def summarize(
     runs: list[dict[str, Any]], question_only: dict[str, float] | None = None, key: str = "tasks"
 ) -> dict[str, Any]:
@@ -131,12 +139,7 @@ def summarize(
         return summary  # runs evaluated without that key's tasks have no such rows
     for task in runs[0][key]:
         values = [task_accuracy(run[key][task])[0] for run in runs]
-        mean = sum(values) / len(values)
-        se = (
-            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-            if len(values) > 1
-            else None
-        )
+        mean, se = mean_and_se(values)
         kind = task.removeprefix("shapes_").removeprefix("paraphrased_")
         summary[kind] = {
             "mean": mean, "se": se, "per_seed": values, "chance": runs[0][key][task].get("chance"),

@@ -11,13 +11,13 @@ Finished work is reused only when made from the same inputs (``freshness.run_fre
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vlmforge.shapes.lab.config import LabConfig
+from vlmforge.shapes.lab.recipe_runs import mean_and_se
 
 RECIPE = "shapes-unix.yaml"
 ARM_OVERRIDES = {
@@ -185,8 +185,7 @@ def _measured(folder, model_dir, settings, world, items, questions, heldout, see
 
 
 def _mean_se(values: list[float]) -> dict[str, float | None]:
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else None
+    mean, se = mean_and_se(values)
     return {"mean": mean, "se": se, "per_seed": values}
 
 
