@@ -17,7 +17,7 @@ import torch
 
 from vlmforge.errors import ConfigError
 from vlmforge.runtime import Completion, SamplingParams, apply_stop
-from vlmforge.serve.batcher import Batcher, Delta, Done, DynamicBatcher, Failed, Job, QueueFull
+from vlmforge.serve.batcher import MAX_WINDOWS, Batcher, Delta, Done, DynamicBatcher, Failed, Job, QueueFull
 from vlmforge.serve.engine import TextEngine
 from vlmforge.serve.running_batch import RowSampling, RunningBatch, Sampler, stepwise_support
 from vlmforge.serve.settings import ServeSettings
@@ -54,10 +54,12 @@ class ContinuousBatcher(Batcher):
         self,
         engine: TextEngine,
         max_batch_size: int = 8,
+        window_ms: float = 10.0,
         max_queue: int = 64,
         on_step: Callable[[list[Job]], None] | None = None,
     ):
         super().__init__(engine, max_batch_size, max_queue)
+        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
         model = engine.model  # type: ignore[attr-defined]
         self.batch = RunningBatch(model, Sampler(model.generation_config, engine.device))  # type: ignore[attr-defined]
         self.on_step = on_step  # told the jobs in the batch before every decode step (tests, metrics)
@@ -93,9 +95,12 @@ class ContinuousBatcher(Batcher):
                     self._pending.popleft()
                 if self._closed:
                     return None
-                if self._pending or self.rows:
+                wait = self._join_in()
+                if wait <= 0:
                     break
-                self._cond.wait()
+                if self.rows:
+                    return []  # newcomers wait for company while the batch decodes on
+                self._cond.wait(None if wait == float("inf") else wait)
             jobs: list[Job] = []
             room = 0 if self._alone else self.max_batch_size - len(self.rows)
             while self._pending and len(jobs) < room:
@@ -115,6 +120,19 @@ class ContinuousBatcher(Batcher):
                 self.timings.add("queue", now - job.submitted)
             self.timings.batch(len(jobs))
         return jobs
+
+    def _join_in(self) -> float:
+        """Seconds until the waiting requests should join (0: now). A prefill costs the running rows a step's worth
+        of time or more, so arrivals join together: once they fill the batch, once a window passes with no new
+        arrival, or at the latest MAX_WINDOWS windows after the oldest came."""
+        if not self._pending:
+            return float("inf")
+        room = self.max_batch_size - len(self.rows)
+        if len(self._pending) >= room or self.window_s == 0:
+            return 0.0
+        now = time.perf_counter()
+        newest, oldest = self._pending[-1].submitted, self._pending[0].submitted
+        return max(0.0, min(newest + self.window_s, oldest + MAX_WINDOWS * self.window_s) - now)
 
     def _prefill(self, jobs: list[Job]) -> None:
         """Prefill ``jobs`` together and add them to the batch; if that fails, each alone, so that a bad request
@@ -172,13 +190,16 @@ class ContinuousBatcher(Batcher):
             elif self._add_token(row, token):
                 self._finish(row)
                 ended.add(i)
-        if ended:
-            keep = [i for i in range(len(self.rows)) if i not in ended]
-            self.batch.keep(keep)
-            self.rows = [self.rows[i] for i in keep]
-            self._alone = self._alone and bool(self.rows)
         if self.timings is not None:
             self.timings.add("detokenize", time.perf_counter() - start, len(tokens))
+        if ended:
+            start = time.perf_counter()
+            keep = [i for i in range(len(self.rows)) if i not in ended]
+            self.batch.keep(keep)
+            if self.timings is not None:
+                self.timings.add("rebatch", time.perf_counter() - start, len(keep))
+            self.rows = [self.rows[i] for i in keep]
+            self._alone = self._alone and bool(self.rows)
 
     def _add_token(self, row: Row, token: int) -> bool:
         """Record ``token``; whether the row has ended."""
@@ -218,4 +239,4 @@ def make_batcher(engine: TextEngine, settings: ServeSettings) -> Batcher:
         return DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
     if reason:
         raise ConfigError(f"--batching continuous is not available for this model: {reason}; use --batching dynamic")
-    return ContinuousBatcher(engine, settings.max_batch_size, settings.max_queue)
+    return ContinuousBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
