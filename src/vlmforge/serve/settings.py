@@ -87,8 +87,8 @@ def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
         "--batch-window-ms",
         type=float,
         default=d.batch_window_ms,
-        help="dynamic batching: a batch closes when no request joined it for this long, or after 5 such windows "
-        "(default: %(default)s)",
+        help="requests that arrive together start together: a batch (dynamic) or a group joining the running batch "
+        "(continuous) waits until no request came for this long, at most 5 such windows (default: %(default)s)",
     )
     group.add_argument(
         "--max-queue",
