@@ -127,7 +127,12 @@ def start_server(
     raise RuntimeError("server did not become healthy in 120 s")
 
 
-async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int):
+def client_max_tokens(i: int, max_tokens: int, mixed: bool) -> int:
+    """Client ``i``'s max_tokens: all the same, or (``mixed``) half, one, one and a half and two times it in turn."""
+    return max(1, max_tokens * (i % 4 + 1) // 2) if mixed else max_tokens
+
+
+async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int, mixed: bool = False):
     """(requests, completion tokens, errors, latencies, CPU seconds of this process) of ``clients`` loops posting
     for ``duration`` s.
 
@@ -146,7 +151,7 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
             {
                 "model": model,
                 "temperature": 0,
-                "max_tokens": max_tokens,
+                "max_tokens": client_max_tokens(i, max_tokens, mixed),
                 "messages": [
                     {
                         "role": "user",
@@ -194,7 +199,7 @@ def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size:
             httpx.delete(f"{url}/timings")
         start = time.monotonic()
         requests, tokens, errors, latencies, cpu = asyncio.run(
-            run_clients(url, name, clients, args.duration, args.max_tokens)
+            run_clients(url, name, clients, args.duration, args.max_tokens, args.mixed_lengths)
         )
         seconds = time.monotonic() - start
         timings = httpx.get(f"{url}/timings").json() if args.profile else None
@@ -247,7 +252,8 @@ def speedup(results: list[Result], batching: str | None = None) -> float | None:
 
 def report(args: argparse.Namespace, results: list[Result]) -> dict:
     print(
-        f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}   "
+        f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}"
+        f"{' (mixed: 0.5x to 2x)' if args.mixed_lengths else ''}   "
         f"duration: {args.duration:.0f} s x {args.rounds} rounds   server threads: {args.threads or 'default'}\n"
     )
     print(
@@ -269,6 +275,8 @@ def report(args: argparse.Namespace, results: list[Result]) -> dict:
         "scenarios": [r.summary() for r in results],
         "batching_speedup": speedup(results),
         "batching_speedup_by_mode": by_mode,
+        "max_tokens": args.max_tokens,
+        "mixed_lengths": args.mixed_lengths,
     }
 
 
@@ -296,6 +304,11 @@ def main() -> int:
         type=int,
         default=1,
         help="run the scenarios this many times, interleaved, and pool each one's rounds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mixed-lengths",
+        action="store_true",
+        help="clients ask for 0.5x, 1x, 1.5x and 2x --max-tokens in turn (answers of different lengths in one batch)",
     )
     parser.add_argument("--window-ms", type=float, help="the server's --batch-window-ms (default: its default)")
     parser.add_argument("--profile", action="store_true", help="print where a request's time goes, per stage")

@@ -144,7 +144,7 @@ class ContinuousBatcher(Batcher):
             inputs = self.engine.prepare([job.conversation for job in jobs])  # type: ignore[attr-defined]
             start = time.perf_counter()
             tokens = self.batch.prefill(inputs, settings)
-            self._time_prefill(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
         except Exception as err:
             if len(jobs) > 1:
                 for job in jobs:
@@ -153,6 +153,7 @@ class ContinuousBatcher(Batcher):
             jobs[0].emit(Failed(err))
             self._alone = self._alone and bool(self.rows)
             return
+        self._time_prefill(seconds)
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         self.rows += [
             Row(job, n, text=StreamText(job.params.stop) if job.stream else None)
