@@ -1,5 +1,6 @@
 """Continuous batching: rows join and leave a running decode batch and still get generate's answers."""
 
+import argparse
 import asyncio
 import threading
 
@@ -12,7 +13,7 @@ from vlmforge.runtime import Conversation, SamplingParams
 from vlmforge.serve.batcher import Delta, Done, DynamicBatcher, Failed
 from vlmforge.serve.continuous import ContinuousBatcher, make_batcher
 from vlmforge.serve.running_batch import RowSampling, RunningBatch, Sampler, stepwise_support
-from vlmforge.serve.settings import ServeSettings
+from vlmforge.serve.settings import ServeSettings, add_arguments, from_args
 from vlmforge.serve.timings import StageTimings
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (250, 250, 0), (0, 200, 200), (90, 0, 90)]
@@ -202,6 +203,12 @@ def test_continuous_batching_is_the_default_where_the_model_supports_it(vlm):  #
     assert isinstance(make_batcher(FakeEngine(), ServeSettings()), DynamicBatcher)
     with pytest.raises(ConfigError, match="--batching dynamic"):
         make_batcher(FakeEngine(), ServeSettings(batching="continuous"))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_args(parser.parse_args(["--model", "m"])).batching is None
+    assert from_args(parser.parse_args(["--model", "m", "--batching", "dynamic"])).batching == "dynamic"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--batching", "static"])
 
 
 def test_profiled_continuous_batching_reports_its_stages(vlm):  # noqa: F811
