@@ -3,10 +3,12 @@
     python bench/serve_load.py                      # a random LLaVA of the lab's size, 20 s per scenario
     python bench/serve_load.py --model runs/lab/bunny --duration 30 --max-tokens 32
     python bench/serve_load.py --profile --scenarios 16:batch --json out.json   # where a request's time goes
+    python bench/serve_load.py --rounds 2 --scenarios 16:batch:continuous,16:1:continuous,16:batch:dynamic,16:1:dynamic
 
 Each scenario starts its own server (a subprocess on 127.0.0.1), runs the clients for --duration seconds and
 reports throughput, p50/p99 latency and errors. The default scenarios answer two questions: how much does
-dynamic batching buy at 16 clients (vs --max-batch-size 1), and does the server stay error-free at 64?
+batching buy at 16 clients (vs --max-batch-size 1), and does the server stay error-free at 64? A scenario may name
+the server's --batching mode (continuous or dynamic) to compare the two in one run.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Result:
     latencies: list[float]
     timings: dict | None = None  # the server's GET /timings (with --profile)
     client_cpu: float = 0.0  # CPU seconds the clients (this process) used: they share the cores with the server
+    batching: str = "default"  # the server's --batching, or its default
 
     @property
     def throughput(self) -> float:
@@ -56,6 +59,7 @@ class Result:
         return {
             "clients": self.clients,
             "max_batch_size": self.max_batch_size,
+            "batching": self.batching,
             "req_per_s": round(self.throughput, 2),
             "p50_ms": round(self.percentile(0.5), 1),
             "p99_ms": round(self.percentile(0.99), 1),
@@ -73,7 +77,14 @@ def _image_url(i: int) -> str:
 
 
 def start_server(
-    model: str, port: int, max_batch_size: int, max_queue: int, threads: int, profile: bool = False
+    model: str,
+    port: int,
+    max_batch_size: int,
+    max_queue: int,
+    threads: int,
+    profile: bool = False,
+    batching: str = "",
+    window_ms: float | None = None,
 ) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -94,6 +105,8 @@ def start_server(
     ]
     command += ["--threads", str(threads)] if threads else []
     command += ["--profile"] if profile else []
+    command += ["--batching", batching] if batching and batching != "default" else []
+    command += ["--batch-window-ms", str(window_ms)] if window_ms is not None else []
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -114,7 +127,12 @@ def start_server(
     raise RuntimeError("server did not become healthy in 120 s")
 
 
-async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int):
+def client_max_tokens(i: int, max_tokens: int, mixed: bool) -> int:
+    """Client ``i``'s max_tokens: all the same, or (``mixed``) half, one, one and a half and two times it in turn."""
+    return max(1, max_tokens * (i % 4 + 1) // 2) if mixed else max_tokens
+
+
+async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int, mixed: bool = False):
     """(requests, completion tokens, errors, latencies, CPU seconds of this process) of ``clients`` loops posting
     for ``duration`` s.
 
@@ -133,7 +151,7 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
             {
                 "model": model,
                 "temperature": 0,
-                "max_tokens": max_tokens,
+                "max_tokens": client_max_tokens(i, max_tokens, mixed),
                 "messages": [
                     {
                         "role": "user",
@@ -168,9 +186,11 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
     return len(latencies), tokens, errors, latencies, time.process_time() - cpu
 
 
-def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size: int) -> Result:
+def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size: int, batching: str) -> Result:
     port = free_port(HOST)
-    server = start_server(model, port, max_batch_size, max(64, 2 * clients), args.threads, args.profile)
+    server = start_server(
+        model, port, max_batch_size, max(64, 2 * clients), args.threads, args.profile, batching, args.window_ms
+    )
     try:
         url = f"http://{HOST}:{port}"
         name = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
@@ -179,11 +199,11 @@ def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size:
             httpx.delete(f"{url}/timings")
         start = time.monotonic()
         requests, tokens, errors, latencies, cpu = asyncio.run(
-            run_clients(url, name, clients, args.duration, args.max_tokens)
+            run_clients(url, name, clients, args.duration, args.max_tokens, args.mixed_lengths)
         )
         seconds = time.monotonic() - start
         timings = httpx.get(f"{url}/timings").json() if args.profile else None
-        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu)
+        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu, batching)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -203,13 +223,15 @@ def merge(rounds: list[Result]) -> Result:
         [x for r in rounds for x in r.latencies],
         timings[-1] if timings else None,
         sum(r.client_cpu for r in rounds),
+        first.batching,
     )
 
 
 def print_timings(r: Result) -> None:
     t = r.timings or {}
     print(
-        f"\nwhere the time goes (last round): {r.clients} clients, max batch {r.max_batch_size} ({t.get('requests')} requests, "
+        f"\nwhere the time goes (last round): {r.clients} clients, max batch {r.max_batch_size}, {r.batching} batching "
+        f"({t.get('requests')} requests, "
         f"mean batch {t.get('mean_batch_size', 0):.1f}, {t.get('decode_steps_per_batch', 0):.1f} decode steps)"
     )
     print(f"{'stage':<16} {'wall ms/request':>15} {'busy ms/request':>15}  what")
@@ -218,33 +240,44 @@ def print_timings(r: Result) -> None:
         print(f"{stage:<16} {v['wall_ms']:>15.2f} {busy:>15}  {t['descriptions'][stage]}")
 
 
-def speedup(results: list[Result]) -> float | None:
-    """16-client throughput with batching over 16-client throughput with --max-batch-size 1."""
-    batched = next((r for r in results if r.clients == 16 and r.max_batch_size > 1), None)
-    single = next((r for r in results if r.clients == 16 and r.max_batch_size == 1), None)
+def speedup(results: list[Result], batching: str | None = None) -> float | None:
+    """16-client throughput with batching over 16-client throughput with --max-batch-size 1, both with the
+    ``batching`` mode (default: the first scenario's)."""
+    batching = batching or (results[0].batching if results else None)
+    same = [r for r in results if r.batching == batching]
+    batched = next((r for r in same if r.clients == 16 and r.max_batch_size > 1), None)
+    single = next((r for r in same if r.clients == 16 and r.max_batch_size == 1), None)
     return round(batched.throughput / single.throughput, 2) if batched and single and single.throughput else None
 
 
 def report(args: argparse.Namespace, results: list[Result]) -> dict:
     print(
-        f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}   "
+        f"\nmodel: {args.model or 'random LLaVA of the lab size'}   max_tokens: {args.max_tokens}"
+        f"{' (mixed: 0.5x to 2x)' if args.mixed_lengths else ''}   "
         f"duration: {args.duration:.0f} s x {args.rounds} rounds   server threads: {args.threads or 'default'}\n"
     )
     print(
-        f"{'clients':>7} {'max batch':>9} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'clients':>7} {'max batch':>9} {'batching':>10} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
     )
     for r in results:
         print(
-            f"{r.clients:>7} {r.max_batch_size:>9} {r.requests:>8} {r.throughput:>7.1f} "
+            f"{r.clients:>7} {r.max_batch_size:>9} {r.batching:>10} {r.requests:>8} {r.throughput:>7.1f} "
             f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
         )
-    ratio = speedup(results)
-    if ratio is not None:
-        print(f"\ndynamic batching at 16 clients: {ratio:.1f}x the throughput of --max-batch-size 1")
+    by_mode = {mode: speedup(results, mode) for mode in dict.fromkeys(r.batching for r in results)}
+    for mode, ratio in by_mode.items():
+        if ratio is not None:
+            print(f"\n{mode} batching at 16 clients: {ratio:.1f}x the throughput of --max-batch-size 1")
     for r in results:
         if r.timings:
             print_timings(r)
-    return {"scenarios": [r.summary() for r in results], "batching_speedup": ratio}
+    return {
+        "scenarios": [r.summary() for r in results],
+        "batching_speedup": speedup(results),
+        "batching_speedup_by_mode": by_mode,
+        "max_tokens": args.max_tokens,
+        "mixed_lengths": args.mixed_lengths,
+    }
 
 
 def main() -> int:
@@ -263,7 +296,8 @@ def main() -> int:
     parser.add_argument(
         "--scenarios",
         default="16:batch,16:1,64:batch",
-        help="CLIENTS:MAX_BATCH pairs, 'batch' = --batch (default: %(default)s)",
+        help="CLIENTS:MAX_BATCH[:continuous|dynamic], 'batch' = --batch; without a mode the server's default "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--rounds",
@@ -271,6 +305,12 @@ def main() -> int:
         default=1,
         help="run the scenarios this many times, interleaved, and pool each one's rounds (default: %(default)s)",
     )
+    parser.add_argument(
+        "--mixed-lengths",
+        action="store_true",
+        help="clients ask for 0.5x, 1x, 1.5x and 2x --max-tokens in turn (answers of different lengths in one batch)",
+    )
+    parser.add_argument("--window-ms", type=float, help="the server's --batch-window-ms (default: its default)")
     parser.add_argument("--profile", action="store_true", help="print where a request's time goes, per stage")
     parser.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
@@ -283,17 +323,24 @@ def main() -> int:
             model = str(save_lab_size_llava(Path(tmp) / "lab-size-llava"))
         rounds: list[list[Result]] = [[] for _ in specs]
         for _ in range(args.rounds):
-            for runs, (clients, batch) in zip(rounds, specs, strict=True):
-                runs.append(scenario(args, model, int(clients), args.batch if batch == "batch" else int(batch)))
+            for runs, (clients, batch, *mode) in zip(rounds, specs, strict=True):
+                size = args.batch if batch == "batch" else int(batch)
+                runs.append(scenario(args, model, int(clients), size, mode[0] if mode else "default"))
                 r = runs[-1]
                 print(
-                    f"  {r.clients} clients, batch {r.max_batch_size}: {r.throughput:.1f} req/s, "
+                    f"  {r.clients} clients, batch {r.max_batch_size}, {r.batching}: {r.throughput:.1f} req/s, "
                     f"p50 {r.percentile(0.5):.0f} ms, p99 {r.percentile(0.99):.0f} ms, {r.errors} errors",
                     file=sys.stderr,
                 )
     out = report(args, [merge(runs) for runs in rounds])
     out["rounds"] = [
-        {"scenarios": [r.summary(timings=False) for r in one], "batching_speedup": speedup(list(one))}
+        {
+            "scenarios": [r.summary(timings=False) for r in one],
+            "batching_speedup": speedup(list(one)),
+            "batching_speedup_by_mode": {
+                mode: speedup(list(one), mode) for mode in dict.fromkeys(r.batching for r in one)
+            },
+        }
         for one in zip(*rounds, strict=True)
     ]
     if args.json:

@@ -99,6 +99,12 @@ class VisionLanguageModel:
         self._clocks: StageClocks | None = None
         self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
 
+    @property
+    def clocks(self) -> StageClocks | None:
+        """The stage clocks ``observe`` attached, for decode loops other than ``generate`` (serve's continuous
+        batching) to read the vision tower's time from."""
+        return self._clocks
+
     def observe(self, observer: Observer | None) -> None:
         """Tell ``observer`` each batch's seconds per stage (see vlmforge.stage_clock); None stops it."""
         if self._clocks is not None:
@@ -208,14 +214,17 @@ class VisionLanguageModel:
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         completions = [
-            self._completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
+            self.completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
         ]
         if self.observer:
             self.observer("detokenize", time.perf_counter() - start)
         return completions
 
-    def _completion(self, tokens: torch.Tensor, prompt_tokens: int, params: SamplingParams) -> Completion:
-        ids = tokens.tolist()
+    def completion(
+        self, tokens: torch.Tensor | Sequence[int], prompt_tokens: int, params: SamplingParams
+    ) -> Completion:
+        """A row's answer from its generated token ids: cut at end of turn and at the first stop string."""
+        ids = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
         special = set(self.tokenizer.all_special_ids)
         eos = self.tokenizer.eos_token_id
         finished = eos in ids

@@ -100,6 +100,12 @@ class StageClocks:
     def _vision_end(self, *_) -> None:
         self.vision.append((self._started, time.perf_counter()))
 
+    def take_vision(self) -> float:
+        """Seconds the vision tower and projector ran since the last call (or the last ``step_clock``)."""
+        seconds = sum(end - start for start, end in self.vision)
+        self.vision = []
+        return seconds
+
     def detach(self) -> None:
         for hook in self._hooks:
             hook.remove()

@@ -17,7 +17,8 @@ from fastapi.responses import Response, StreamingResponse
 from vlmforge.errors import ContextLengthError, VlmforgeError
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve import protocol as p
-from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, Job, QueueFull
+from vlmforge.serve.batcher import Batcher, Delta, Failed, Job, QueueFull
+from vlmforge.serve.continuous import make_batcher
 from vlmforge.serve.drawing import add_image_routes
 from vlmforge.serve.engine import TextEngine, served_name
 from vlmforge.serve.errors import APIError, install_error_handlers
@@ -182,7 +183,7 @@ def add_timing_routes(app: FastAPI, timings: StageTimings) -> None:
 
 
 def build_api(
-    engine: TextEngine, settings: ServeSettings, batcher: DynamicBatcher, timings: StageTimings | None = None
+    engine: TextEngine, settings: ServeSettings, batcher: Batcher, timings: StageTimings | None = None
 ) -> FastAPI:
     model_name = served_name(engine, settings)
     started = int(time.time())
@@ -273,11 +274,11 @@ def _openapi(app: FastAPI) -> dict:
 
 
 def create_app(
-    engine: TextEngine, settings: ServeSettings | None = None, ui: bool = True, batcher: DynamicBatcher | None = None
+    engine: TextEngine, settings: ServeSettings | None = None, ui: bool = True, batcher: Batcher | None = None
 ):
     """The full ASGI app: API (+ the Gradio UI at /ui), behind the size limit and API-key guards."""
     settings = settings or ServeSettings()
-    batcher = batcher or DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
+    batcher = batcher or make_batcher(engine, settings)
     timings = None
     if settings.profile:
         timings = StageTimings()

@@ -1,8 +1,8 @@
-"""Dynamic batching: requests that arrive together are generated together, in one worker thread.
+"""The request queue and its worker thread, and dynamic batching: requests that arrive together are generated together.
 
-Requests wait in a queue; the worker takes the oldest, waits for more with the same sampling settings (a batch
+Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same sampling settings (a batch
 shares one ``SamplingParams``) until a short window passes without one arriving, and runs them as one batched
-``generate`` or ``stream``.
+``generate`` or ``stream``; ``vlmforge.serve.continuous`` instead lets requests join a running batch at every step.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -92,24 +92,19 @@ class Job:
         raise RuntimeError("generation ended without a result")
 
 
-class DynamicBatcher:
-    def __init__(
-        self,
-        engine: TextEngine,
-        max_batch_size: int = 8,
-        window_ms: float = 10.0,
-        max_queue: int = 64,
-        on_batch: Callable[[int], None] | None = None,
-    ):
+class Batcher:
+    """A queue of requests and the worker thread that serves it; subclasses decide how requests share the model."""
+
+    thread_name = "vlmforge-batcher"
+
+    def __init__(self, engine: TextEngine, max_batch_size: int = 8, max_queue: int = 64):
         self.engine = engine
         self.max_batch_size = max(1, max_batch_size)
-        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
         self.max_queue = max_queue
-        self.on_batch = on_batch  # observer of batch sizes (tests, metrics)
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self.running = 0  # requests in the batch being generated now
+        self.running = 0  # requests being generated now
         self._thread: threading.Thread | None = None
         self.timings: StageTimings | None = None
 
@@ -133,7 +128,7 @@ class DynamicBatcher:
             if self._thread is None or not self._thread.is_alive():
                 # started lazily, so an app whose lifespan ran before (tests, reloads) serves again
                 self._closed = False
-                self._thread = threading.Thread(target=self._work, name="vlmforge-batcher", daemon=True)
+                self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
                 self._thread.start()
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"{len(self._pending)} requests are already waiting")
@@ -142,7 +137,7 @@ class DynamicBatcher:
         return job
 
     def close(self) -> None:
-        """Stop the worker after its current batch; requests still waiting fail."""
+        """Stop the worker after its current step or batch; requests still waiting fail."""
         with self._cond:
             self._closed = True
             waiting, self._pending = list(self._pending), deque()
@@ -151,6 +146,25 @@ class DynamicBatcher:
             job.emit(Failed(QueueFull("the server is shutting down")))
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+
+class DynamicBatcher(Batcher):
+    """Runs requests with equal settings that arrive together as one ``generate`` or ``stream`` of the engine."""
+
+    def __init__(
+        self,
+        engine: TextEngine,
+        max_batch_size: int = 8,
+        window_ms: float = 10.0,
+        max_queue: int = 64,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        super().__init__(engine, max_batch_size, max_queue)
+        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
+        self.on_batch = on_batch  # observer of batch sizes (tests, metrics)
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:

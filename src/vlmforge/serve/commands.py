@@ -36,14 +36,14 @@ def _prepare(args: argparse.Namespace):
     serve_settings.check_bind(args.host, settings.api_key)  # before the slow model load
     import torch
 
-    from vlmforge.serve.batcher import DynamicBatcher
+    from vlmforge.serve.continuous import make_batcher
     from vlmforge.serve.engine import load_engine
 
     if args.threads:
         torch.set_num_threads(args.threads)
 
     engine = load_engine(args.model, device=args.device, dtype=args.dtype)
-    batcher = DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
+    batcher = make_batcher(engine, settings)
     return settings, engine, batcher
 
 

@@ -1,6 +1,8 @@
 """What the server needs from a model: the seam that lets other model types be served.
 
-The batcher and the HTTP layer talk to an engine only through these protocols. ``VisionLanguageModel`` (LLaVA, any
+The HTTP layer and dynamic batching talk to an engine only through these protocols; continuous batching
+(``continuous.py``) also drives the model step by step, so it takes a loaded ``VisionLanguageModel`` of a
+LLaVA-style model (``running_batch.stepwise_support`` says which). ``VisionLanguageModel`` (LLaVA, any
 other model type loaded through the Auto classes such as vlmforge's embedding-input model, and the unified Uni-X
 model) is a ``TextEngine``; a unified model is also an ``ImageEngine``, which ``/v1/images/generations`` needs.
 """

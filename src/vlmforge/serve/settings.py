@@ -21,6 +21,7 @@ SERVED_NAME_HELP = (
 class ServeSettings:
     api_key: str | None = None
     served_model_name: str | None = None  # defaults to the model's run name (vlmforge.runtime.run_name)
+    batching: str | None = None  # "continuous" or "dynamic"; None: continuous where the model supports it
     max_batch_size: int = 8
     batch_window_ms: float = 10.0
     max_queue: int = 64  # requests waiting for a batch; more are refused with 503
@@ -69,16 +70,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     group.add_argument(
+        "--batching",
+        choices=("continuous", "dynamic"),
+        default=d.batching,
+        help="continuous: requests join the running batch at every decode step and leave when done; dynamic: "
+        "requests that arrive together run as one generate call (default: continuous where the model supports it, "
+        "LLaVA-style models; else dynamic)",
+    )
+    group.add_argument(
         "--max-batch-size",
         type=int,
         default=d.max_batch_size,
-        help="most requests generated together in one batch (default: %(default)s; 1 disables batching)",
+        help="most requests generated together (default: %(default)s; 1 disables batching)",
     )
     group.add_argument(
         "--batch-window-ms",
         type=float,
         default=d.batch_window_ms,
-        help="a batch closes when no request joined it for this long, or after 5 such windows (default: %(default)s)",
+        help="requests that arrive together start together: a batch (dynamic) or a group joining the running batch "
+        "(continuous) waits until no request came for this long, at most 5 such windows (default: %(default)s)",
     )
     group.add_argument(
         "--max-queue",
@@ -137,6 +147,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
     settings = ServeSettings(
         api_key=args.api_key or None,
         served_model_name=args.served_model_name,
+        batching=args.batching,
         max_batch_size=args.max_batch_size,
         batch_window_ms=args.batch_window_ms,
         max_queue=args.max_queue,

@@ -20,6 +20,7 @@ STAGES = {
     "images": "image URL decoding (base64, PNG/JPEG)",
     "queue": "waiting in the queue and the batch window",
     **GENERATION_STAGES,
+    "rebatch": "continuous batching: dropping finished rows from the running batch's KV cache",
     "wakeup": "the event loop taking the result from the worker",
     "respond": "building the response",
 }

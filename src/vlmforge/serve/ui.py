@@ -1,6 +1,6 @@
 """The web UI (Gradio): upload an image, chat about it, answers stream in.
 
-Its requests go through the same ``DynamicBatcher`` as the API, so UI users and API clients share batches.
+Its requests go through the same batcher as the API, so UI users and API clients share batches.
 Defaults follow Bunny's demo: temperature 0.2, top-p 0.7, max tokens 512.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from vlmforge.runtime import Conversation, SamplingParams
-from vlmforge.serve.batcher import Delta, DynamicBatcher, Failed, QueueFull
+from vlmforge.serve.batcher import Batcher, Delta, Failed, QueueFull
 from vlmforge.serve.engine import served_name
 from vlmforge.serve.guards import key_matches
 from vlmforge.serve.settings import ServeSettings
@@ -45,9 +45,7 @@ def _conversation(turns: list[dict], image) -> Conversation:
     return Conversation(messages, [image] if image is not None else [])
 
 
-def build_ui(
-    batcher: DynamicBatcher, settings: ServeSettings | None = None, defaults: UIDefaults | None = None
-) -> gr.Blocks:
+def build_ui(batcher: Batcher, settings: ServeSettings | None = None, defaults: UIDefaults | None = None) -> gr.Blocks:
     settings = settings or ServeSettings()
     defaults = defaults or UIDefaults()
     name = served_name(batcher.engine, settings)
@@ -121,7 +119,7 @@ def build_ui(
 
 
 def mount_ui(
-    app, batcher: DynamicBatcher, settings: ServeSettings, path: str = "/ui", defaults: UIDefaults | None = None
+    app, batcher: Batcher, settings: ServeSettings, path: str = "/ui", defaults: UIDefaults | None = None
 ) -> None:
     """Serve the UI inside the API's FastAPI app. With an API key set, the UI asks for it as the password."""
     auth = None
