@@ -6,7 +6,8 @@ several rounds (each micro-batch timed at its best round) so that other work on 
 
 - padding: random batches, each padded to its longest sample (LLaVA's way);
 - length_grouped: the batches of ``batching: length_grouped`` (buckets of similar length, shuffled);
-- packing: random batches, each packed into rows of the row length the cost model picks from the data;
+- packing: random batches, each laid out by ``batching: packing``'s collator in rows of the row length the cost
+  model picks from the data, samples sharing a row only where that is predicted cheaper than padding;
 - default: what a stage with ``batching: auto`` uses (vlmforge.train.batching), run as its own arm.
 
 Reported per arm: real-token fraction (the samples' tokens / all positions computed), effective tokens/s (the
@@ -102,7 +103,6 @@ def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, l
     """Each arm's collated micro-batches, and the plan ``batching: auto`` makes for these samples."""
     from vlmforge.data.collate import PaddingCollator
     from vlmforge.data.length_grouping import length_grouped_order
-    from vlmforge.data.packing import BatchPackingCollator
     from vlmforge.train.batching import plan_batching
     from vlmforge.train.flops import flop_model
 
@@ -120,7 +120,7 @@ def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, l
     batches = {
         "padding": chunks(shuffled, PaddingCollator(pad)),
         "length_grouped": chunks(grouped, PaddingCollator(pad)),
-        "packing": chunks(shuffled, BatchPackingCollator(pad, plan.predictions["packing"].row_length)),
+        "packing": chunks(shuffled, plan.packing_collator(pad, max(lengths))),
     }
     return batches, plan
 
@@ -157,8 +157,8 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     peak = max(peaks)
 
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of {args.rounds})")
-    print("| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak |")
-    print("|---|---|---|---|---|")
+    print("| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak | packed micro-batches |")
+    print("|---|---|---|---|---|---|")
     arms = {}
     for arm, arm_batches in batches.items():
         seconds = sum(min(rounds) for rounds in times[arm])
@@ -168,10 +168,12 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
             "effective_tokens_per_s": real / seconds,
             "real_token_fraction": real / computed,
             "fraction_of_peak": model_flops / seconds / peak,
+            "packed_micro_batches": sum("attention_mask" not in b for b in arm_batches),
         }
         a = arms[arm]
         print(f"| {arm} | {a['real_token_fraction']:.3f} | {a['effective_tokens_per_s']:.0f} | "
-              f"{model_flops / seconds / 1e9:.1f} | {a['fraction_of_peak']:.2f} |")  # fmt: skip
+              f"{model_flops / seconds / 1e9:.1f} | {a['fraction_of_peak']:.2f} | "
+              f"{a['packed_micro_batches']} of {len(arm_batches)} |")  # fmt: skip
     best = max(arms[arm]["effective_tokens_per_s"] for arm in ARMS)
     default_over_best = arms["default"]["effective_tokens_per_s"] / best
     padding = arms["padding"]["effective_tokens_per_s"]
