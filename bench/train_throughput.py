@@ -157,7 +157,9 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     peak = max(peaks)
 
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of {args.rounds})")
-    print("| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak | packed micro-batches |")
+    print(
+        "| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak | packed micro-batches |"
+    )
     print("|---|---|---|---|---|---|")
     arms = {}
     for arm, arm_batches in batches.items():
