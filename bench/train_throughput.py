@@ -2,7 +2,9 @@
 
 Every arm trains the same model (projector + LM, vision tower frozen: Bunny stage 2) on the same samples, in
 micro-batches of ``--batch-size`` samples, in one process, the arms taking turns micro-batch by micro-batch over
-several rounds (each micro-batch timed at its best round) so that other work on the machine hits all alike:
+several rounds (each micro-batch timed at its best round) so that other work on the machine hits all alike; a
+micro-batch identical to another arm's (the default's, or a packing batch where no sample shares a row) is the same
+work and is timed once for both:
 
 - padding: random batches, each padded to its longest sample (LLaVA's way);
 - length_grouped: the batches of ``batching: length_grouped`` (buckets of similar length, shuffled);
@@ -125,6 +127,21 @@ def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, l
     return batches, plan
 
 
+def timing_owners(batches: dict[str, list]) -> dict[tuple[str, int], str]:
+    """For each arm's micro-batch, the first arm whose micro-batch at that index holds the very same tensors."""
+    owners = {}
+    for arm, arm_batches in batches.items():
+        for index, batch in enumerate(arm_batches):
+            owners[arm, index] = next(
+                other
+                for other, other_batches in batches.items()
+                if index < len(other_batches)
+                and other_batches[index].keys() == batch.keys()
+                and all(torch.equal(other_batches[index][key], batch[key]) for key in batch)
+            )
+    return owners
+
+
 def compare(model, optimizer, dataset, pad: int, args) -> dict:
     from vlmforge.train.flops import batch_flops, flop_model, matmul_peak
 
@@ -145,15 +162,19 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
         run(arm_batches[0])
     # times[arm][i]: the seconds of micro-batch i in each round. Every arm has one micro-batch per batch_size
     # samples; taking turns batch by batch, the arms share whatever else the machine does meanwhile, and the best
-    # round of each micro-batch leaves out the moments another process took the cores.
+    # round of each micro-batch leaves out the moments another process took the cores. A micro-batch equal to an
+    # earlier arm's is the same work, so it takes that one's time rather than a second draw of the machine's noise.
+    owners = timing_owners(batches)
     times = {arm: [[] for _ in arm_batches] for arm, arm_batches in batches.items()}
     peaks = []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
         for index in range(max(len(b) for b in batches.values())):
             for arm, arm_batches in batches.items():
-                if index < len(arm_batches):
+                if index < len(arm_batches) and owners[arm, index] == arm:
                     times[arm][index].append(run(arm_batches[index]))
+    for (arm, index), owner in owners.items():
+        times[arm][index] = times[owner][index]
     peak = max(peaks)
 
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of {args.rounds})")
