@@ -2,11 +2,14 @@
 
 Every arm trains the same model (projector + LM, vision tower frozen: Bunny stage 2) on the same samples, in
 micro-batches of ``--batch-size`` samples, in one process, the arms taking turns micro-batch by micro-batch over
-several rounds (each micro-batch timed at its best round) so that other work on the machine hits all alike:
+several rounds (each micro-batch timed at its best round) so that other work on the machine hits all alike; a
+micro-batch identical to another arm's (the default's, or a packing batch where no sample shares a row) is the same
+work and is timed once for both:
 
 - padding: random batches, each padded to its longest sample (LLaVA's way);
 - length_grouped: the batches of ``batching: length_grouped`` (buckets of similar length, shuffled);
-- packing: random batches, each packed into rows of the row length the cost model picks from the data;
+- packing: random batches, each laid out by ``batching: packing``'s collator in rows of the row length the cost
+  model picks from the data, samples sharing a row only where that is predicted cheaper than padding;
 - default: what a stage with ``batching: auto`` uses (vlmforge.train.batching), run as its own arm.
 
 Reported per arm: real-token fraction (the samples' tokens / all positions computed), effective tokens/s (the
@@ -102,7 +105,6 @@ def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, l
     """Each arm's collated micro-batches, and the plan ``batching: auto`` makes for these samples."""
     from vlmforge.data.collate import PaddingCollator
     from vlmforge.data.length_grouping import length_grouped_order
-    from vlmforge.data.packing import BatchPackingCollator
     from vlmforge.train.batching import plan_batching
     from vlmforge.train.flops import flop_model
 
@@ -120,9 +122,24 @@ def collate_arms(model, dataset, pad: int, batch_size: int) -> tuple[dict[str, l
     batches = {
         "padding": chunks(shuffled, PaddingCollator(pad)),
         "length_grouped": chunks(grouped, PaddingCollator(pad)),
-        "packing": chunks(shuffled, BatchPackingCollator(pad, plan.predictions["packing"].row_length)),
+        "packing": chunks(shuffled, plan.packing_collator(pad, max(lengths))),
     }
     return batches, plan
+
+
+def timing_owners(batches: dict[str, list]) -> dict[tuple[str, int], str]:
+    """For each arm's micro-batch, the first arm whose micro-batch at that index holds the very same tensors."""
+    owners = {}
+    for arm, arm_batches in batches.items():
+        for index, batch in enumerate(arm_batches):
+            owners[arm, index] = next(
+                other
+                for other, other_batches in batches.items()
+                if index < len(other_batches)
+                and other_batches[index].keys() == batch.keys()
+                and all(torch.equal(other_batches[index][key], batch[key]) for key in batch)
+            )
+    return owners
 
 
 def compare(model, optimizer, dataset, pad: int, args) -> dict:
@@ -145,20 +162,26 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
         run(arm_batches[0])
     # times[arm][i]: the seconds of micro-batch i in each round. Every arm has one micro-batch per batch_size
     # samples; taking turns batch by batch, the arms share whatever else the machine does meanwhile, and the best
-    # round of each micro-batch leaves out the moments another process took the cores.
+    # round of each micro-batch leaves out the moments another process took the cores. A micro-batch equal to an
+    # earlier arm's is the same work, so it takes that one's time rather than a second draw of the machine's noise.
+    owners = timing_owners(batches)
     times = {arm: [[] for _ in arm_batches] for arm, arm_batches in batches.items()}
     peaks = []
     for _ in range(args.rounds):
         peaks.append(matmul_peak())
         for index in range(max(len(b) for b in batches.values())):
             for arm, arm_batches in batches.items():
-                if index < len(arm_batches):
+                if index < len(arm_batches) and owners[arm, index] == arm:
                     times[arm][index].append(run(arm_batches[index]))
+    for (arm, index), owner in owners.items():
+        times[arm][index] = times[owner][index]
     peak = max(peaks)
 
     print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of {args.rounds})")
-    print("| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak |")
-    print("|---|---|---|---|---|")
+    print(
+        "| arm | real-token fraction | effective tokens/s | model GFLOP/s | fraction of peak | packed micro-batches |"
+    )
+    print("|---|---|---|---|---|---|")
     arms = {}
     for arm, arm_batches in batches.items():
         seconds = sum(min(rounds) for rounds in times[arm])
@@ -168,10 +191,12 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
             "effective_tokens_per_s": real / seconds,
             "real_token_fraction": real / computed,
             "fraction_of_peak": model_flops / seconds / peak,
+            "packed_micro_batches": sum("attention_mask" not in b for b in arm_batches),
         }
         a = arms[arm]
         print(f"| {arm} | {a['real_token_fraction']:.3f} | {a['effective_tokens_per_s']:.0f} | "
-              f"{model_flops / seconds / 1e9:.1f} | {a['fraction_of_peak']:.2f} |")  # fmt: skip
+              f"{model_flops / seconds / 1e9:.1f} | {a['fraction_of_peak']:.2f} | "
+              f"{a['packed_micro_batches']} of {len(arm_batches)} |")  # fmt: skip
     best = max(arms[arm]["effective_tokens_per_s"] for arm in ARMS)
     default_over_best = arms["default"]["effective_tokens_per_s"] / best
     padding = arms["padding"]["effective_tokens_per_s"]

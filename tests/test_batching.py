@@ -5,13 +5,15 @@ import json
 import random
 
 import pytest
+import torch
 import yaml
 
 from train_helpers import CrashAfter, finetune_only_recipe, tiny_data, write_yaml  # noqa: F401
 from vlmforge.data.length_grouping import LengthGroupedSampler, length_grouped_order, recorded_orders
+from vlmforge.data.packing import BatchPackingCollator
 from vlmforge.errors import ConfigError
-from vlmforge.train.batching import plan_batching, predict
-from vlmforge.train.flops import FlopModel
+from vlmforge.train.batching import layout_cost, packed_batch, padded_batch, plan_batching, predict
+from vlmforge.train.flops import FlopModel, segment_lengths
 from vlmforge.train.recipe import load_recipe, recipe_from_dict
 from vlmforge.train.stage import run_recipe
 
@@ -89,6 +91,9 @@ def test_auto_picks_the_cheapest_and_keeps_padding_for_even_lengths():
     assert plan.predictions[plan.mode].cost_per_sample == min(p.cost_per_sample for p in plan.predictions.values())
     even = [rng.randint(300, 310) for _ in range(512)]
     assert plan_batching("auto", even, 16, FLOPS, "sdpa").mode == "padding"
+    # No two even samples pay to share a row: packing lays every batch out as padding does, at padding's cost.
+    predicted = predict(even, 16, FLOPS, "dense")
+    assert predicted["packing"].cost_per_sample == predicted["padding"].cost_per_sample
     forced = plan_batching("packing", even, 16, FLOPS, "sdpa")
     assert forced.mode == "packing" and forced.requested == "packing"
     manifest = plan.manifest()
@@ -117,3 +122,42 @@ def test_length_grouped_stage_resumes_the_same_order(tmp_path, tiny_data, tiny_p
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["stages"]["finetune"]["batching"] == (
         "length_grouped"
     )
+
+
+def _collated_rows(batch, pad):
+    """Each row's sample lengths, read back from a collated batch (the trailing padding segment left out)."""
+    if "attention_mask" in batch:
+        return [[int(n)] for n in batch["attention_mask"].sum(1)]
+    rows = []
+    for ids, positions in zip(batch["input_ids"], batch["position_ids"], strict=True):
+        segments = segment_lengths(positions[None])
+        starts = [sum(segments[:k]) for k in range(len(segments))]
+        rows.append([n for n, at in zip(segments, starts, strict=True) if (ids[at : at + n] != pad).any()])
+    return rows
+
+
+@pytest.mark.parametrize("attention", ["dense", "varlen"])
+def test_the_simulation_lays_out_batches_as_the_collator_does(attention):
+    rng = random.Random(3)
+    # Batches of even lengths (no merge pays under dense attention) and of short and long samples mixed.
+    lengths = [rng.randint(250, 300) if start % 32 else rng.choice([rng.randint(5, 60), rng.randint(150, 300)])
+               for start in range(0, 640, 16) for _ in range(16)]  # fmt: skip
+    cost, pad = layout_cost(FLOPS, attention), 0
+    packed = 0
+    for row_length in (320, 640):
+        collate = BatchPackingCollator(pad, row_length, cost)
+        for start in range(0, len(lengths), 16):
+            batch = lengths[start : start + 16]
+            collated = collate([{"input_ids": torch.arange(1, n + 1), "labels": torch.arange(n)} for n in batch])
+            rows = _collated_rows(collated, pad)
+            assert sorted(n for row in rows for n in row) == sorted(batch)
+            assert cost.of(rows) == packed_batch(batch, row_length, cost)
+            assert collated["input_ids"].numel() == packed_batch(batch, row_length, cost)[0]
+            assert packed_batch(batch, row_length, cost)[1] <= padded_batch(batch, cost)[1]
+            packed += "attention_mask" not in collated
+    # Rows of 640 fit two even samples: that pays where attention skips the blocks between them, never where it
+    # scores the whole row; the mixed batches pack either way.
+    if attention == "dense":
+        assert packed == 40  # the 20 mixed batches at both row lengths, no even one
+    else:
+        assert packed > 40

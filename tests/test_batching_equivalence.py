@@ -1,6 +1,6 @@
-"""The same samples give the same training step whatever the batching: padded, packed or length-grouped
-micro-batches reach the same loss and gradients, with the loss a per-token mean over the global batch (the
-Trainer's ``num_items_in_batch``)."""
+"""The same samples give the same training step whatever the batching: padded, packed, cost-aware packed (some
+micro-batches padded, some rows shared) or length-grouped micro-batches reach the same loss and gradients, with the
+loss a per-token mean over the global batch (the Trainer's ``num_items_in_batch``)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.data.length_grouping import length_grouped_order
-from vlmforge.data.packing import BatchPackingCollator, disable_kv_cache
+from vlmforge.data.packing import BatchPackingCollator, LayoutCost, disable_kv_cache
 
 QUESTION = ("<image>\nWhat colour is the circle?", "red")
 TURNS = [
@@ -78,3 +78,32 @@ def test_padded_packed_and_length_grouped_batches_give_the_same_step(samples_and
         assert grads.keys() == reference.keys()
         for name, grad in grads.items():
             assert torch.allclose(grad, reference[name], atol=1e-5), name
+
+
+def test_cost_aware_packing_pads_some_batches_packs_others_and_keeps_the_step(samples_and_model):
+    samples, pad, model = samples_and_model
+    lengths = [len(s["input_ids"]) for s in samples]
+    num_items = torch.tensor(sum(int((s["labels"][1:] != -100).sum()) for s in samples))
+    # Attention as dear as the rest: two samples of one length never pay to share a row, short ones beside a long
+    # one do.
+    collate = BatchPackingCollator(pad, 4 * max(lengths), LayoutCost(per_token=1.0, per_pair=1.0))
+    twins = [i for i in range(len(samples)) if lengths.count(lengths[i]) == 2]
+    rest = [i for i in range(len(samples)) if i not in twins]
+    assert len(twins) == 2
+    padded_batch, mixed_batch = collate([samples[i] for i in twins]), collate([samples[i] for i in rest])
+    reference = PaddingCollator(pad)([samples[i] for i in twins])
+    assert padded_batch.keys() == reference.keys() and all(
+        torch.equal(padded_batch[k], reference[k]) for k in reference
+    )
+    assert "attention_mask" not in mixed_batch and mixed_batch["input_ids"].shape == (3, max(lengths))
+    segments = (mixed_batch["position_ids"] == 0).sum(1)  # each row's samples, plus a trailing padding segment
+    assert segments.min() == 1 and segments.max() > 2  # the longest sample alone, shorter ones sharing a row
+
+    reference_loss, reference_grads = _step(
+        model, [PaddingCollator(pad)(h) for h in (samples[:4], samples[4:])], num_items
+    )
+    loss, grads = _step(model, [padded_batch, mixed_batch], num_items)
+    assert loss == pytest.approx(reference_loss, abs=1e-5)
+    assert grads.keys() == reference_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, reference_grads[name], atol=1e-5), name

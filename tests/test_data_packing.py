@@ -9,12 +9,17 @@ from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.data.packing import (
     BatchPackingCollator,
+    LayoutCost,
     PackedDataset,
     PackingCollator,
     disable_kv_cache,
+    pack_layout,
     pack_samples,
 )
-from vlmforge.errors import DataError
+from vlmforge.errors import ConfigError, DataError
+
+# The lab LM's proportions: attention per pair is small next to the linear work per token, as in real models.
+LAB = LayoutCost(per_token=6 * 1.2e6, per_pair=12 * 128 * 4)
 
 
 def naive_first_fit_decreasing(lengths, max_length):
@@ -184,3 +189,54 @@ def test_batch_packing_collator_packs_one_batch_into_rows(setup):
     assert int((batch["position_ids"] == 0).sum()) >= len(samples)
     labelled = sum(int((s["labels"][1:] != -100).sum()) for s in samples)
     assert int((batch["labels"] != -100).sum()) == labelled
+
+
+def _fake_samples(lengths):
+    return [{"input_ids": torch.arange(1, n + 1), "labels": torch.arange(1, n + 1)} for n in lengths]
+
+
+def _rows(layout, lengths):
+    return [[lengths[i] for i in row] for row in layout]
+
+
+def test_even_lengths_keep_a_row_each_and_collate_exactly_as_padding():
+    lengths = [300, 304, 296, 310] * 4
+    assert pack_layout(lengths, 640, LAB) == [[i] for i in range(16)]
+    # Two per row would halve the rows, but each row's attention would cost four times as much.
+    forced = pack_layout(lengths, 640, None)
+    assert len(forced) == 8 and LAB.of(_rows(forced, lengths))[1] > LAB.of([[n] for n in lengths])[1]
+    samples = _fake_samples(lengths)
+    packed, padded = BatchPackingCollator(0, 640, LAB)(samples), PaddingCollator(0)(samples)
+    assert packed.keys() == padded.keys() and "position_ids" not in packed
+    assert all(torch.equal(packed[key], padded[key]) for key in padded)
+
+
+def test_short_samples_share_rows_beside_a_long_one():
+    lengths = [400] + [50] * 15
+    layout = pack_layout(lengths, 448, LAB)
+    assert [0] in layout and len(layout) == 3 and sorted(i for row in layout for i in row) == list(range(16))
+    batch = BatchPackingCollator(0, 448, LAB)(_fake_samples(lengths))
+    assert batch["input_ids"].shape == (3, 400) and "attention_mask" not in batch
+    # flash-attention's kernels skip the blocks between samples: merging pays wherever it cuts padding.
+    varlen = LayoutCost(LAB.per_token, LAB.per_pair, "varlen")
+    assert len(pack_layout([300, 304, 296, 310], 640, varlen)) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=24),
+    extra=st.integers(0, 600),
+    per_pair=st.floats(0, 1e4),
+    attention=st.sampled_from(["dense", "varlen"]),
+)
+def test_a_layout_is_never_predicted_costlier_than_padding(lengths, extra, per_pair, attention):
+    cost, row_length = LayoutCost(1e3, per_pair, attention), max(lengths) + extra
+    layout = pack_layout(lengths, row_length, cost)
+    assert sorted(i for row in layout for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= row_length for row in layout)
+    assert cost.of(_rows(layout, lengths))[1] <= cost.of([[n] for n in lengths])[1]
+
+
+def test_layout_cost_refuses_an_unknown_attention_kind():
+    with pytest.raises(ConfigError, match="attention must be one of dense, varlen"):
+        LayoutCost(1.0, 1.0, "flex")

@@ -15,11 +15,20 @@ sdpa as a dense mask. We measured the alternatives there (``bench/packed_attenti
 backward pass on CPU in torch 2.13, and regrouping each row's samples into a batch of their own for one causal
 sdpa call moves more memory than the skipped blocks save at these sizes; so the dense mask stays, and packing keeps
 its rows short instead (:class:`BatchPackingCollator` with a row length chosen from the data).
+
+Which samples of a micro-batch share a row is one cost rule, :func:`pack_layout`, that the collator and the
+batching planner's simulation (``vlmforge.train.batching``) both call. A layout is a list of rows of sample
+indices, every row padded to the longest row; :class:`LayoutCost` prices it as the model's work per position
+computed plus its work per attention (query, key) pair scored, with pairs counted as the attention implementation
+scores them: ``dense`` (sdpa, eager: any kernel given a mask) scores every pair of a row, padding and the blocks
+between packed samples included; ``varlen`` (flash-attention's kernels) only each sample's own causal pairs.
+Padding's layout (each sample alone) is kept unless packing is predicted strictly cheaper, so a packed micro-batch
+never costs more than the padded one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +37,9 @@ from torch.utils.data import Dataset
 from transformers import DataCollatorWithFlattening, PreTrainedConfig
 
 from vlmforge.data.chat import IGNORE_INDEX
-from vlmforge.data.collate import stack_image_inputs
+from vlmforge.data.collate import PaddingCollator, stack_image_inputs
 from vlmforge.data.dataset import ConversationDataset
-from vlmforge.errors import DataError
+from vlmforge.errors import ConfigError, DataError
 
 
 def pack_samples(lengths: list[int], max_length: int) -> list[list[int]]:
@@ -63,6 +72,59 @@ def pack_samples(lengths: list[int], max_length: int) -> list[list[int]]:
             free[node] = max(free[2 * node], free[2 * node + 1])
             node //= 2
     return bins
+
+
+ATTENTION_KINDS = ("dense", "varlen")
+
+
+@dataclass(frozen=True)
+class LayoutCost:
+    """What a batch layout costs: ``per_token`` per position computed, ``per_pair`` per attention pair scored,
+    ``attention`` how pairs are scored (``dense`` or ``varlen``, see the module)."""
+
+    per_token: float
+    per_pair: float
+    attention: str = "dense"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, not {self.attention!r}")
+        if self.per_token < 0 or self.per_pair < 0:
+            raise ConfigError(f"negative layout cost: per_token={self.per_token}, per_pair={self.per_pair}")
+
+    def of(self, rows: Sequence[Sequence[int]]) -> tuple[int, float]:
+        """Positions computed and cost of a batch whose rows hold samples of these lengths."""
+        width = max(sum(row) for row in rows)
+        positions = len(rows) * width
+        if self.attention == "varlen":
+            pairs = sum(n * (n + 1) / 2 for row in rows for n in row)
+        else:
+            pairs = float(positions * width)
+        return positions, self.per_token * positions + self.per_pair * pairs
+
+
+def pack_layout(lengths: Sequence[int], row_length: int, cost: LayoutCost | None) -> list[list[int]]:
+    """The rows of one micro-batch of samples of ``lengths``: sample indices, ascending within a row.
+
+    Candidates are padding's layout (each sample alone) and first-fit-decreasing packings into rows of at most
+    the batch's longest sample and of at most ``row_length`` tokens; the cheapest under ``cost`` wins, padding's
+    on a tie. Without a ``cost`` the samples are packed into rows of ``row_length``, as asked.
+    """
+    lengths = list(lengths)
+    if not lengths:
+        return []
+    if cost is None:
+        return [sorted(row) for row in pack_samples(lengths, row_length)]
+    best = [[index] for index in range(len(lengths))]
+    best_cost = cost.of([[n] for n in lengths])[1]
+    for cap in dict.fromkeys((max(lengths), row_length)):
+        rows = pack_samples(lengths, cap)
+        if len(rows) == len(lengths):  # nothing merged: padding's layout, already the candidate
+            continue
+        candidate = cost.of([[lengths[i] for i in row] for row in rows])[1]
+        if candidate < best_cost:
+            best, best_cost = [sorted(row) for row in rows], candidate
+    return best
 
 
 def disable_kv_cache(model: torch.nn.Module) -> Callable[[], None]:
@@ -163,21 +225,27 @@ class PackingCollator:
 
 @dataclass
 class BatchPackingCollator:
-    """Packs one micro-batch: ``list of samples`` -> the samples packed first-fit-decreasing into rows of at most
-    ``row_length`` tokens (padded to the batch's longest row), collated by :class:`PackingCollator`.
+    """Packs one micro-batch: ``list of samples`` -> the rows :func:`pack_layout` picks (rows of at most
+    ``row_length`` tokens, padded to the batch's longest row), collated by :class:`PackingCollator`; a batch where
+    no sample shares a row is collated by :class:`PaddingCollator`, exactly as padding would.
 
     Packing each batch, instead of the data set once, keeps the sampler's batches: the same samples meet in one
-    optimizer step as with padding, so packing changes how fast a step runs, not what it computes."""
+    optimizer step as with padding, so packing changes how fast a step runs, not what it computes. With a ``cost``
+    samples share a row only where that is predicted cheaper; without one every batch is packed."""
 
     pad_token_id: int
     row_length: int
+    cost: LayoutCost | None = None
 
     def __post_init__(self):
         self._rows = PackingCollator(self.pad_token_id)
+        self._padded = PaddingCollator(self.pad_token_id)
 
     def __call__(self, samples: list[dict | None]) -> dict[str, torch.Tensor]:
         samples = [s for s in samples if s is not None]
         if not samples:
             raise ValueError("every sample of this batch was skipped; nothing to collate")
-        bins = pack_samples([len(s["input_ids"]) for s in samples], self.row_length)
-        return self._rows([[samples[i] for i in sorted(b)] for b in bins])
+        rows = pack_layout([len(s["input_ids"]) for s in samples], self.row_length, self.cost)
+        if len(rows) == len(samples):  # no sample shares a row: padding's batch, at padding's cost
+            return self._padded(samples)
+        return self._rows([[samples[i] for i in row] for row in rows])

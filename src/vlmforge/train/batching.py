@@ -4,8 +4,10 @@ Each mode is simulated on the stage's own sample lengths, with the batches it wo
 
 - ``padding``: random batches of ``per_device_batch_size`` samples, each padded to its longest sample;
 - ``length_grouped``: the batches of :func:`vlmforge.data.length_grouping.length_grouped_order`;
-- ``packing``: random batches whose samples are packed into rows (``BatchPackingCollator``), for several row
-  lengths (multiples of 64 from the longest sample up); the cheapest row length is the one used.
+- ``packing``: random batches laid out in rows as ``BatchPackingCollator`` lays them out, by the same rule
+  (:func:`vlmforge.data.packing.pack_layout`: samples share a row only where that is predicted cheaper than
+  padding), for several row lengths (multiples of 64 from the longest sample up); the cheapest row length is the
+  one used. A packing prediction is therefore never costlier than padding's.
 
 A batch costs the model FLOPs of :mod:`vlmforge.train.flops` for every position computed, with attention counted
 the way the attention implementation computes it: sdpa and eager score every (query, key) pair of a row when a
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmforge.data.length_grouping import length_grouped_order
-from vlmforge.data.packing import pack_samples
+from vlmforge.data.packing import BatchPackingCollator, LayoutCost, pack_layout
 from vlmforge.train.flops import FlopModel
 
 MODES = ("padding", "length_grouped", "packing")
@@ -48,6 +50,11 @@ class BatchingPlan:
     attention: str  # dense | varlen: how the attention implementation in use computes masked rows
     row_length: int | None  # packing's row length
     predictions: dict[str, Prediction] = field(default_factory=dict)
+    cost: LayoutCost | None = None  # the packing collator's cost rule; None: pack every batch
+
+    def packing_collator(self, pad_token_id: int, max_length: int) -> BatchPackingCollator:
+        """The collator of ``batching: packing``, deciding per micro-batch with the cost rule this plan assumed."""
+        return BatchPackingCollator(pad_token_id, self.row_length or max_length, self.cost)
 
     def manifest(self) -> dict[str, Any]:
         chosen = self.predictions.get(self.mode)
@@ -84,28 +91,20 @@ def attention_kind(attn_implementation: str | None) -> str:
     return "varlen" if (attn_implementation or "").startswith("flash_attention") else "dense"
 
 
-def _pairs(length: int, attention: str) -> float:
-    return length * (length + 1) / 2 if attention == "varlen" else float(length * length)
+def layout_cost(flops: FlopModel, attention: str) -> LayoutCost:
+    """The collator's cost rule for a model of ``flops`` under the ``attention`` kind (see :func:`attention_kind`)."""
+    return LayoutCost(flops.per_token, flops.per_pair, attention)
 
 
-def _padded_batch(lengths: Sequence[int], flops: FlopModel, attention: str) -> tuple[int, float]:
-    longest = max(lengths)
-    pairs = (
-        sum(_pairs(n, attention) for n in lengths)
-        if attention == "varlen"
-        else len(lengths) * _pairs(longest, attention)
-    )
-    return len(lengths) * longest, flops.per_token * len(lengths) * longest + flops.per_pair * pairs
+def padded_batch(lengths: Sequence[int], cost: LayoutCost) -> tuple[int, float]:
+    """Positions computed and cost of a padded micro-batch: every sample in a row of its own."""
+    return cost.of([[n] for n in lengths])
 
 
-def _packed_batch(lengths: Sequence[int], row: int, flops: FlopModel, attention: str) -> tuple[int, float]:
-    bins = pack_samples(list(lengths), row)
-    longest = max(sum(lengths[i] for i in b) for b in bins)  # the collator pads rows to the longest row
-    if attention == "varlen":
-        pairs = sum(_pairs(n, attention) for n in lengths)
-    else:
-        pairs = len(bins) * _pairs(longest, attention)
-    return len(bins) * longest, flops.per_token * len(bins) * longest + flops.per_pair * pairs
+def packed_batch(lengths: Sequence[int], row_length: int, cost: LayoutCost) -> tuple[int, float]:
+    """Positions computed and cost of the micro-batch ``BatchPackingCollator`` makes of samples of ``lengths``:
+    the rows its own rule, :func:`vlmforge.data.packing.pack_layout`, picks."""
+    return cost.of([[lengths[i] for i in row] for row in pack_layout(lengths, row_length, cost)])
 
 
 def _simulate(batches: list[list[int]], cost_of, flops: FlopModel, images: float) -> Prediction:
@@ -132,17 +131,16 @@ def predict(
     shuffled = random.Random(seed).sample(lengths, len(lengths))
     random_batches = _chunks(shuffled, batch_size)
     grouped = [lengths[i] for i in length_grouped_order(lengths, batch_size, seed)]
+    cost = layout_cost(flops, attention)
     result = {
-        "padding": _simulate(random_batches, lambda b: _padded_batch(b, flops, attention), flops, images),
-        "length_grouped": _simulate(
-            _chunks(grouped, batch_size), lambda b: _padded_batch(b, flops, attention), flops, images
-        ),
+        "padding": _simulate(random_batches, lambda b: padded_batch(b, cost), flops, images),
+        "length_grouped": _simulate(_chunks(grouped, batch_size), lambda b: padded_batch(b, cost), flops, images),
     }
     first = -(-max(lengths) // ROW_MULTIPLE) * ROW_MULTIPLE
     packed = []
     for multiple in ROW_CANDIDATES:
         row = first * multiple
-        p = _simulate(random_batches, lambda b, row=row: _packed_batch(b, row, flops, attention), flops, images)
+        p = _simulate(random_batches, lambda b, row=row: packed_batch(b, row, cost), flops, images)
         packed.append(Prediction(p.real_token_fraction, p.cost_per_sample, row))
     result["packing"] = min(packed, key=lambda p: p.cost_per_sample)
     return result
@@ -169,4 +167,4 @@ def plan_batching(
         padding = predictions["padding"].cost_per_sample
         mode = best if predictions[best].cost_per_sample < SWITCH_BELOW * padding else "padding"
     row = predictions["packing"].row_length if predictions else None
-    return BatchingPlan(mode, requested, attention, row, predictions)
+    return BatchingPlan(mode, requested, attention, row, predictions, layout_cost(flops, attention))

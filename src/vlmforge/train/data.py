@@ -11,7 +11,6 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
-from vlmforge.data.packing import BatchPackingCollator
 from vlmforge.data.records import Rejections
 from vlmforge.data.reword import reword_items
 from vlmforge.train.batching import BatchingPlan, plan_batching
@@ -103,10 +102,7 @@ def build_training_data(
     lengths = [n for part in parts for n in part.compute_lengths()]
     plan = _plan(stage, parts, lengths, model_config, flops, seed)
     pad_id = processor.tokenizer.pad_token_id
-    if plan.mode == "packing":
-        inner = BatchPackingCollator(pad_id, plan.row_length or stage.max_length)
-    else:
-        inner = PaddingCollator(pad_id)
+    inner = plan.packing_collator(pad_id, stage.max_length) if plan.mode == "packing" else PaddingCollator(pad_id)
     stats: dict[str, Any] = {"records": len(lengths), "rejected": rejections.total}
     return TrainingData(_Indexed(_concat(parts)), _IndexedCollator(inner), stats, rejections, lengths, plan)
 
@@ -134,7 +130,7 @@ def unified_training_data(
         attention = model_config.get_text_config()._attn_implementation
         plan = plan_batching(stage.batching, lengths, stage.per_device_batch_size, flops, attention, images, seed)
     pad_id = processor.tokenizer.pad_token_id
-    inner = BatchPackingCollator(pad_id, plan.row_length or stage.max_length) if plan.mode == "packing" else None
+    inner = plan.packing_collator(pad_id, stage.max_length) if plan.mode == "packing" else None
     stats: dict[str, Any] = {
         "records": sum(sizes.values()),
         "rejected": rejections.total,
