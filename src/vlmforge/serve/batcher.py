@@ -97,9 +97,10 @@ class Batcher:
 
     thread_name = "vlmforge-batcher"
 
-    def __init__(self, engine: TextEngine, max_batch_size: int = 8, max_queue: int = 64):
+    def __init__(self, engine: TextEngine, max_batch_size: int = 8, window_ms: float = 10.0, max_queue: int = 64):
         self.engine = engine
         self.max_batch_size = max(1, max_batch_size)
+        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0  # no company to wait for at batch 1
         self.max_queue = max_queue
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -150,6 +151,20 @@ class Batcher:
     def _work(self) -> None:
         raise NotImplementedError
 
+    def _open_queue(self) -> bool:
+        """Drop the cancelled requests at the head of the queue; False once the batcher is closed. Hold ``_cond``."""
+        while self._pending and self._pending[0].cancelled:
+            self._pending.popleft()
+        return not self._closed
+
+    def _record_admitted(self, jobs: list[Job]) -> None:
+        """Queue waits and the size of a group that starts now, when stages are timed."""
+        if self.timings is not None and jobs:
+            now = time.perf_counter()
+            for job in jobs:
+                self.timings.add("queue", now - job.submitted)
+            self.timings.batch(len(jobs))
+
 
 class DynamicBatcher(Batcher):
     """Runs requests with equal settings that arrive together as one ``generate`` or ``stream`` of the engine."""
@@ -162,8 +177,7 @@ class DynamicBatcher(Batcher):
         max_queue: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ):
-        super().__init__(engine, max_batch_size, max_queue)
-        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
+        super().__init__(engine, max_batch_size, window_ms, max_queue)
         self.on_batch = on_batch  # observer of batch sizes (tests, metrics)
 
     def _work(self) -> None:
@@ -174,9 +188,7 @@ class DynamicBatcher(Batcher):
     def _next_batch(self) -> list[Job] | None:
         with self._cond:
             while True:
-                while self._pending and self._pending[0].cancelled:
-                    self._pending.popleft()
-                if self._closed:
+                if not self._open_queue():
                     return None
                 if self._pending:
                     break
@@ -197,11 +209,7 @@ class DynamicBatcher(Batcher):
                 self._pending.remove(job)
             batch = [job for job in batch if not job.cancelled]
             self.running = len(batch)
-        if self.timings is not None:
-            now = time.perf_counter()
-            for job in batch:
-                self.timings.add("queue", now - job.submitted)
-            self.timings.batch(len(batch))
+        self._record_admitted(batch)
         return batch
 
     def _run(self, batch: list[Job]) -> None:

@@ -58,8 +58,7 @@ class ContinuousBatcher(Batcher):
         max_queue: int = 64,
         on_step: Callable[[list[Job]], None] | None = None,
     ):
-        super().__init__(engine, max_batch_size, max_queue)
-        self.window_s = window_ms / 1000 if self.max_batch_size > 1 else 0.0
+        super().__init__(engine, max_batch_size, window_ms, max_queue)
         model = engine.model  # type: ignore[attr-defined]
         self.batch = RunningBatch(model, Sampler(model.generation_config, engine.device))  # type: ignore[attr-defined]
         self.on_step = on_step  # told the jobs in the batch before every decode step (tests, metrics)
@@ -91,9 +90,7 @@ class ContinuousBatcher(Batcher):
         """The waiting jobs that join at this step (oldest first); None once the batcher is closed."""
         with self._cond:
             while True:
-                while self._pending and self._pending[0].cancelled:
-                    self._pending.popleft()
-                if self._closed:
+                if not self._open_queue():
                     return None
                 wait = self._join_in()
                 if wait <= 0:
@@ -114,11 +111,7 @@ class ContinuousBatcher(Batcher):
                 if not job.cancelled:
                     jobs.append(job)
             self.running = len(self.rows) + len(jobs)
-        if self.timings is not None and jobs:
-            now = time.perf_counter()
-            for job in jobs:
-                self.timings.add("queue", now - job.submitted)
-            self.timings.batch(len(jobs))
+        self._record_admitted(jobs)
         return jobs
 
     def _join_in(self) -> float:
