@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe", help="readout ceiling: a linear probe per question kind on the frozen vision features",
         description=(
             "How much of each question kind's answer a linear classifier reads off the vision tower's features "
-            "(the layer and tokens a LLaVA's projector receives, mean-pooled per image), trained on the training "
+            "(the layer and tokens a LLaVA's projector receives, averaged within each cell of a 3x3 grid over the image, "
+            "so that where a thing is stays in them), trained on the training "
             "records and scored on held-out ones. A VLM built on that tower should come close to it; with "
             "--results (from `vlmforge eval --tasks jsonl --group-by FIELD`) the VLM's accuracy per kind is "
             "shown as a fraction of the probe's. A kind is probed only when its answer depends on the image alone "
