@@ -108,6 +108,8 @@ def test_answers_never_hold_image_codes(vlm):
 def test_text_only_and_bad_conversations(vlm, folder):
     text_only = vlm.generate([Conversation.single_turn("How many objects are there?")], SamplingParams(8))[0]
     assert text_only.prompt_tokens > 0 and text_only.text
+    with_image = Conversation.single_turn("What colour is it?", [scene(0)])
+    assert vlm.prompt_length(with_image) == vlm.prompt_tokens([with_image])[0]  # codes counted without encoding
     with pytest.raises(ConfigError, match="longer than the model's context of 1024"):
         vlm.check(Conversation.single_turn("red " * 1100, [scene(0)]))
     with pytest.raises(ConfigError, match="holds '<\\|vision_start\\|>', a token only images may bring"):
@@ -149,4 +151,5 @@ def test_the_server_answers_as_the_runtime(vlm):
     assert answer.json()["choices"][0]["message"]["content"] == expected.text
     assert answer.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "maximum context length is 1024 tokens; the prompt has" in refused.json()["error"]["message"]
     assert unreadable.status_code == 400 and "8x8" in unreadable.json()["error"]["message"]
