@@ -3,6 +3,7 @@ its own greedy decode of the understanding prompt training uses, and never with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from vlmforge.models.unified.chat_processor import image_tokenizer_of
 from vlmforge.models.unified.prompts import understanding_sample
 from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
 from vlmforge.serve.app import create_app
+from vlmforge.serve.batcher import DynamicBatcher
 from vlmforge.serve.settings import ServeSettings
 
 QUESTIONS = ["What colour is the circle?", "How many objects are there?", "Where is the square?"]
@@ -153,3 +155,25 @@ def test_the_server_answers_as_the_runtime(vlm):
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
     assert "maximum context length is 1024 tokens; the prompt has" in refused.json()["error"]["message"]
     assert unreadable.status_code == 400 and "8x8" in unreadable.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreadable_image_fails_only_its_own_request_in_a_batch(vlm, stream):
+    """Unified models are served with dynamic batching: a batch that fails is retried request by request."""
+    batcher, sizes = DynamicBatcher(vlm, max_batch_size=4, window_ms=500), []
+    batcher.on_batch = sizes.append
+    good = Conversation.single_turn(QUESTIONS[0], [scene(2)])
+    bad = Conversation.single_turn(QUESTIONS[0], [scene(2).resize((16, 16))])
+
+    async def ask():
+        jobs = [batcher.submit(c, SamplingParams(8), stream=stream) for c in (good, bad, good)]
+        return await asyncio.gather(*(job.result() for job in jobs), return_exceptions=True)
+
+    try:
+        first, refused, third = asyncio.run(ask())
+    finally:
+        batcher.close()
+    expected = vlm.generate([good], SamplingParams(8))[0]
+    assert sizes[0] == 3  # the three were batched together
+    assert isinstance(refused, ConfigError) and "8x8" in str(refused)
+    assert first.text == third.text == expected.text and first.prompt_tokens == expected.prompt_tokens
