@@ -17,7 +17,10 @@ samples' tokens per second), and model FLOP/s as a fraction of a float32 matmul 
 both counted by vlmforge.train.flops as every stage's manifest counts them.
 
 Usage: python bench/train_throughput.py --world runs/lab/world --foundation runs/lab/foundation [--json OUT]
-(without --world/--foundation a small world and foundation are built under --workdir first).
+(without --world/--foundation a small world and foundation are built under --workdir first), or
+python bench/train_throughput.py --world W --lab-size: instead of trained foundation models, an untrained vision
+tower and LM of the lab's size (vlmforge.testing.tiny.save_lab_size_parts) with the tokenizer the foundation
+learns from W's text (speed depends on the models' shapes and the samples' lengths, not on the weights).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ DATASETS = {
 ARMS = ("padding", "length_grouped", "packing")
 
 
-def build_inputs(args):
+def build_inputs(args) -> tuple[Path, Path, Path]:
+    """The world, and the vision tower and LM folders to assemble from."""
     from vlmforge.shapes.foundation.build import build_foundation
     from vlmforge.shapes.world import WorldConfig, build_world
 
@@ -50,16 +54,30 @@ def build_inputs(args):
         if args.world
         else build_world(WorldConfig(train_size=400, test_size=20), Path(args.workdir) / "world").root
     )
+    if args.lab_size:
+        from vlmforge.shapes.foundation.build import world_tokenizer
+        from vlmforge.shapes.foundation.corpus import read_world
+        from vlmforge.testing.tiny import save_lab_size_parts
+
+        tokenizer = world_tokenizer(read_world(world, "train"))
+        return (world, *save_lab_size_parts(Path(args.workdir) / "lab-size", tokenizer))
     foundation = (
         Path(args.foundation) if args.foundation else build_foundation(world, Path(args.workdir) / "foundation").root
     )
-    return world, foundation
+    return world, foundation / "vision", foundation / "lm"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", help="shapes world folder (default: build a small one)")
-    parser.add_argument("--foundation", help="foundation models folder (default: build small ones)")
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument("--foundation", help="foundation models folder (default: build small ones)")
+    parts.add_argument(
+        "--lab-size",
+        action="store_true",
+        help="untrained vision tower and LM of the lab's size, with the foundation's tokenizer for the world "
+        "(built under --workdir in seconds)",
+    )
     parser.add_argument("--workdir", default="/tmp/vlmforge-bench")
     parser.add_argument("--samples", type=int, default=192, help="instruction records per arm and round")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per micro-batch, in every arm")
@@ -77,8 +95,8 @@ def main() -> None:
     from vlmforge.data.records import load_records
     from vlmforge.models.assemble import AssemblySpec, assemble_llava
 
-    world, foundation = build_inputs(args)
-    model, processor = assemble_llava(AssemblySpec(str(foundation / "vision"), str(foundation / "lm")))
+    world, vision, lm = build_inputs(args)
+    model, processor = assemble_llava(AssemblySpec(str(vision), str(lm)))
     disable_kv_cache(model)
     model.model.vision_tower.requires_grad_(False)
     model.train()

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from synth_fakes import ThreadedServer
+from synth_fakes import Hold, ThreadedServer
 
 B1, B2 = "[0.100,0.100,0.500,0.600]", "[0.600,0.550,0.950,0.900]"
 TINY = "[0.100,0.100,0.110,0.120]"
@@ -37,12 +37,14 @@ def sample_for(prompt: str, digest: str) -> str:
 
 
 class FakeVisionServer(ThreadedServer):
-    """``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread; ``delay`` seconds per request."""
+    """``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread; ``delay`` seconds per request; ``hold_after``:
+    requests past this many wait until ``hold.release`` is set."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, hold_after: int | None = None):
         from fastapi import FastAPI
 
         self.delay, self.requests, self.lock = delay, 0, threading.Lock()
+        self.hold = Hold(hold_after)
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
@@ -53,6 +55,7 @@ class FakeVisionServer(ThreadedServer):
             digest = hashlib.sha256((prompt + image).encode()).hexdigest()
             with self.lock:
                 self.requests += 1
+            self.hold.wait()
             time.sleep(self.delay)
             if body.get("logprobs"):
                 p = 0.05 + 0.9 * int(digest[:4], 16) / 0xFFFF

@@ -75,6 +75,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Hold:
+    """Lets the first ``after`` requests through and holds the rest until ``release`` is set, so a test can kill
+    its client mid-run whatever the machine's speed (``after`` None: holds nothing)."""
+
+    def __init__(self, after: int | None = None):
+        self.after, self.seen = after, 0
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            self.seen += 1
+            held = self.after is not None and self.seen > self.after
+        if held:
+            self.release.wait(timeout=300)  # a bound only so a broken test cannot hang the fake forever
+
+
 class ThreadedServer:
     """Serves ``self.app`` (set by the subclass) with uvicorn on a free local port in a daemon thread, as a context
     manager; ``base_url`` is its OpenAI-style root."""
@@ -106,15 +123,17 @@ class ThreadedServer:
 
 
 class FakeOpenAIServer(ThreadedServer):
-    """FastAPI ``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread. ``delay``: seconds per request."""
+    """FastAPI ``/v1/chat/completions`` on 127.0.0.1 in a uvicorn thread. ``delay``: seconds per request;
+    ``hold_after``: requests past this many wait until ``release`` is set (a client held mid-run)."""
 
-    def __init__(self, delay: float = 0.0, slow_seconds: float = 1.5):
+    def __init__(self, delay: float = 0.0, slow_seconds: float = 1.5, hold_after: int | None = None):
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
 
         self.delay, self.slow_seconds = delay, slow_seconds
         self.hits: Counter = Counter()  # (caption, seed) -> requests seen
         self.lock = threading.Lock()
+        self.hold = Hold(hold_after)
         app = FastAPI()
 
         @app.post("/v1/chat/completions")
@@ -124,6 +143,7 @@ class FakeOpenAIServer(ThreadedServer):
             with self.lock:
                 self.hits[(caption, seed)] += 1
                 first = self.hits[(caption, seed)] == 1
+            self.hold.wait()
             time.sleep(self.delay)
             if "[DOWN]" in caption:
                 return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)

@@ -163,6 +163,16 @@ def test_runtime_loads_the_checkpoint_and_answers_about_a_real_image(saved):
     assert out[0].prompt_tokens > K and out[0].finish_reason in ("stop", "length")
 
 
+def test_the_runtime_counts_its_prompts_as_the_processor_makes_them(saved):
+    vlm = VisionLanguageModel.from_pretrained(saved)
+    for conversation in (
+        Conversation.single_turn("What colour is it?", [image("red"), image("blue")]),
+        Conversation.single_turn("red " * 20),
+    ):
+        assert vlm.prompt_length(conversation) == vlm.prompt_tokens([conversation])[0]
+    assert vlm.context == 1024
+
+
 def test_packed_rows_give_each_sample_its_own_logits(built):
     model, processor = built
     tokenizer = processor.tokenizer

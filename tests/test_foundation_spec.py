@@ -61,3 +61,32 @@ def test_cli_reports_a_bad_setting_before_building(tmp_path, capsys):
     assert code == 1
     assert "unknown foundation key reader.x: reader has steps" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_lab_size_parts_have_the_foundations_shapes_and_the_worlds_tokenizer(tmp_path):
+    """bench/train_throughput.py --lab-size stands in for the foundation with these parts: they must not drift."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from vlmforge.shapes.foundation.build import world_tokenizer
+    from vlmforge.shapes.foundation.corpus import read_world
+    from vlmforge.shapes.foundation.lm import lm_config
+    from vlmforge.shapes.foundation.vision import vision_config
+    from vlmforge.shapes.world import WorldConfig, build_world
+    from vlmforge.testing.tiny import save_lab_size_parts
+
+    world = build_world(WorldConfig(train_size=30, test_size=5), tmp_path / "world").root
+    tokenizer = world_tokenizer(read_world(world, "train"))
+    vision, lm = save_lab_size_parts(tmp_path / "lab", tokenizer)
+    saved = AutoTokenizer.from_pretrained(lm)
+    question = "How many red circles are there in the image?"
+    assert (
+        saved.get_vocab() == tokenizer.get_vocab() and saved(question)["input_ids"] == tokenizer(question)["input_ids"]
+    )
+    spec = FoundationSpec()
+    lab_lm, built_lm = lm_config(spec.lm, tokenizer).to_dict(), AutoConfig.from_pretrained(lm).to_dict()
+    lab_vision, built_vision = vision_config(spec.vision).to_dict(), AutoConfig.from_pretrained(vision).to_dict()
+    shape = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    for key in (*shape, "num_key_value_heads", "max_position_embeddings", "vocab_size"):
+        assert built_lm[key] == lab_lm[key], key
+    for key in (*shape, "image_size", "patch_size"):
+        assert built_vision[key] == lab_vision[key], key

@@ -81,7 +81,8 @@ def test_pipeline_end_to_end(tmp_path):
 
 def test_generate_resumes_after_sigkill(tmp_path):
     images = make_images(tmp_path / "pool", 12)
-    with FakeVisionServer(delay=0.05) as server:
+    # The server answers 6 requests, then holds the rest: the CLI is killed mid-run however slow the machine is.
+    with FakeVisionServer(hold_after=6) as server:
         args = ["genixer", "generate", "--images", str(images), "--tasks", "rec,reg,qcba", *backend(server, 2)]
         args += ["--concurrency", "2", "--max-retries", "0"]
         out = tmp_path / "killed" / "generated.jsonl"
@@ -92,17 +93,17 @@ def test_generate_resumes_after_sigkill(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.time() + 60
-        while (not out.exists() or out.read_bytes().count(b"\n") < 6) and proc.poll() is None:
-            assert time.time() < deadline, "the CLI wrote nothing in time"
+        deadline = time.monotonic() + 300  # guards against a hang only: the wait is for the first record
+        while (not out.exists() or b"\n" not in out.read_bytes()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the CLI wrote no record"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
         before = out.read_bytes().count(b"\n")
-        assert 6 <= before < 36 and not (out.parent / "manifest.json").exists()  # really killed mid-run
+        assert 1 <= before <= 6 and not (out.parent / "manifest.json").exists()  # really killed mid-run
 
-        server.delay = 0.0
+        server.hold.release.set()
         assert main([*args, "--out", str(out.parent)]) == 0
         assert main([*args, "--out", str(tmp_path / "clean")]) == 0
 

@@ -71,4 +71,4 @@ def test_chat_answers_and_refuses_a_question_longer_than_the_context(folder, tmp
     expected = vlm.generate([Conversation.single_turn("What colour?", [scene(2)])], SamplingParams(6))[0].text
     assert printed == expected and expected
     assert main(["chat", "--model", str(folder), "--image", str(tmp_path / "q.png"), "red " * 60]) == 1
-    assert "longer than the model's context of 48 tokens" in capsys.readouterr().err
+    assert "This model's maximum context length is 48 tokens; the prompt has 77 tokens" in capsys.readouterr().err

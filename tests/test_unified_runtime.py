@@ -3,6 +3,7 @@ its own greedy decode of the understanding prompt training uses, and never with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from vlmforge.models.unified.chat_processor import image_tokenizer_of
 from vlmforge.models.unified.prompts import understanding_sample
 from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
 from vlmforge.serve.app import create_app
+from vlmforge.serve.batcher import DynamicBatcher
 from vlmforge.serve.settings import ServeSettings
 
 QUESTIONS = ["What colour is the circle?", "How many objects are there?", "Where is the square?"]
@@ -108,6 +110,8 @@ def test_answers_never_hold_image_codes(vlm):
 def test_text_only_and_bad_conversations(vlm, folder):
     text_only = vlm.generate([Conversation.single_turn("How many objects are there?")], SamplingParams(8))[0]
     assert text_only.prompt_tokens > 0 and text_only.text
+    with_image = Conversation.single_turn("What colour is it?", [scene(0)])
+    assert vlm.prompt_length(with_image) == vlm.prompt_tokens([with_image])[0]  # codes counted without encoding
     with pytest.raises(ConfigError, match="longer than the model's context of 1024"):
         vlm.check(Conversation.single_turn("red " * 1100, [scene(0)]))
     with pytest.raises(ConfigError, match="holds '<\\|vision_start\\|>', a token only images may bring"):
@@ -149,4 +153,27 @@ def test_the_server_answers_as_the_runtime(vlm):
     assert answer.json()["choices"][0]["message"]["content"] == expected.text
     assert answer.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "maximum context length is 1024 tokens; the prompt has" in refused.json()["error"]["message"]
     assert unreadable.status_code == 400 and "8x8" in unreadable.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreadable_image_fails_only_its_own_request_in_a_batch(vlm, stream):
+    """Unified models are served with dynamic batching: a batch that fails is retried request by request."""
+    batcher, sizes = DynamicBatcher(vlm, max_batch_size=4, window_ms=500), []
+    batcher.on_batch = sizes.append
+    good = Conversation.single_turn(QUESTIONS[0], [scene(2)])
+    bad = Conversation.single_turn(QUESTIONS[0], [scene(2).resize((16, 16))])
+
+    async def ask():
+        jobs = [batcher.submit(c, SamplingParams(8), stream=stream) for c in (good, bad, good)]
+        return await asyncio.gather(*(job.result() for job in jobs), return_exceptions=True)
+
+    try:
+        first, refused, third = asyncio.run(ask())
+    finally:
+        batcher.close()
+    expected = vlm.generate([good], SamplingParams(8))[0]
+    assert sizes[0] == 3  # the three were batched together
+    assert isinstance(refused, ConfigError) and "8x8" in str(refused)
+    assert first.text == third.text == expected.text and first.prompt_tokens == expected.prompt_tokens

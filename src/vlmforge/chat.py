@@ -19,6 +19,7 @@ from pathlib import Path
 from vlmforge.errors import ConfigError, DataError, VlmforgeError
 
 API_KEY_ENV = "VLMFORGE_API_KEY"
+DEFAULT_MAX_TOKENS = 512  # cut to the room the conversation leaves in the model's context
 REPL_HELP = "type a question; /image PATH attaches an image to your next question, /reset starts over, Ctrl-D quits"
 
 
@@ -31,7 +32,7 @@ class Turn:
 
 @dataclass
 class Settings:
-    max_tokens: int = 512
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS, or less where the context leaves less
     temperature: float = 0.0  # greedy by default: the same question gets the same answer
     top_p: float = 1.0
 
@@ -53,9 +54,8 @@ class LocalChat:
             for t in turns
         ]
         conversation = Conversation(messages, [image for t in turns for image in t.images])
-        params = SamplingParams(
-            max_new_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p
-        )
+        max_tokens = self.vlm.answer_budget(conversation, settings.max_tokens, DEFAULT_MAX_TOKENS)
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=settings.temperature, top_p=settings.top_p)
         text = StreamText()  # the same whitespace rule as the server, so both print the same answer
         for (delta,) in self.vlm.stream([conversation], params):
             if released := text.feed(delta):
@@ -94,7 +94,7 @@ class RemoteChat:
                 model=self.model,
                 messages=messages,
                 stream=True,
-                max_tokens=settings.max_tokens,
+                max_tokens=openai.NOT_GIVEN if settings.max_tokens is None else settings.max_tokens,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
             )
@@ -164,7 +164,11 @@ def repl(backend, settings: Settings, images: list, lines=None, out=None) -> Non
         else:
             history.append(Turn("user", line, pending))
             pending = []
-            history.append(Turn("assistant", answer(backend, history, settings, out)))
+            try:
+                history.append(Turn("assistant", answer(backend, history, settings, out)))
+            except VlmforgeError as err:  # e.g. a conversation grown past the context: the REPL goes on
+                print(f"error: {err}", file=sys.stderr)
+                pending = history.pop().images
 
 
 def register(subparsers) -> None:
@@ -189,13 +193,18 @@ def register(subparsers) -> None:
     parser.add_argument("question", nargs="?", help="the question; leave out for the REPL")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest answer in tokens (default: %(default)s)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        help=f"longest answer in tokens; the conversation and it must fit the model's context (default: "
+        f"{DEFAULT_MAX_TOKENS}, or what the context leaves; with --server, the server's default)",
+    )
     parser.add_argument("--device", help="torch device for --model (default: cuda if available)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
+    if (args.max_tokens is not None and args.max_tokens < 1) or args.temperature < 0 or not 0 < args.top_p <= 1:
         raise ConfigError("need --max-tokens >= 1, --temperature >= 0 and 0 < --top-p <= 1")
     images = [open_image(args.image)] if args.image else []
     settings = Settings(args.max_tokens, args.temperature, args.top_p)

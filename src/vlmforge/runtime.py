@@ -9,6 +9,7 @@ can also draw images (``generate_images``).
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import time
@@ -24,6 +25,7 @@ import yaml
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
+from vlmforge.context import answer_budget
 from vlmforge.errors import ConfigError
 from vlmforge.stage_clock import Observer, StageClocks
 
@@ -98,6 +100,9 @@ class VisionLanguageModel:
         self._executor_lock = threading.Lock()
         self._clocks: StageClocks | None = None
         self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
+        self._image_tokens: int | None = None
+        self._counter: Any = None  # prompt_length's own tokenizer, see there
+        self._counter_lock = threading.Lock()
 
     @property
     def clocks(self) -> StageClocks | None:
@@ -159,6 +164,37 @@ class VisionLanguageModel:
         check = getattr(self.processor, "check_conversation", None)
         if check is not None:
             check(conversation.messages, len(conversation.images))
+
+    @property
+    def context(self) -> int | None:
+        """The language model's context in tokens (its ``max_position_embeddings``); None when its config has none."""
+        return getattr(self.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+
+    def prompt_length(self, conversation: Conversation) -> int:
+        """The conversation's prompt in tokens, images expanded, counted without processing its images (only a
+        processor that cannot tell an image's token count processes them)."""
+        own = getattr(self.processor, "prompt_length", None)
+        if own is not None:
+            return own(conversation.messages, len(conversation.images))
+        if conversation.images and self._image_tokens is None:
+            from vlmforge.data.chat import image_seq_length
+
+            try:
+                self._image_tokens = image_seq_length(self.processor)
+            except ConfigError:
+                return self.prompt_tokens([conversation])[0]
+        text = self.processor.apply_chat_template(conversation.messages, add_generation_prompt=True, tokenize=False)
+        with self._counter_lock:
+            # A copy of the tokenizer: the server counts on its event loop while the worker tokenizes padded
+            # batches, and a fast tokenizer's padding setting is state that each call may switch under the other.
+            self._counter = self._counter or copy.deepcopy(self.tokenizer)
+            placeholders = len(self._counter(text)["input_ids"])  # each image one placeholder token here
+        return placeholders + len(conversation.images) * ((self._image_tokens or 1) - 1)
+
+    def answer_budget(self, conversation: Conversation, requested: int | None, default: int) -> int:
+        """``max_new_tokens`` for ``conversation``: ``requested`` if the prompt and it fit the model's context (else
+        a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves."""
+        return answer_budget(self.context, self.prompt_length(conversation), requested, default)
 
     @property
     def draws_images(self) -> bool:

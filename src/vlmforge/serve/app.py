@@ -20,7 +20,7 @@ from vlmforge.serve import protocol as p
 from vlmforge.serve.batcher import Batcher, Delta, Failed, Job, QueueFull
 from vlmforge.serve.continuous import make_batcher
 from vlmforge.serve.drawing import add_image_routes
-from vlmforge.serve.engine import TextEngine, served_name
+from vlmforge.serve.engine import TextEngine, fit_context, served_name
 from vlmforge.serve.errors import APIError, install_error_handlers
 from vlmforge.serve.guards import APIKeyGuard, BodySizeLimit
 from vlmforge.serve.images import load_image
@@ -35,6 +35,8 @@ ERRORS = {status: {"model": p.ErrorResponse} for status in (400, 401, 404, 413, 
 
 
 def sampling_params(req: p.ChatCompletionRequest, settings: ServeSettings) -> SamplingParams:
+    """The request's sampling settings; ``max_new_tokens`` is the client's max_tokens, else the server's default
+    (``vlmforge.serve.engine.fit_context`` then fits either to the model's context)."""
     max_tokens = (
         req.max_completion_tokens or req.max_tokens or min(settings.default_max_tokens, settings.max_tokens_cap)
     )
@@ -219,6 +221,7 @@ def build_api(
                 "model_not_found",
             )
         params = sampling_params(req, settings)
+        requested = bool(req.max_completion_tokens or req.max_tokens)
         start = time.perf_counter()
         if decode_inline(req.messages):
             conversation = to_conversation(req.messages, settings)
@@ -227,9 +230,7 @@ def build_api(
         if timings:
             timings.add("images", time.perf_counter() - start)
         with refused_as_400("messages"):
-            check = getattr(engine, "check", None)  # a model's own limits, checked before the request joins a batch
-            if check is not None:
-                check(conversation)
+            params = fit_context(engine, conversation, params, requested)
         try:
             job = batcher.submit(conversation, params, stream=bool(req.stream))
         except QueueFull as err:

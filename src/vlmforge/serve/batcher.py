@@ -63,8 +63,10 @@ class Job:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     done_at: float = 0.0  # when the worker handed over the result (for the event loop's wake-up time)
+    answered: bool = False  # something was sent to the client: it cannot be run again from the start
 
     def emit(self, event: Delta | Done | Failed) -> None:
+        self.answered = True
         if not isinstance(event, Delta):
             self.done_at = time.perf_counter()
         try:
@@ -216,17 +218,34 @@ class DynamicBatcher(Batcher):
         if self.on_batch:
             self.on_batch(len(batch))
         try:
-            if batch[0].stream:
-                self._stream(batch)
-            else:
-                completions = self.engine.generate([job.conversation for job in batch], batch[0].params)
-                for job, completion in zip(batch, completions, strict=True):
-                    job.emit(Done(completion))
+            self._generate(batch)
         except Exception as err:  # a failed batch fails its requests, never the worker
-            for job in batch:
-                job.emit(Failed(err))
+            if len(batch) > 1 and not any(job.answered for job in batch):
+                # before any output: each request alone, so one the model cannot take (an image its tokenizer
+                # cannot read) fails only itself, as with continuous batching
+                self._run_alone(batch)
+            else:
+                for job in batch:
+                    job.emit(Failed(err))
         finally:
             self.running = 0
+
+    def _generate(self, batch: list[Job]) -> None:
+        if batch[0].stream:
+            self._stream(batch)
+        else:
+            completions = self.engine.generate([job.conversation for job in batch], batch[0].params)
+            for job, completion in zip(batch, completions, strict=True):
+                job.emit(Done(completion))
+
+    def _run_alone(self, batch: list[Job]) -> None:
+        for job in batch:
+            if job.cancelled:
+                continue
+            try:
+                self._generate([job])
+            except Exception as err:
+                job.emit(Failed(err))
 
     def _stream(self, batch: list[Job]) -> None:
         params = batch[0].params

@@ -10,6 +10,7 @@ model) is a ``TextEngine``; a unified model is also an ``ImageEngine``, which ``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from vlmforge.runtime import Completion, Conversation, SamplingParams
@@ -37,6 +38,23 @@ def served_name(engine: TextEngine, settings: ServeSettings) -> str:
     """The model id clients use: ``--served-model-name``, else the engine's name (a run's name, see
     vlmforge.runtime.run_name)."""
     return settings.served_model_name or engine.name
+
+
+def fit_context(
+    engine: TextEngine, conversation: Conversation, params: SamplingParams, requested: bool
+) -> SamplingParams:
+    """Refuse a conversation the model cannot take and fit the answer into the context its prompt leaves: a
+    requested max_tokens must fit (else a ContextLengthError naming both), a default one is cut to fit. Called once
+    per request before it joins a batch, so both batchers and streamed replies refuse it up front. Engines without
+    these checks take every request."""
+    budget = getattr(engine, "answer_budget", None)
+    if budget is not None:  # first, so every model words a prompt past its context the same way
+        asked = params.max_new_tokens if requested else None
+        params = replace(params, max_new_tokens=budget(conversation, asked, params.max_new_tokens))
+    check = getattr(engine, "check", None)
+    if check is not None:
+        check(conversation)
+    return params
 
 
 def load_engine(model_dir: str, device: str | None = None, dtype: str | None = None) -> TextEngine:

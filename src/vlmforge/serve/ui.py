@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from vlmforge.errors import VlmforgeError
 from vlmforge.runtime import Conversation, SamplingParams
 from vlmforge.serve.batcher import Batcher, Delta, Failed, QueueFull
-from vlmforge.serve.engine import served_name
+from vlmforge.serve.engine import fit_context, served_name
 from vlmforge.serve.guards import key_matches
 from vlmforge.serve.settings import ServeSettings
 
@@ -57,8 +58,14 @@ def build_ui(batcher: Batcher, settings: ServeSettings | None = None, defaults: 
             return
         turns = [*turns, {"role": "user", "content": message}]
         params = SamplingParams(max_new_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p))
+        conversation = _conversation(turns, image)
         try:
-            job = batcher.submit(_conversation(turns, image), params, stream=True)
+            # the slider is an upper bound, cut to the room the conversation leaves in the context
+            params = fit_context(batcher.engine, conversation, params, requested=False)
+        except VlmforgeError as err:
+            raise gr.Error(str(err)) from err
+        try:
+            job = batcher.submit(conversation, params, stream=True)
         except QueueFull as err:
             raise gr.Error(f"The server is busy ({err}); try again in a moment.") from err
         answer = {"role": "assistant", "content": ""}

@@ -41,9 +41,11 @@ def save_tiny_lm(
     extra_text: Sequence[str] = (),
     intermediate: int | None = None,
     max_positions: int = 1024,
+    tokenizer: PreTrainedTokenizerFast | None = None,
 ) -> Path:
-    """A random Qwen2 LM with the tiny tokenizer at ``out`` (``intermediate``: twice ``hidden`` by default)."""
-    tokenizer = tiny_tokenizer(extra_text=extra_text)
+    """A random Qwen2 LM at ``out`` with ``tokenizer``, by default the tiny one (``intermediate``: twice ``hidden``
+    by default)."""
+    tokenizer = tokenizer or tiny_tokenizer(extra_text=extra_text)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -87,9 +89,10 @@ def save_tiny_llava(out: Path, projector: str = "mlp2x_gelu", extra_text: Sequen
     return out
 
 
-def save_lab_size_llava(out: Path) -> Path:
-    """A random LLaVA of the shapes lab's size, for benchmarks: a CLIP tower on 64-pixel images with 21-pixel
-    patches (9 image tokens) and a 4-layer, 128-wide Qwen2, as ``vlmforge.shapes.foundation`` builds them."""
+def save_lab_size_parts(out: Path, tokenizer: PreTrainedTokenizerFast | None = None) -> tuple[Path, Path]:
+    """The random vision tower and LM of the shapes lab's size at ``OUT-vision`` and ``OUT-lm``: a CLIP tower on
+    64-pixel images with 21-pixel patches (9 image tokens) and a 4-layer, 128-wide Qwen2, as
+    ``vlmforge.shapes.foundation`` builds them; the LM with ``tokenizer`` (by default the tiny one)."""
     out = Path(out)
     vision = out.parent / f"{out.name}-vision"
     vision_config = CLIPVisionConfig(
@@ -98,7 +101,16 @@ def save_lab_size_llava(out: Path) -> Path:
     CLIPVisionModel(vision_config).save_pretrained(vision)
     side = {"height": 64, "width": 64}
     CLIPImageProcessor(size=side, crop_size=side, do_center_crop=False).save_pretrained(vision)
-    lm = save_tiny_lm(out.parent / f"{out.name}-lm", hidden=128, layers=4, intermediate=384, max_positions=512)
+    lm = save_tiny_lm(
+        out.parent / f"{out.name}-lm", hidden=128, layers=4, intermediate=384, max_positions=512, tokenizer=tokenizer
+    )
+    return vision, lm
+
+
+def save_lab_size_llava(out: Path) -> Path:
+    """A random LLaVA of the shapes lab's size (``save_lab_size_parts``), for benchmarks."""
+    out = Path(out)
+    vision, lm = save_lab_size_parts(out)
     model, processor = assemble_llava(AssemblySpec(str(vision), str(lm)))
     model.save_pretrained(out)
     processor.save_pretrained(out)

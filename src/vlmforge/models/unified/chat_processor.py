@@ -80,8 +80,12 @@ class UnifiedChatProcessor:
         """Refuse a conversation whose prompt, images counted as codes, exceeds the context (without encoding
         the images, so a server can refuse it before it joins a batch)."""
         _refuse_image_tokens(_texts(messages))
+        self._check_length(self.prompt_length(messages, images))
+
+    def prompt_length(self, messages: Sequence[dict], images: int) -> int:
+        """The conversation's prompt in tokens, each image counted as its codes and brackets (not encoded)."""
         spans = [[0] * (self.config.image_seq_length + 2)] * images
-        self._check_length(len(ids_with_images(self.tokenizer, conversation_text(self.tokenizer, messages), spans)))
+        return len(ids_with_images(self.tokenizer, conversation_text(self.tokenizer, messages), spans))
 
     def _check_length(self, length: int, row: int | None = None) -> None:
         if length > self.context:

@@ -193,21 +193,30 @@ def build_foundation(
     return _paths(out, reused=False)
 
 
+def world_tokenizer(world: Any, spec: FoundationSpec | None = None) -> Any:
+    """The foundation's tokenizer for a world (``corpus.read_world``'s text): BPE merges learned from its text, a
+    chat template, ``spec``'s vocabulary size at most."""
+    from vlmforge.models.tokenizer import train_tokenizer
+    from vlmforge.shapes.foundation import corpus
+
+    spec = spec or FoundationSpec()
+    return train_tokenizer(
+        corpus.tokenizer_texts(world), spec.vocab_size, model_max_length=spec.lm.max_position_embeddings
+    )
+
+
 def _build_lm(world_dir: str | Path, world: Any, out: Path, spec: FoundationSpec, seed: int, say: Any,
               progress: bool, timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, int]]:  # fmt: skip
     """Tokenizer, text pretraining and the reading phase into ``out/lm``, then the LM's reading tests; the
     manifest's record of them (with the tokenizer's ``vocab_size``) and the document count."""
     from transformers import AutoTokenizer
 
-    from vlmforge.models.tokenizer import train_tokenizer
     from vlmforge.shapes.foundation import corpus, lm
     from vlmforge.shapes.foundation.reading import object_reading_accuracy, reading_accuracy
     from vlmforge.shapes.foundation.restarts import ReadingRestarts
 
     t = time.perf_counter()
-    tok = train_tokenizer(
-        corpus.tokenizer_texts(world), spec.vocab_size, model_max_length=spec.lm.max_position_embeddings
-    )
+    tok = world_tokenizer(world, spec)
     texts = corpus.lm_texts(world, tok) if spec.lm.steps else []
     timings["tokenizer"] = time.perf_counter() - t
     if spec.lm.steps:
