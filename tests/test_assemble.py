@@ -39,6 +39,20 @@ def test_assembly_copies_pretrained_lm_weights(tiny_parts):
     assert torch.allclose(model(input_ids=ids).logits, source(input_ids=ids).logits, atol=1e-5)
 
 
+def test_projector_starts_from_pytorchs_linear_init_as_bunny_builds_it(tiny_parts):
+    """Bunny builds its projector after loading the LM, so its layers keep nn.Linear's default (kaiming-uniform)
+    init, not transformers' normal(0, 0.02); the far smaller start stalls stage 1 for some seeds."""
+    vision, lm = tiny_parts
+    model, _ = assemble_llava(AssemblySpec(str(vision), str(lm)))
+    projector = model.model.multi_modal_projector
+    for layer in (projector.linear_1, projector.linear_2):
+        bound = layer.in_features**-0.5  # kaiming_uniform(a=sqrt(5)) draws from U(-bound, bound)
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.15)
+        assert layer.bias.abs().max() <= bound
+        assert layer.bias.abs().max() > 0  # transformers' init sets biases to zero
+
+
 def test_missing_model_path_is_a_clear_error(tiny_parts, tmp_path):
     vision, _ = tiny_parts
     with pytest.raises(ConfigError, match="does not exist"):

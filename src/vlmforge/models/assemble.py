@@ -119,6 +119,15 @@ def num_image_tokens(vision_config) -> int:
     return side * side
 
 
+def reset_projector(projector: torch.nn.Module) -> None:
+    """Give the projector PyTorch's default ``nn.Linear`` init, as LLaVA and Bunny do: they build it after loading the
+    LM, so transformers' ``normal(0, initializer_range)`` never reaches it. That init is far smaller, and a
+    projector started that small can sit at the answer prior for most of stage 1 before it starts to learn."""
+    for module in projector.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+
+
 def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Build a LLaVA model + processor from a vision model and a causal LM (hub ids or local folders)."""
     if spec.projector not in PROJECTORS:
@@ -142,6 +151,7 @@ def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, L
     )
     config.text_config.vocab_size = max(text_config.vocab_size, len(tokenizer))
     model = LlavaForConditionalGeneration(config)
+    reset_projector(model.model.multi_modal_projector)
     _load_vision_weights(vision_path, model.model.vision_tower)
     lm = AutoModelForCausalLM.from_pretrained(lm_path)
     if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
