@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import io
 import json
 import os
@@ -197,6 +198,9 @@ def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size:
         asyncio.run(run_clients(url, name, min(clients, 4), 2.0, args.max_tokens))  # warm-up, not counted
         if args.profile:
             httpx.delete(f"{url}/timings")
+        # the clients' process holds torch and transformers too: a full collection there would pause every client
+        gc.collect()
+        gc.freeze()
         start = time.monotonic()
         requests, tokens, errors, latencies, cpu = asyncio.run(
             run_clients(url, name, clients, args.duration, args.max_tokens, args.mixed_lengths)
@@ -310,6 +314,9 @@ def main() -> int:
         action="store_true",
         help="clients ask for 0.5x, 1x, 1.5x and 2x --max-tokens in turn (answers of different lengths in one batch)",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random model's weights, without --model (default: %(default)s)"
+    )
     parser.add_argument("--window-ms", type=float, help="the server's --batch-window-ms (default: its default)")
     parser.add_argument("--profile", action="store_true", help="print where a request's time goes, per stage")
     parser.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON")
@@ -318,8 +325,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
+            import torch
+
             from vlmforge.testing.tiny import save_lab_size_llava
 
+            # the same random weights in every run, so that answers (and where one ends early) are comparable
+            torch.manual_seed(args.seed)
             model = str(save_lab_size_llava(Path(tmp) / "lab-size-llava"))
         rounds: list[list[Result]] = [[] for _ in specs]
         for _ in range(args.rounds):

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from serve_support import FakeEngine, chatty_llava, image, vlm  # noqa: F401, F811
 from vlmforge.errors import ConfigError
 from vlmforge.runtime import Conversation, SamplingParams
-from vlmforge.serve.batcher import Delta, Done, DynamicBatcher, Failed
+from vlmforge.serve.batcher import Delta, Done, DynamicBatcher, Failed, freeze_heap
 from vlmforge.serve.continuous import ContinuousBatcher, make_batcher
 from vlmforge.serve.running_batch import RowSampling, RunningBatch, Sampler, stepwise_support
 from vlmforge.serve.settings import ServeSettings, add_arguments, from_args
@@ -229,3 +230,12 @@ def test_profiled_continuous_batching_reports_its_stages(vlm):  # noqa: F811
     # both rows lived through every step and the prefill, which ran once
     assert stages["decode"]["wall_ms"] == pytest.approx(2 * stages["decode"]["busy_ms"])
     assert stages["prefill"]["wall_ms"] == pytest.approx(2 * stages["prefill"]["busy_ms"])
+
+
+def test_a_batcher_leaves_the_loaded_heap_out_of_garbage_collection_once():
+    DynamicBatcher(FakeEngine())
+    frozen = gc.get_freeze_count()
+    assert frozen > 0  # the objects alive when the server starts are no longer walked by full collections
+    freeze_heap()
+    DynamicBatcher(FakeEngine())
+    assert gc.get_freeze_count() == frozen  # later objects (requests, caches) stay collectable

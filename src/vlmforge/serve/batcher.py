@@ -9,6 +9,7 @@ Results go back to each request's asyncio queue on its own event loop, so the lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections import deque
@@ -23,6 +24,14 @@ from vlmforge.serve.timings import StageTimings
 # A batch waits for company until a window passes with no compatible arrival, and at most this many windows in all,
 # however steadily requests keep coming.
 MAX_WINDOWS = 5
+
+
+def freeze_heap() -> None:
+    """Once per process: collect, then leave every object alive now (the model, its modules, the libraries) out of
+    later garbage collections. A full collection walks all of them and pauses every request in flight for as long."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 class QueueFull(Exception):
@@ -110,6 +119,7 @@ class Batcher:
         self.running = 0  # requests being generated now
         self._thread: threading.Thread | None = None
         self.timings: StageTimings | None = None
+        freeze_heap()  # the engine is loaded by now: what exists is what the server keeps
 
     def time_stages(self, timings: StageTimings) -> None:
         """Record queue waits, batch sizes and the engine's per-stage times (if it reports them) in ``timings``."""
