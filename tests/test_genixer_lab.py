@@ -186,5 +186,8 @@ def test_claims_are_read_off_the_numbers_with_their_standard_errors():
     assert "helps REC* (L + box-filtered vs L + all, REC Acc@0.5): +0.000" in text and "within 2 SE" in text
     one = {"arms": {"L": arm([0.5]), "all": arm([0.6])}}
     assert claims(one) == [
-        "- *Synthetic data helps* (L + all vs L, mean accuracy): +0.100: not testable with one seed."
+        "- *Synthetic data helps* (L + all vs L, mean accuracy): +0.100: not testable with one seed.",
+        "- *The medium band is best*: not testable here: a judge band holds no samples, so no equal-size band arms "
+        "could be made.",
     ]
+    assert not any("not testable here" in line for line in claims(three))

@@ -78,6 +78,9 @@ def claims(genixer: dict[str, Any]) -> list[str]:
         d, se = min((diff(means["medium"], means[b]) for b in BANDS if b != "medium"), key=lambda x: x[0])
         out.append(f"- *The medium band is best* (equal size): the best band is {best}; medium minus the better "
                    f"other band {shown(d, se)}: {verdict(d, se)}.")  # fmt: skip
+    elif "all" in arms:  # the students ran, but a band held no samples (see genixer_students.arm_data)
+        out.append("- *The medium band is best*: not testable here: a judge band holds no samples, so no equal-size "
+                   "band arms could be made.")  # fmt: skip
     if "all_boxfiltered" in arms and "all" in arms:
         d, se = diff(arms["all_boxfiltered"]["summary"]["rec"], arms["all"]["summary"]["rec"])
         out.append(f"- *The box filter helps REC* (L + box-filtered vs L + all, REC Acc@0.5): {shown(d, se)}: "
