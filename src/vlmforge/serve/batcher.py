@@ -1,9 +1,10 @@
 """The request queue and its worker thread, and dynamic batching: requests that arrive together are generated together.
 
-Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same sampling settings (a batch
-shares one ``SamplingParams``, except that rows may differ in ``max_new_tokens`` where the engine allows it) until a
-short window passes without one arriving, and runs them as one batched ``generate`` or ``stream`` to the longest
-row's ``max_new_tokens``, each row cut at its own; ``vlmforge.serve.continuous`` instead lets requests join a running batch at every step.
+Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same
+sampling settings (a batch shares one ``SamplingParams``, except that rows may differ in ``max_new_tokens`` where the
+engine allows it) until a short window passes without one arriving, and runs them as one batched ``generate`` or
+``stream`` to the longest row's ``max_new_tokens``, each row cut at its own; ``vlmforge.serve.continuous`` instead
+lets requests join a running batch at every step.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -185,7 +186,8 @@ class Batcher:
 
 
 class DynamicBatcher(Batcher):
-    """Runs requests with equal settings that arrive together as one ``generate`` or ``stream`` of the engine."""
+    """Runs requests with equal settings (``batch_key``) that arrive together as one ``generate`` or ``stream`` of the
+    engine."""
 
     def __init__(
         self,
