@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmforge.runtime import Completion
+from vlmforge.runtime import Completion, Conversation
 
 PLAIN = set(string.ascii_letters + string.digits + " .,?!'")
 
@@ -71,6 +71,17 @@ def data_url(img: Image.Image, fmt: str = "PNG") -> str:
 def user_message(text: str, *images: Image.Image) -> dict:
     parts = [{"type": "image_url", "image_url": {"url": data_url(i)}} for i in images]
     return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
+def words_for(vlm, room: int, img: Image.Image) -> str:
+    """A question whose prompt (with ``img``) leaves exactly ``room`` tokens of the context."""
+    target = vlm.context - room
+    words = 1
+    while vlm.prompt_length(Conversation.single_turn("red " * words, [img])) < target:
+        words += 1
+    text = "red " * words
+    assert vlm.prompt_length(Conversation.single_turn(text, [img])) == target, "one word is one token here"
+    return text
 
 
 class FakeEngine:

@@ -1,16 +1,19 @@
 """Dynamic batching: concurrent requests share batches and still get their one-at-a-time answers."""
 
 import asyncio
+import json
+from types import SimpleNamespace
 
+import httpx
 import openai
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from serve_support import FakeEngine, chatty_llava, image, user_message, vlm  # noqa: F401, F811
-from vlmforge.runtime import Conversation, SamplingParams, apply_stop
+from serve_support import FakeEngine, chatty_llava, image, user_message, vlm, words_for  # noqa: F401, F811
+from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, apply_stop
 from vlmforge.serve.app import create_app
-from vlmforge.serve.batcher import DynamicBatcher, batch_key
+from vlmforge.serve.batcher import Delta, Done, DynamicBatcher, Job, batch_key
 from vlmforge.serve.runner import ServerThread
 from vlmforge.serve.settings import ServeSettings
 from vlmforge.serve.streaming import StreamText
@@ -68,6 +71,9 @@ def test_only_compatible_requests_share_a_batch():
     assert batch_key(greedy, False) != batch_key(SamplingParams(max_new_tokens=8, temperature=0.7), False)
     seeded = SamplingParams(max_new_tokens=8, temperature=0.7, seed=1)
     assert batch_key(seeded, False) != batch_key(seeded, False)  # a seeded sample always runs alone
+    # an engine that cuts each row at its own max_new_tokens batches them whatever their lengths
+    assert batch_key(greedy, False, mixed_lengths=True) == batch_key(SamplingParams(max_new_tokens=9), False, True)
+    assert batch_key(greedy, False, True) != batch_key(SamplingParams(max_new_tokens=9, stop=["."]), False, True)
 
 
 def test_requests_with_different_settings_go_to_different_batches():
@@ -127,3 +133,113 @@ def test_a_batch_waits_while_company_keeps_arriving():
     finally:
         batcher.close()
     assert sizes == [3]
+
+
+def test_only_rotary_positions_let_rows_run_past_their_context():
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    tiny = {"vocab_size": 99, "num_hidden_layers": 1, "num_attention_heads": 2}
+    rotary = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_key_value_heads=2, **tiny))
+    learned = GPT2LMHeadModel(GPT2Config(n_embd=32, n_positions=64, **tiny))
+    assert VisionLanguageModel(rotary, SimpleNamespace()).mixed_lengths
+    assert not VisionLanguageModel(learned, SimpleNamespace()).mixed_lengths
+
+
+async def _answer(job: Job) -> tuple[str, object]:
+    """What a client sees: the streamed text (empty when not streaming) and the final completion."""
+    text = ""
+    async for event in job.events():
+        if isinstance(event, Delta):
+            text += event.text
+        elif isinstance(event, Done):
+            return text, event.completion
+        else:
+            raise event.error
+    raise AssertionError("no result")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
+def test_rows_of_different_lengths_share_a_batch_and_answer_as_if_alone(vlm, stream):  # noqa: F811
+    rows = [
+        (Conversation.single_turn("hi", [image((255, 0, 0))]), 3),
+        (Conversation.single_turn("describe it " * 10, [image((0, 0, 255))]), 16),
+        (Conversation.single_turn("how many objects?", [image((250, 250, 0))]), 9),
+    ]
+    # a stop string from the longest row's own answer, so that one row ends before its max_new_tokens
+    longest = vlm.generate([rows[1][0]], SamplingParams(max_new_tokens=16))[0].text
+    stop = [longest[len(longest) // 2 :][:2]]
+    sizes: list[int] = []
+    batcher = DynamicBatcher(vlm, max_batch_size=8, window_ms=300, on_batch=sizes.append)
+
+    async def together():
+        jobs = [batcher.submit(c, SamplingParams(max_new_tokens=n, stop=stop), stream) for c, n in rows]
+        return await asyncio.gather(*(_answer(job) for job in jobs))
+
+    async def alone():
+        return [await _answer(batcher.submit(c, SamplingParams(max_new_tokens=n, stop=stop), stream)) for c, n in rows]
+
+    try:
+        batched = asyncio.run(together())
+        assert sizes == [3]
+        assert batched == asyncio.run(alone())
+    finally:
+        batcher.close()
+    completions = [completion for _, completion in batched]
+    assert completions[1].finish_reason == "stop" and completions[1].completion_tokens < 16
+    assert completions[0].completion_tokens <= 3 < max(c.completion_tokens for c in completions)
+    for (conversation, n), (text, completion) in zip(rows, batched, strict=True):
+        runtime = vlm.generate([conversation], SamplingParams(max_new_tokens=n, stop=stop))[0]
+        assert (text if stream else completion.text) == runtime.text
+        if not stream:
+            assert completion == runtime
+
+
+async def _chat(client: httpx.AsyncClient, vlm, text: str, img, stream: bool) -> tuple[str, str, dict]:  # noqa: F811
+    """(answer, finish reason, usage) of a request without max_tokens."""
+    body = {"model": vlm.name, "messages": [user_message(text, img)], "temperature": 0}
+    if not stream:
+        reply = (await client.post("/v1/chat/completions", json=body)).json()
+        choice = reply["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"], reply["usage"]
+    body.update(stream=True, stream_options={"include_usage": True})
+    answer, finish, usage = "", "", {}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            usage = chunk.get("usage") or usage
+            for choice in chunk["choices"]:
+                answer += choice["delta"].get("content") or ""
+                finish = choice.get("finish_reason") or finish
+    return answer, finish, usage
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
+def test_default_answers_cut_to_the_context_still_share_a_batch(vlm, stream):  # noqa: F811
+    """Without max_tokens a prompt that nearly fills the context gets a smaller budget than a short one; the two
+    still run as one batch, and the long one stops where its context ends, as it would alone."""
+    red, blue = image((220, 30, 30)), image((0, 0, 200))
+    questions = [(words_for(vlm, 3, red), red), ("what colour is it?", blue)]
+    sizes: list[int] = []
+    batcher = DynamicBatcher(vlm, max_batch_size=8, window_ms=300, on_batch=sizes.append)
+    settings = ServeSettings(batching="dynamic", default_max_tokens=24)
+
+    async def fire(together: bool):
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            if together:
+                return await asyncio.gather(*(_chat(client, vlm, q, i, stream) for q, i in questions))
+            return [await _chat(client, vlm, q, i, stream) for q, i in questions]
+
+    with ServerThread(create_app(vlm, settings, ui=False, batcher=batcher)) as server:
+        batched = asyncio.run(fire(together=True))
+        assert sizes == [2]
+        assert batched == asyncio.run(fire(together=False))
+    (_, _, long_usage), (_, _, short_usage) = batched
+    assert long_usage["prompt_tokens"] == vlm.context - 3 and long_usage["completion_tokens"] <= 3
+    assert short_usage["completion_tokens"] > 3  # the batch ran past the long prompt's budget
+    for (question, img), (answer, finish, usage), budget in zip(questions, batched, (3, 24), strict=True):
+        runtime = vlm.generate([Conversation.single_turn(question, [img])], SamplingParams(max_new_tokens=budget))[0]
+        assert answer == runtime.text and finish == runtime.finish_reason
+        if not stream:
+            assert usage["completion_tokens"] == runtime.completion_tokens

@@ -5,7 +5,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from serve_support import chatty_llava, image, user_message, vlm  # noqa: F401, F811
+from serve_support import chatty_llava, image, user_message, vlm, words_for  # noqa: F401, F811
 from vlmforge.chat import DEFAULT_MAX_TOKENS, LocalChat, Settings, Turn
 from vlmforge.context import answer_budget
 from vlmforge.errors import ContextLengthError
@@ -54,17 +54,6 @@ def test_counting_a_prompt_leaves_the_workers_tokenizer_alone(vlm):  # noqa: F81
     assert vlm.tokenizer.backend_tokenizer.padding == padding
 
 
-def _words_for(vlm, room: int, img: Image.Image) -> str:  # noqa: F811
-    """A question whose prompt (with ``img``) leaves exactly ``room`` tokens of the context."""
-    target = vlm.context - room
-    words = 1
-    while vlm.prompt_length(Conversation.single_turn("red " * words, [img])) < target:
-        words += 1
-    text = "red " * words
-    assert vlm.prompt_length(Conversation.single_turn(text, [img])) == target, "one word is one token here"
-    return text
-
-
 @pytest.fixture(scope="module", params=["continuous", "dynamic"])
 def server(vlm, request):  # noqa: F811
     settings = ServeSettings(batching=request.param, default_max_tokens=512, max_tokens_cap=2048)
@@ -80,7 +69,7 @@ def _post(server, vlm, text: str, img: Image.Image, **extra) -> httpx.Response: 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_prompt_that_fills_the_context_is_refused_with_both_numbers(server, vlm, stream):  # noqa: F811
     red = image((220, 30, 30))
-    text = _words_for(vlm, 0, red)
+    text = words_for(vlm, 0, red)
     for extra in ({}, {"max_tokens": 4}):
         reply = _post(server, vlm, text, red, stream=stream, **extra)
         assert reply.status_code == 400, reply.text
@@ -94,7 +83,7 @@ def test_a_prompt_that_fills_the_context_is_refused_with_both_numbers(server, vl
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_prompt_and_max_tokens_past_the_context_are_refused(server, vlm, stream):  # noqa: F811
     red = image((220, 30, 30))
-    text = _words_for(vlm, 5, red)
+    text = words_for(vlm, 5, red)
     reply = _post(server, vlm, text, red, stream=stream, max_tokens=6)
     assert reply.status_code == 400, reply.text
     message = reply.json()["error"]["message"]
@@ -106,7 +95,7 @@ def test_a_prompt_and_max_tokens_past_the_context_are_refused(server, vlm, strea
 
 def test_without_max_tokens_the_answer_stops_where_the_context_ends(server, vlm):  # noqa: F811
     red = image((220, 30, 30))
-    reply = _post(server, vlm, _words_for(vlm, 3, red), red)
+    reply = _post(server, vlm, words_for(vlm, 3, red), red)
     assert reply.status_code == 200, reply.text
     usage, choice = reply.json()["usage"], reply.json()["choices"][0]
     assert usage["prompt_tokens"] == vlm.context - 3
@@ -116,7 +105,7 @@ def test_without_max_tokens_the_answer_stops_where_the_context_ends(server, vlm)
 
 def test_local_chat_cuts_its_default_and_refuses_a_max_tokens_past_the_context(vlm, chatty_llava):  # noqa: F811
     red = image((220, 30, 30))
-    text = _words_for(vlm, 3, red)
+    text = words_for(vlm, 3, red)
     chat = LocalChat(str(chatty_llava))
     seen = []
     stream = chat.vlm.stream

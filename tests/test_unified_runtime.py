@@ -177,3 +177,25 @@ def test_an_unreadable_image_fails_only_its_own_request_in_a_batch(vlm, stream):
     assert sizes[0] == 3  # the three were batched together
     assert isinstance(refused, ConfigError) and "8x8" in str(refused)
     assert first.text == third.text == expected.text and first.prompt_tokens == expected.prompt_tokens
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_answers_of_different_lengths_share_a_batch_and_equal_each_alone(vlm, folder, stream):
+    """Requests whose max_tokens differ run as one batch to the longest; each is cut at its own."""
+    batcher, sizes = DynamicBatcher(vlm, max_batch_size=4, window_ms=500), []
+    batcher.on_batch = sizes.append
+    rows = [(QUESTIONS[0], scene(3), 3), (QUESTIONS[1] + " Count them all.", scene(4), 9), (QUESTIONS[2], scene(5), 6)]
+
+    async def ask():
+        jobs = [batcher.submit(Conversation.single_turn(q, [i]), SamplingParams(n), stream) for q, i, n in rows]
+        return await asyncio.gather(*(job.result() for job in jobs))
+
+    try:
+        answers = asyncio.run(ask())
+    finally:
+        batcher.close()
+    assert sizes == [3]
+    for (question, image, n), answer in zip(rows, answers, strict=True):
+        assert answer.text == reference_answer(vlm, folder, image, question, n)
+        if not stream:
+            assert answer == vlm.generate([Conversation.single_turn(question, [image])], SamplingParams(n))[0]

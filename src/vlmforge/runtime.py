@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -191,6 +191,12 @@ class VisionLanguageModel:
             placeholders = len(self._counter(text)["input_ids"])  # each image one placeholder token here
         return placeholders + len(conversation.images) * ((self._image_tokens or 1) - 1)
 
+    @property
+    def mixed_lengths(self) -> bool:
+        """Whether a batch may run rows past their own ``max_new_tokens`` and context (``generate``'s ``lengths``):
+        rotary positions are computed for any position, a learned position table would be indexed past its end."""
+        return any(type(module).__name__.endswith("RotaryEmbedding") for module in self.model.modules())
+
     def answer_budget(self, conversation: Conversation, requested: int | None, default: int) -> int:
         """``max_new_tokens`` for ``conversation``: ``requested`` if the prompt and it fit the model's context (else
         a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves."""
@@ -242,15 +248,23 @@ class VisionLanguageModel:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kwargs
 
-    def generate(self, conversations: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams | None = None,
+        lengths: Sequence[int] | None = None,
+    ) -> list[Completion]:
+        """One batch run to ``params.max_new_tokens``, each answer cut at its row's ``lengths`` (see mixed_lengths)."""
         params = params or SamplingParams()
         inputs = self.prepare(conversations)
         output = self._run_generate(inputs, params)
         start = time.perf_counter()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        limits = lengths or [params.max_new_tokens] * len(prompt_lengths)
         completions = [
-            self.completion(row, n_prompt, params) for row, n_prompt in zip(new_tokens, prompt_lengths, strict=True)
+            self.completion(row[:limit], n_prompt, replace(params, max_new_tokens=limit))
+            for row, n_prompt, limit in zip(new_tokens, prompt_lengths, limits, strict=True)
         ]
         if self.observer:
             self.observer("detokenize", time.perf_counter() - start)

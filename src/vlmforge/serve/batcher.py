@@ -1,8 +1,10 @@
 """The request queue and its worker thread, and dynamic batching: requests that arrive together are generated together.
 
-Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same sampling settings (a batch
-shares one ``SamplingParams``) until a short window passes without one arriving, and runs them as one batched
-``generate`` or ``stream``; ``vlmforge.serve.continuous`` instead lets requests join a running batch at every step.
+Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same
+sampling settings (a batch shares one ``SamplingParams``, except that rows may differ in ``max_new_tokens`` where the
+engine allows it) until a short window passes without one arriving, and runs them as one batched ``generate`` or
+``stream`` to the longest row's ``max_new_tokens``, each row cut at its own; ``vlmforge.serve.continuous`` instead
+lets requests join a running batch at every step.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -53,12 +55,14 @@ class Failed:
     error: Exception
 
 
-def batch_key(params: SamplingParams, stream: bool) -> tuple:
-    """Requests with equal keys may share a batch."""
+def batch_key(params: SamplingParams, stream: bool, mixed_lengths: bool = False) -> tuple:
+    """Requests with equal keys may share a batch; with ``mixed_lengths`` (the engine's, see
+    ``VisionLanguageModel.mixed_lengths``) whatever their ``max_new_tokens``."""
     if params.temperature > 0 and params.seed is not None:
         # a seeded sample is reproducible only if it runs alone: batch mates would shift the random stream
         return ("seeded", object())
-    return (stream, params.max_new_tokens, params.temperature, params.top_p, tuple(params.stop))
+    length = None if mixed_lengths else params.max_new_tokens
+    return (stream, length, params.temperature, params.top_p, tuple(params.stop))
 
 
 @dataclass(eq=False)
@@ -119,6 +123,7 @@ class Batcher:
         self.running = 0  # requests being generated now
         self._thread: threading.Thread | None = None
         self.timings: StageTimings | None = None
+        self.mixed_lengths = bool(getattr(engine, "mixed_lengths", False))
         freeze_heap()  # the engine is loaded by now: what exists is what the server keeps
 
     def time_stages(self, timings: StageTimings) -> None:
@@ -136,7 +141,9 @@ class Batcher:
         """Queue a request (call from a running event loop). Raises QueueFull when the queue is full."""
         if params.temperature <= 0:
             params = replace(params, seed=None, top_p=1.0)  # greedy ignores both: let such requests batch together
-        job = Job(conversation, params, stream, asyncio.get_running_loop(), batch_key(params, stream))
+        job = Job(
+            conversation, params, stream, asyncio.get_running_loop(), batch_key(params, stream, self.mixed_lengths)
+        )
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 # started lazily, so an app whose lifespan ran before (tests, reloads) serves again
@@ -179,7 +186,8 @@ class Batcher:
 
 
 class DynamicBatcher(Batcher):
-    """Runs requests with equal settings that arrive together as one ``generate`` or ``stream`` of the engine."""
+    """Runs requests with equal settings (``batch_key``) that arrive together as one ``generate`` or ``stream`` of the
+    engine."""
 
     def __init__(
         self,
@@ -241,10 +249,14 @@ class DynamicBatcher(Batcher):
             self.running = 0
 
     def _generate(self, batch: list[Job]) -> None:
+        # the batch runs to its longest row; the rest are cut at their own max_new_tokens, as if they ran alone
+        lengths = [job.params.max_new_tokens for job in batch]
+        params = replace(batch[0].params, max_new_tokens=max(lengths))
         if batch[0].stream:
-            self._stream(batch)
+            self._stream(batch, params, lengths)
         else:
-            completions = self.engine.generate([job.conversation for job in batch], batch[0].params)
+            mixed = {"lengths": lengths} if len(set(lengths)) > 1 else {}
+            completions = self.engine.generate([job.conversation for job in batch], params, **mixed)
             for job, completion in zip(batch, completions, strict=True):
                 job.emit(Done(completion))
 
@@ -257,28 +269,40 @@ class DynamicBatcher(Batcher):
             except Exception as err:
                 job.emit(Failed(err))
 
-    def _stream(self, batch: list[Job]) -> None:
-        params = batch[0].params
+    def _stream(self, batch: list[Job], params: SamplingParams, lengths: list[int]) -> None:
+        """Stream the batch, one step per token; a row ends where it would alone: at the end of the batch, or as
+        soon as it has its own ``max_new_tokens`` steps."""
         conversations = [job.conversation for job in batch]
         texts = [StreamText(params.stop) for _ in batch]
         last_output_step = [0] * len(batch)
+        prompt_tokens: list[int] = []
         steps = 0
+
+        def finish(row: int) -> None:
+            job, text = batch[row], texts[row]
+            if not prompt_tokens:
+                prompt_tokens.extend(prompt_token_counts(self.engine, conversations))
+            if released := text.finish():
+                job.emit(Delta(released))
+            ran = min(steps, lengths[row])
+            # a row still producing text at its last allowed step was cut by the length limit
+            cut = not text.stopped and ran >= lengths[row] and last_output_step[row] == ran
+            tokens = count_tokens(self.engine, text.text)
+            job.emit(Done(Completion(text.text, prompt_tokens[row], tokens, "length" if cut else "stop")))
+
         for deltas in self.engine.stream(conversations, params):
             steps += 1
             for row, (job, text, delta) in enumerate(zip(batch, texts, deltas, strict=True)):
+                if steps > lengths[row]:
+                    continue  # past its own max_new_tokens: already answered
                 if delta:
                     last_output_step[row] = steps
                 if (released := text.feed(delta)) and not job.cancelled:
                     job.emit(Delta(released))
+                if steps == lengths[row] < params.max_new_tokens:
+                    finish(row)  # cut here, as if alone, without waiting for the batch's longer rows
             if all(job.cancelled for job in batch):
                 break  # every client left; the model finishes this batch in the background
-        prompt_tokens = prompt_token_counts(self.engine, conversations)
-        for row, (job, text) in enumerate(zip(batch, texts, strict=True)):
-            if released := text.finish():
-                job.emit(Delta(released))
-            # a row still producing text at the last allowed step was cut by the length limit
-            cut = not text.stopped and steps >= params.max_new_tokens and last_output_step[row] == steps
-            completion = Completion(
-                text.text, prompt_tokens[row], count_tokens(self.engine, text.text), "length" if cut else "stop"
-            )
-            job.emit(Done(completion))
+        for row in range(len(batch)):
+            if steps < lengths[row] or lengths[row] == params.max_new_tokens:
+                finish(row)
