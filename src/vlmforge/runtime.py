@@ -158,12 +158,14 @@ class VisionLanguageModel:
             self._clocks.prepared(rendered - start, time.perf_counter() - rendered)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
-    def check(self, conversation: Conversation) -> None:
+    def check(self, conversation: Conversation, prompt_tokens: int | None = None) -> None:
         """Refuse, before it is batched, a conversation the model cannot take (a unified model's prompt longer
-        than its context); models whose processor has no such check take every conversation."""
+        than its context, or holding a token only images may bring); models whose processor has no such check take
+        every conversation. ``prompt_tokens``, the conversation's ``prompt_length`` when the caller has it, spares a
+        second count."""
         check = getattr(self.processor, "check_conversation", None)
         if check is not None:
-            check(conversation.messages, len(conversation.images))
+            check(conversation.messages, len(conversation.images), prompt_tokens)
 
     @property
     def context(self) -> int | None:
@@ -193,8 +195,13 @@ class VisionLanguageModel:
 
     def answer_budget(self, conversation: Conversation, requested: int | None, default: int) -> int:
         """``max_new_tokens`` for ``conversation``: ``requested`` if the prompt and it fit the model's context (else
-        a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves."""
-        return answer_budget(self.context, self.prompt_length(conversation), requested, default)
+        a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves.
+        The conversation then passes ``check`` on the same count, so a request is counted once."""
+        prompt_tokens = self.prompt_length(conversation)
+        # first, so every model words a prompt past its context the same way
+        budget = answer_budget(self.context, prompt_tokens, requested, default)
+        self.check(conversation, prompt_tokens)
+        return budget
 
     @property
     def draws_images(self) -> bool:
