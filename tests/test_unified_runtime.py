@@ -12,13 +12,14 @@ from fastapi.testclient import TestClient
 
 from serve_support import user_message
 from unified_helpers import save_unified_folder, scene
-from vlmforge.errors import ConfigError
+from vlmforge.errors import ConfigError, ContextLengthError
 from vlmforge.eval import evaluate
 from vlmforge.models.unified.chat_processor import image_tokenizer_of
 from vlmforge.models.unified.prompts import understanding_sample
 from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
 from vlmforge.serve.app import create_app
 from vlmforge.serve.batcher import DynamicBatcher
+from vlmforge.serve.engine import fit_context
 from vlmforge.serve.settings import ServeSettings
 
 QUESTIONS = ["What colour is the circle?", "How many objects are there?", "Where is the square?"]
@@ -118,6 +119,23 @@ def test_text_only_and_bad_conversations(vlm, folder):
         vlm.check(Conversation.single_turn("a <|vision_start|> b", [scene(0)]))
     with pytest.raises(ConfigError, match="cannot read these images.*8x8"):
         vlm.prepare([Conversation.single_turn("What colour?", [scene(0).resize((16, 16))])])
+
+
+def test_fitting_a_request_counts_its_prompt_once_and_keeps_the_checks(vlm, monkeypatch):
+    counted = []
+    count = vlm.processor.prompt_length
+    monkeypatch.setattr(vlm.processor, "prompt_length", lambda *a: counted.append(a) or count(*a))
+    question = Conversation.single_turn(QUESTIONS[0], [scene(0)])
+    params = fit_context(vlm, question, SamplingParams(max_new_tokens=8), requested=True)
+    assert params.max_new_tokens == 8 and len(counted) == 1
+    # the processor's guard still runs on the counted prompt: a too-long or image-token prompt is refused
+    with pytest.raises(ContextLengthError, match="maximum context length is 1024 tokens"):
+        fit_context(vlm, Conversation.single_turn("red " * 1100, [scene(0)]), params, requested=False)
+    with pytest.raises(ConfigError, match="a token only images may bring"):
+        fit_context(vlm, Conversation.single_turn("a <|vision_start|> b", [scene(0)]), params, requested=False)
+    counted.clear()
+    vlm.check(question)  # a direct caller, with no count in hand, gets it counted
+    assert len(counted) == 1
 
 
 def test_the_eval_runner_scores_the_unified_model(folder, tmp_path):

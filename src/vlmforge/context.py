@@ -16,7 +16,9 @@ def answer_budget(context: int | None, prompt_tokens: int, requested: int | None
     if prompt_tokens >= context:
         raise ContextLengthError(
             f"This model's maximum context length is {context} tokens; the prompt has {prompt_tokens} tokens, "
-            "which leaves no room for an answer. Please shorten the messages."
+            "which leaves no room for an answer. Please shorten the messages.",
+            context,
+            prompt_tokens,
         )
     if requested is None:
         return min(default, context - prompt_tokens)
@@ -24,6 +26,8 @@ def answer_budget(context: int | None, prompt_tokens: int, requested: int | None
         raise ContextLengthError(
             f"This model's maximum context length is {context} tokens; the prompt has {prompt_tokens} tokens and "
             f"max_tokens asks for {requested} more ({prompt_tokens + requested} in all). Please shorten the "
-            f"messages or ask for at most {context - prompt_tokens} tokens."
+            f"messages or ask for at most {context - prompt_tokens} tokens.",
+            context,
+            prompt_tokens,
         )
     return requested

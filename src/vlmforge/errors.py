@@ -20,7 +20,12 @@ class ConfigError(VlmforgeError):
 
 
 class ContextLengthError(ConfigError):
-    """A prompt longer than the model's context."""
+    """A prompt longer than the model's context; ``context`` and ``prompt_tokens`` carry the numbers when the check
+    that raised it counted them, for callers that word the refusal their own way."""
+
+    def __init__(self, message: str, context: int | None = None, prompt_tokens: int | None = None):
+        self.context, self.prompt_tokens = context, prompt_tokens
+        super().__init__(message)
 
 
 class StaleOutputError(VlmforgeError):

@@ -158,12 +158,13 @@ class VisionLanguageModel:
             self._clocks.prepared(rendered - start, time.perf_counter() - rendered)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
-    def check(self, conversation: Conversation) -> None:
+    def check(self, conversation: Conversation, prompt_tokens: int | None = None) -> None:
         """Refuse, before it is batched, a conversation the model cannot take (a unified model's prompt longer
-        than its context); models whose processor has no such check take every conversation."""
+        than its context, or holding a token only images may bring); models whose processor has no such check take
+        every conversation. ``prompt_tokens``: its ``prompt_length``, when the caller has counted it."""
         check = getattr(self.processor, "check_conversation", None)
         if check is not None:
-            check(conversation.messages, len(conversation.images))
+            check(conversation.messages, len(conversation.images), prompt_tokens)
 
     @property
     def context(self) -> int | None:
@@ -199,8 +200,12 @@ class VisionLanguageModel:
 
     def answer_budget(self, conversation: Conversation, requested: int | None, default: int) -> int:
         """``max_new_tokens`` for ``conversation``: ``requested`` if the prompt and it fit the model's context (else
-        a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves."""
-        return answer_budget(self.context, self.prompt_length(conversation), requested, default)
+        a ContextLengthError naming both), or with none requested ``default`` cut to the room the prompt leaves.
+        Then ``check`` runs on the same count (second: every model words a too-long prompt alike)."""
+        prompt_tokens = self.prompt_length(conversation)
+        budget = answer_budget(self.context, prompt_tokens, requested, default)
+        self.check(conversation, prompt_tokens)
+        return budget
 
     @property
     def draws_images(self) -> bool:
@@ -384,17 +389,26 @@ class _BatchTextStreamer(BaseStreamer):
 
 
 def load_generator(model_dir: str | Path, device: str | None = None, batch_size: int = 16):
-    """A callable for the evaluation runner: requests (prompt, images, max_new_tokens) -> answers, greedy."""
+    """A callable for the evaluation runner: requests (prompt, images, max_new_tokens) -> answers, greedy. Its
+    ``answer_budget(request)`` fits a request's max_new_tokens to the model's context, as the server fits a request
+    with no max_tokens (cut to the room the prompt leaves; a ContextLengthError when there is none)."""
     vlm = VisionLanguageModel.from_pretrained(model_dir, device=device)
 
+    def ask(request) -> Conversation:
+        return Conversation.single_turn(request.prompt, request.images)
+
     def generate(requests) -> list[str]:
-        answers: list[str] = []
+        answers = [""] * len(requests)
         for start in range(0, len(requests), batch_size):
-            chunk = requests[start : start + batch_size]
-            conversations = [Conversation.single_turn(r.prompt, r.images) for r in chunk]
-            params = SamplingParams(max_new_tokens=max(r.max_new_tokens for r in chunk))
-            answers += [c.text for c in vlm.generate(conversations, params)]
+            rows = range(start, min(start + batch_size, len(requests)))
+            # one batch per budget: a batch runs every row to its longest, which takes a cut row past its context
+            for tokens in sorted({requests[i].max_new_tokens for i in rows}):
+                same = [i for i in rows if requests[i].max_new_tokens == tokens]
+                completions = vlm.generate([ask(requests[i]) for i in same], SamplingParams(tokens))
+                for i, completion in zip(same, completions, strict=True):
+                    answers[i] = completion.text
         return answers
 
     generate.model_name = vlm.name  # type: ignore[attr-defined]
+    generate.answer_budget = lambda r: vlm.answer_budget(ask(r), None, r.max_new_tokens)  # type: ignore[attr-defined]
     return generate

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from vlmforge.data.records import ON_ERROR_CHOICES
 from vlmforge.errors import ConfigError
 from vlmforge.eval.types import SCORING_MODES
 
@@ -30,7 +31,9 @@ def _print_summary(results: dict) -> None:
         m = task["metrics"].get(task["primary"], {})
         value = "n/a" if m.get("value") is None else f"{m['value']:.4g}"
         chance = "" if task.get("chance") is None else f" (chance {task['chance']:.3g})"
-        print(f"{name:20s} {task['primary']:>12s} = {value}{chance}  n={task['n_questions']}")
+        skipped, cut = (task.get("rejections") or {}).get("total", 0), task.get("cut_to_context", 0)
+        context = f"  ({skipped} skipped, {cut} cut to the model's context)" if skipped or cut else ""
+        print(f"{name:20s} {task['primary']:>12s} = {value}{chance}  n={task['n_questions']}{context}")
 
 
 def _list_tasks() -> int:
@@ -75,8 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, limit=args.limit, data=data,
         model={"name": args.name or run_name(args.model), "path": args.model}, force=args.force,
-        scoring=args.scoring,
-        group_by=parse_fields(args.group_by),
+        scoring=args.scoring, group_by=parse_fields(args.group_by), on_error=args.on_error,
     )  # fmt: skip
     _print_summary(results)
     return 0
@@ -138,6 +140,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", action="append", metavar="FIELD",
                    help="also report each task's headline metric per value of this sample field (a record field "
                         "of the jsonl task, or type/subtask/split); comma-separated or repeatable")  # fmt: skip
+    p.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="raise",
+                   help="raise (default): stop, naming the question, when a prompt leaves no room for an answer in "
+                        "the model's context; skip: leave such questions out of the scores and count them in "
+                        "results.json")  # fmt: skip
     p.add_argument("--list-tasks", action="store_true", help="list the known tasks and their data keys, then exit")
     p.add_argument("--export-lmms", metavar="DIR",
                    help="write the tasks' questions (the first --limit) as lmms-eval local tasks into DIR and exit, "

@@ -85,6 +85,15 @@ def summary_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _context_note(info: Mapping[str, Any]) -> list[str]:
+    """A task's questions that did not fit the model's context (eval/budget.py), when there were any."""
+    skipped, cut = (info.get("rejections") or {}).get("total", 0), info.get("cut_to_context", 0)
+    if not skipped and not cut:
+        return []
+    return [f"Model context: {skipped} sample(s) skipped, their prompt leaving no room for an answer (left out of the "
+            f"scores); {cut} answer(s) with max_new_tokens cut to the room their prompt leaves.", ""]  # fmt: skip
+
+
 def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     """report.md (summary + every metric per task) and plot_accuracy.png for one model's results."""
     name = str(results.get("model", {}).get("name", "model"))
@@ -95,8 +104,8 @@ def write_report(results: Mapping[str, Any], out_dir: Path) -> Path:
     if plot is not None:
         lines += [f"![accuracy per task]({plot.name})", ""]
     for task, info in results.get("tasks", {}).items():
-        lines += [f"## {task}", "", info.get("description", ""), "", "| metric | value | stderr | n |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += [f"## {task}", "", info.get("description", ""), "", *_context_note(info),
+                  "| metric | value | stderr | n |", "|---|---|---|---|"]  # fmt: skip
         for key, m in info.get("metrics", {}).items():
             se = "—" if m.get("stderr") is None else f"{m['stderr']:.4f}"
             val = "—" if m.get("value") is None else f"{m['value']:.4f}"

@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmforge.data.records import OnError, check_on_error
 from vlmforge.errors import DataError, VlmforgeError
 from vlmforge.eval.breakdown import check_group_by, group_metrics
+from vlmforge.eval.budget import TOO_LONG, Budgets, context_counts, fit_budgets, scored
 from vlmforge.eval.reuse import model_identity, prepare_folder, task_settings
 from vlmforge.eval.tasks import check_data_keys, resolve
 from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
@@ -40,10 +42,11 @@ def limit_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
     return [s for s in samples if s.group_id in allowed]
 
 
-def _read_predictions(path: Path, known: Mapping[str, Sample], task: str) -> dict[str, str]:
-    """id -> raw prediction from a samples file. A torn last line (interrupted write) is dropped; an id the task
-    does not have means the file belongs to another task (or other data) and is an error, not silently reused."""
-    out: dict[str, str] = {}
+def _read_answers(path: Path, known: Mapping[str, Sample], task: str) -> dict[str, dict[str, Any]]:
+    """id -> saved record (its raw ``prediction``, or ``skipped`` with why) from a samples file. A torn last line
+    (interrupted write) is dropped; an id the task does not have means the file belongs to another task (or other
+    data) and is an error, not silently reused."""
+    out: dict[str, dict[str, Any]] = {}
     lines = path.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -54,8 +57,8 @@ def _read_predictions(path: Path, known: Mapping[str, Sample], task: str) -> dic
             if i == len(lines):
                 break
             raise DataError(f"{path}:{i}", f"invalid JSON in predictions: {err.msg}") from err
-        if not isinstance(record, dict) or "id" not in record or "prediction" not in record:
-            raise DataError(f"{path}:{i}", "prediction record needs `id` and `prediction`")
+        if not isinstance(record, dict) or "id" not in record or not {"prediction", "skipped"} & set(record):
+            raise DataError(f"{path}:{i}", "prediction record needs `id` and `prediction` (or `skipped`)")
         if str(record["id"]) not in known:
             raise DataError(
                 f"{path}:{i}",
@@ -63,7 +66,7 @@ def _read_predictions(path: Path, known: Mapping[str, Sample], task: str) -> dic
                 "Use a fresh --out folder or delete this file.",
                 "foreign_prediction",
             )
-        out[str(record["id"])] = str(record["prediction"])
+        out[str(record["id"])] = record
     return out
 
 
@@ -86,13 +89,21 @@ def _drop_torn_tail(path: Path) -> None:
             fh.truncate(raw.rfind(b"\n") + 1)
 
 
-def _record(task: Task, sample: Sample, prediction: str) -> dict[str, Any]:
+def _record(task: Task, sample: Sample, prediction: str, max_new_tokens: int | None = None) -> dict[str, Any]:
+    """A sample's saved line; ``max_new_tokens`` only when its budget was cut to fit the model's context."""
     parsed = task.parse(prediction, sample.meta)
     return {
         "id": sample.id, "prompt": sample.prompt, "prediction": prediction, "parsed": parsed,
         "target": sample.target, "correct": task.judge(parsed, sample.target, sample.meta),
         **({"group": sample.group} if sample.group is not None else {}),
+        **({"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}),
     }  # fmt: skip
+
+
+def _saved(task: Task, sample: Sample, answer: Mapping[str, Any]) -> dict[str, Any]:
+    if "skipped" in answer:
+        return {"id": sample.id, "prompt": sample.prompt, "skipped": answer["skipped"], "reason": answer.get("reason")}
+    return _record(task, sample, str(answer["prediction"]), answer.get("max_new_tokens"))
 
 
 def _shard() -> tuple[Any, int, int]:
@@ -111,31 +122,44 @@ def _shard() -> tuple[Any, int, int]:
 
 
 def pending(task: Task, samples: list[Sample], out_dir: Path, rank: int, world: int) -> list[Sample]:
-    """This rank's samples that have no saved prediction yet."""
+    """This rank's samples that have no saved prediction yet (a skipped one is counted again: it costs no
+    generation, and a rerun that does not skip must refuse it)."""
     known = {s.id: s for s in samples}
-    done: dict[str, str] = {}
+    done: dict[str, dict[str, Any]] = {}
     for path in sorted(out_dir.glob(f"samples_{task.name}.*jsonl")):
-        done.update(_read_predictions(path, known, task.name))
-    return [s for i, s in enumerate(samples) if i % world == rank and s.id not in done]
+        done.update(_read_answers(path, known, task.name))
+    return [s for i, s in enumerate(samples) if i % world == rank and "prediction" not in done.get(s.id, {})]
 
 
 def run_task(
     generator: Generator, task: Task, todo: list[Sample], out_dir: Path, *, batch_size: int, max_new_tokens: int,
-    rank: int, bar: Any = None,
+    rank: int, bar: Any = None, budgets: Budgets | None = None,
 ) -> int:  # fmt: skip
     """Generate the predictions of ``todo``, appending to this rank's part file and advancing ``bar`` (a tqdm
-    bar, optional). Returns how many were generated."""
+    bar, optional); ``budgets`` (eval/budget.py) names the questions skipped or given less than ``max_new_tokens``
+    to fit the model's context. Returns how many were generated."""
+    budgets = budgets or Budgets()
     part = out_dir / f"samples_{task.name}.part{rank}.jsonl"
     _drop_torn_tail(part)
     with part.open("a", encoding="utf-8") as fh:
+        for sample in todo:
+            if sample.id in budgets.skipped:
+                skip = {"id": sample.id, "skipped": TOO_LONG, "reason": budgets.skipped[sample.id]}
+                fh.write(json.dumps(skip, ensure_ascii=False) + "\n")
+        todo = [s for s in todo if s.id not in budgets.skipped]
+        if bar is not None:
+            bar.update(len(budgets.skipped))
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            requests = [GenerationRequest(s.prompt, s.open_images(), max_new_tokens) for s in batch]
+            requests = [
+                GenerationRequest(s.prompt, s.open_images(), budgets.cut.get(s.id, max_new_tokens)) for s in batch
+            ]
             outputs = generator(requests)
             if len(outputs) != len(batch):
                 raise VlmforgeError(f"generator returned {len(outputs)} answers for {len(batch)} requests")
             for sample, text in zip(batch, outputs, strict=True):
-                fh.write(json.dumps(_record(task, sample, str(text)), ensure_ascii=False) + "\n")
+                record = _record(task, sample, str(text), budgets.cut.get(sample.id))
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
             if bar is not None:
                 bar.update(len(batch))
@@ -152,30 +176,31 @@ def merge_and_score(
 ) -> dict[str, Any]:
     """Rank 0: fold the part files into samples_<task>.jsonl (task order) and compute the task's metrics, with the
     headline metric per value of each ``group_by`` field (``task`` already scores the ``scoring`` way, which is
-    recorded)."""
+    recorded). Questions skipped for their length are left out of the scores and counted (eval/budget.py)."""
     known = {s.id: s for s in samples}
     final = out_dir / f"samples_{task.name}.jsonl"
     parts = sorted(out_dir.glob(f"samples_{task.name}.part*.jsonl"))
-    done: dict[str, str] = {}
+    done: dict[str, dict[str, Any]] = {}
     for path in [final, *parts] if final.exists() else parts:
-        done.update(_read_predictions(path, known, task.name))
+        done.update(_read_answers(path, known, task.name))
     missing = [s.id for s in samples if s.id not in done]
     if missing:
         raise VlmforgeError(f"task {task.name}: {len(missing)} samples have no prediction (first: {missing[0]})")
     tmp = final.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for s in samples:
-            fh.write(json.dumps(_record(task, s, done[s.id]), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(_saved(task, s, done[s.id]), ensure_ascii=False) + "\n")
     tmp.replace(final)  # atomic: a crash here leaves either the old or the new file, never half of one
     for path in parts:
         path.unlink()
-    preds = [done[s.id] for s in samples]
-    metrics = task.score(preds, [s.target for s in samples], [s.meta for s in samples])
-    metrics.update(group_metrics(task, preds, samples, group_by))
+    kept = scored(samples, done)
+    preds = [str(done[s.id]["prediction"]) for s in kept]
+    metrics = task.score(preds, [s.target for s in kept], [s.meta for s in kept])
+    metrics.update(group_metrics(task, preds, kept, group_by))
     return {
         "description": task.description, "scoring": scoring, "primary": task.primary,
-        "chance": task.chance_level(data, samples), "n_samples": len(samples),
-        "n_questions": len({s.group_id for s in samples}), "metrics": metrics,
+        "chance": task.chance_level(data, kept), "n_samples": len(kept),
+        "n_questions": len({s.group_id for s in kept}), "metrics": metrics, **context_counts(samples, done),
     }  # fmt: skip
 
 
@@ -219,6 +244,7 @@ def evaluate(
     force: bool = False,
     scoring: str = "reference",
     group_by: Sequence[str] = (),
+    on_error: OnError = "raise",
 ) -> dict[str, Any]:
     """Evaluate ``generator`` on ``tasks`` (names, groups such as ``shapes``, or Task objects).
 
@@ -230,11 +256,14 @@ def evaluate(
     ranks from ``accelerate.PartialState`` (for custom launchers and tests; then no barrier is used, and the
     caller must run rank 0 last). ``scoring`` is "reference" (each benchmark parsed as its reference harness
     does) or "robust" (the references' plain bugs fixed; docs/evaluation.md); it changes the scores, not the
-    predictions, so a rerun with the other mode rescores the saved answers. Returns the results dict (the content
-    of results.json) on every rank.
+    predictions, so a rerun with the other mode rescores the saved answers. Before generating, each question's
+    answer budget is fitted to the model's context (eval/budget.py): a question whose prompt leaves no room stops
+    the run naming it, or with ``on_error="skip"`` is left out of the scores and counted. Returns the results dict
+    (the content of results.json) on every rank.
     """
     from tqdm.auto import tqdm
 
+    check_on_error(on_error)
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,19 +281,21 @@ def evaluate(
     prepare_folder(out, model_identity(model), settings, force, write=rank == 0)
     barrier()
     todo = {task.name: pending(task, loaded[task.name], out, rank, world) for task in resolved}
+    tokens = {task.name: max_new_tokens or task.max_new_tokens for task in resolved}
+    # every question is counted before any is answered, so a run stops on a too-long one at once
+    budgets = {t.name: fit_budgets(generator, t, todo[t.name], tokens[t.name], on_error) for t in resolved}
     show = progress and rank == 0
     bar = tqdm(total=sum(map(len, todo.values())), desc="eval", unit="q", disable=not show, dynamic_ncols=True)
     for task in resolved:
         bar.set_description(task.name)
-        tokens = max_new_tokens or task.max_new_tokens
-        run_task(generator, task, todo[task.name], out, batch_size=batch_size, max_new_tokens=tokens, rank=rank,
-                 bar=bar)  # fmt: skip
+        run_task(generator, task, todo[task.name], out, batch_size=batch_size, max_new_tokens=tokens[task.name],
+                 rank=rank, bar=bar, budgets=budgets[task.name])  # fmt: skip
     bar.close()
     barrier()
     results_file = out / "results.json"
     if rank == 0:
         config = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "limit": limit, "world_size": world,
-                  "data": data, "scoring": scoring, "group_by": list(group_by)}  # fmt: skip
+                  "data": data, "scoring": scoring, "group_by": list(group_by), "on_error": on_error}  # fmt: skip
         _write_results(out, resolved, loaded, data, model, config, group_by)
         if show:
             total = sum(map(len, loaded.values()))

@@ -9,6 +9,7 @@ max_new_tokens: null         # null: each task's default
 limit: null
 scoring: reference           # or robust (docs/evaluation.md)
 group_by: [task]             # optional: headline metric per value of these sample fields
+on_error: raise              # or skip: questions too long for a model's context are left out and counted
 models:
   - {name: bunny-full, path: runs/lab/bunny-full}
   - {name: bunny-lora, path: runs/lab/bunny-lora}
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from vlmforge.data.records import ON_ERROR_CHOICES
 from vlmforge.errors import ConfigError
 from vlmforge.eval.report import write_comparison
 from vlmforge.eval.runner import evaluate
@@ -71,6 +73,9 @@ def load_suite(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: model names must be unique, got {names}")
     spec["tasks"] = _names(spec.get("tasks") or ["shapes"])
     spec["group_by"] = _names(spec.get("group_by") or [])
+    spec["on_error"] = spec.get("on_error") or "raise"
+    if spec["on_error"] not in ON_ERROR_CHOICES:
+        raise ConfigError(f"{file}: `on_error` must be one of {', '.join(ON_ERROR_CHOICES)}, got {spec['on_error']!r}")
     spec["data"] = {k: rel(str(v)) for k, v in (spec.get("data") or {}).items() if k != "world_split"} | (
         {"world_split": spec["data"]["world_split"]} if "world_split" in (spec.get("data") or {}) else {}
     )
@@ -96,7 +101,7 @@ def run_suite(
             max_new_tokens=spec.get("max_new_tokens"), limit=spec.get("limit"), data=spec["data"],
             model={"name": m["name"], "path": m["path"]}, progress=progress, force=force,
             scoring=spec.get("scoring") or "reference",
-            group_by=spec.get("group_by") or (),
+            group_by=spec.get("group_by") or (), on_error=spec.get("on_error") or "raise",
         )  # fmt: skip
         runs.append((m["name"], results))
     write_comparison(runs, out)

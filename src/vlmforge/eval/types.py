@@ -26,7 +26,8 @@ class GenerationRequest:
 
 
 class Generator(Protocol):
-    """Anything that answers a batch of requests with one string each, in order."""
+    """Anything that answers a batch of requests with one string each, in order. One that knows its model's context
+    may also offer ``answer_budget(request) -> int`` (see eval/budget.py)."""
 
     def __call__(self, requests: list[GenerationRequest]) -> list[str]: ...
 

@@ -45,16 +45,13 @@ def fit_context(
 ) -> SamplingParams:
     """Refuse a conversation the model cannot take and fit the answer into the context its prompt leaves: a
     requested max_tokens must fit (else a ContextLengthError naming both), a default one is cut to fit. Called once
-    per request before it joins a batch, so both batchers and streamed replies refuse it up front. Engines without
-    these checks take every request."""
+    per request before it joins a batch, so both batchers and streamed replies refuse it up front. The engine's
+    ``answer_budget`` also runs its own ``check`` on the prompt it counted; engines without one take every request."""
     budget = getattr(engine, "answer_budget", None)
-    if budget is not None:  # first, so every model words a prompt past its context the same way
-        asked = params.max_new_tokens if requested else None
-        params = replace(params, max_new_tokens=budget(conversation, asked, params.max_new_tokens))
-    check = getattr(engine, "check", None)
-    if check is not None:
-        check(conversation)
-    return params
+    if budget is None:
+        return params
+    asked = params.max_new_tokens if requested else None
+    return replace(params, max_new_tokens=budget(conversation, asked, params.max_new_tokens))
 
 
 def load_engine(model_dir: str, device: str | None = None, dtype: str | None = None) -> TextEngine:

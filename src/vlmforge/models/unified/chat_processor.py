@@ -76,11 +76,12 @@ class UnifiedChatProcessor:
         except ValueError as err:
             raise ConfigError(f"the image tokenizer cannot read these images: {err}") from err
 
-    def check_conversation(self, messages: Sequence[dict], images: int) -> None:
+    def check_conversation(self, messages: Sequence[dict], images: int, length: int | None = None) -> None:
         """Refuse a conversation whose prompt, images counted as codes, exceeds the context (without encoding
-        the images, so a server can refuse it before it joins a batch)."""
+        the images, so a server can refuse it before it joins a batch). ``length``: its ``prompt_length`` when the
+        caller has counted it already."""
         _refuse_image_tokens(_texts(messages))
-        self._check_length(self.prompt_length(messages, images))
+        self._check_length(self.prompt_length(messages, images) if length is None else length)
 
     def prompt_length(self, messages: Sequence[dict], images: int) -> int:
         """The conversation's prompt in tokens, each image counted as its codes and brackets (not encoded)."""
