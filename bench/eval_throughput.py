@@ -39,9 +39,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from vlmforge.eval.generator import load_generator
     from vlmforge.eval.tasks import resolve
     from vlmforge.eval.types import GenerationRequest
-    from vlmforge.runtime import load_generator
 
     workdir = Path(args.workdir)
     if args.world:

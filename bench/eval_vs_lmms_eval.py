@@ -85,9 +85,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from vlmforge.eval.generator import load_generator
     from vlmforge.eval.lmms import write_lmms_task
     from vlmforge.eval.tasks import resolve
-    from vlmforge.runtime import load_generator
     from vlmforge.testing.lmms import apply_shims
 
     shims = apply_shims()

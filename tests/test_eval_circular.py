@@ -85,13 +85,13 @@ def test_unknown_scoring_mode_is_refused(tmp_path):
 
 
 def test_cli_scoring_flag(tmp_path, monkeypatch):
-    import vlmforge.runtime
+    import vlmforge.eval.generator
     from vlmforge.cli import main
 
     fix, path, answer_of = _mmbench(tmp_path)
     samples = get_task("mmbench_tsv").load({"mmbench_tsv": str(path)})
     monkeypatch.setattr(
-        vlmforge.runtime, "load_generator", lambda _: Replay({s.prompt: answer_of[s.id] for s in samples})
+        vlmforge.eval.generator, "load_generator", lambda _: Replay({s.prompt: answer_of[s.id] for s in samples})
     )
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")

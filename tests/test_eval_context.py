@@ -13,7 +13,8 @@ from eval_helpers import png
 from serve_support import chatty_llava, vlm  # noqa: F401  (fixtures: a tiny LLaVA with varied answers, loaded)
 from vlmforge.errors import ContextLengthError, DataError
 from vlmforge.eval import evaluate
-from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
+from vlmforge.eval.generator import load_generator
+from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel
 
 SHORT = ["What colour is the circle?", "How many objects are there?"]
 TOKENS = 8

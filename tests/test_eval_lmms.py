@@ -14,9 +14,9 @@ import vlmforge
 from eval_helpers import shapes_world
 from vlmforge.cli import main
 from vlmforge.eval import evaluate
+from vlmforge.eval.generator import load_generator
 from vlmforge.eval.lmms import read_lmms_answers, write_lmms_task
 from vlmforge.eval.tasks import resolve
-from vlmforge.runtime import load_generator
 from vlmforge.testing.lmms import command, lmms_eval_available
 
 TASKS = ["shapes_color", "shapes_exist", "shapes_count"]

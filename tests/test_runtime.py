@@ -3,7 +3,8 @@ import threading
 from PIL import Image
 
 from serve_support import chatty_llava  # noqa: F401  (fixture: tiny LLaVA whose greedy answers are non-empty words)
-from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
+from vlmforge.eval.generator import load_generator
+from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel
 
 
 def _conversations():

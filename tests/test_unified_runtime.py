@@ -14,9 +14,10 @@ from serve_support import user_message
 from unified_helpers import save_unified_folder, scene
 from vlmforge.errors import ConfigError, ContextLengthError
 from vlmforge.eval import evaluate
+from vlmforge.eval.generator import load_generator
 from vlmforge.models.unified.chat_processor import image_tokenizer_of
 from vlmforge.models.unified.prompts import understanding_sample
-from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel, load_generator
+from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel
 from vlmforge.serve.app import create_app
 from vlmforge.serve.batcher import DynamicBatcher
 from vlmforge.serve.engine import fit_context

@@ -1,7 +1,7 @@
 """Each question's answer budget inside the model's context, settled before anything is generated.
 
 A generator that knows its model's context offers ``answer_budget(request) -> int``
-(``vlmforge.runtime.load_generator``'s counts the prompt as the server does, image tokens included): the request's
+(``vlmforge.eval.generator.load_generator``'s counts the prompt as the server does, image tokens included): the request's
 ``max_new_tokens`` cut to the room the prompt leaves, or a ContextLengthError when it leaves none. A question whose
 prompt leaves no room is an error naming it, or with ``on_error="skip"`` is left out of the scores and counted as a
 rejection (``too_long``), as bad training records are; a cut budget is kept in the question's saved record, so

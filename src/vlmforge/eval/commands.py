@@ -72,7 +72,8 @@ def run_eval(args: argparse.Namespace) -> int:
     check_data_keys(tasks, data)
     if args.export_lmms:
         return _export_lmms(tasks, data, args.export_lmms, args.limit)
-    from vlmforge.runtime import load_generator, run_name
+    from vlmforge.eval.generator import load_generator
+    from vlmforge.runtime import run_name
 
     results = evaluate(
         load_generator(args.model), tasks, args.out, batch_size=args.batch_size,

@@ -35,7 +35,7 @@ GeneratorFactory = Callable[[str], Generator]
 
 
 def _default_factory(model_dir: str) -> Generator:
-    from vlmforge.runtime import load_generator  # written by the runtime layer; imported only when needed
+    from vlmforge.eval.generator import load_generator  # imported only when needed: it loads torch
 
     return load_generator(model_dir)
 

@@ -100,8 +100,8 @@ def _size_stages(recipe: Recipe, settings: OwnDataSettings, prepared: Prepared) 
 
 
 def _evaluate(final: Path, prepared: Prepared, job: OwnDataJob) -> dict[str, Any]:
+    from vlmforge.eval.generator import load_generator
     from vlmforge.eval.runner import evaluate
-    from vlmforge.runtime import load_generator
 
     data = {"jsonl": str(prepared.files["heldout"]), "jsonl_images": str(job.images)}
     model = {"name": job.out.name, "path": str(final)}

@@ -94,8 +94,8 @@ def evaluate_on_test(
     """Evaluate a trained model on ``tasks`` and ``paraphrased`` (default: every lab task) over the world's held-out
     test images, the first ``limit`` questions of each (default: all), into OUT/eval/LABEL; returns the lab's run
     record."""
+    from vlmforge.eval.generator import load_generator
     from vlmforge.eval.runner import evaluate
-    from vlmforge.runtime import load_generator
 
     tick = time.perf_counter()
     eval_dir = Path(config.out) / "eval" / label
