@@ -131,6 +131,26 @@ def test_local_checkpoint_generates_and_parse_accounts_for_every_output(tmp_path
     assert parsed["counts"]["written"] + parsed["counts"]["rejected"] == 6  # random weights: mostly rejected
 
 
+def test_a_retrained_checkpoint_at_the_same_path_does_not_resume_the_old_outputs(tmp_path, tiny_llava):
+    import shutil
+
+    import pytest
+
+    from vlmforge.errors import StaleOutputError
+    from vlmforge.synth.genixer.backends import LocalVisionGenerator
+    from vlmforge.synth.genixer.generate import generate_folder
+
+    images, model = make_images(tmp_path / "pool", 2), tmp_path / "generator"
+    shutil.copytree(tiny_llava, model)
+    run = dict(tasks=["reg"], batch_size=4, max_new_tokens=4)
+    generate_folder(images, tmp_path / "gen", LocalVisionGenerator(str(model), device="cpu"), **run)
+    generate_folder(images, tmp_path / "gen", LocalVisionGenerator(str(model), device="cpu"), **run)  # same: resumes
+    config = model / "config.json"
+    config.write_text(config.read_text() + "\n")  # the folder now holds another model, as after retraining
+    with pytest.raises(StaleOutputError, match="model"):
+        generate_folder(images, tmp_path / "gen", LocalVisionGenerator(str(model), device="cpu"), **run)
+
+
 def test_server_judge_scores_and_released_failures():
     from vlmforge.synth.genixer.judges import OpenAIJudge
 

@@ -30,6 +30,12 @@ class VisionGenerator(Protocol):
     ) -> list[Completion]: ...
 
 
+def model_identity(backend: Any) -> dict[str, Any]:
+    """What a generator's or judge's outputs depend on: a local checkpoint's file identity (retrained in place, it
+    is another model), else the backend's name (an endpoint's model is its server's business)."""
+    return getattr(backend, "identity", None) or {"kind": "name", "name": backend.name}
+
+
 def model_dir(name_or_path: str) -> str:
     """A local checkpoint folder as is; a hub id (``llava-hf/llava-1.5-7b-hf``) fetched into, or found in, the
     Hugging Face cache, since the runtime loads folders."""
@@ -60,12 +66,12 @@ class LocalVisionGenerator:
     """A local checkpoint, batched and left-padded by the runtime; sampling seeded per call."""
 
     def __init__(self, model_path: str, *, batch_size: int = 8, device: str | None = None):
+        from vlmforge.provenance import path_identity
         from vlmforge.runtime import VisionLanguageModel
 
-        self.vlm = VisionLanguageModel.from_pretrained(
-            model_dir(model_path), device=None if device == "auto" else device
-        )
-        self.batch_size, self.name = batch_size, f"local:{model_path}"
+        folder = model_dir(model_path)
+        self.vlm = VisionLanguageModel.from_pretrained(folder, device=None if device == "auto" else device)
+        self.batch_size, self.name, self.identity = batch_size, f"local:{model_path}", path_identity(folder)
 
     def generate(
         self, requests: Sequence[Request], *, max_new_tokens: int, temperature: float = 0.2, seed: int = 0

@@ -16,7 +16,7 @@ from vlmforge.data.images import load_image
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.backends import GenerationFailure
-from vlmforge.synth.genixer.backends import VisionGenerator
+from vlmforge.synth.genixer.backends import VisionGenerator, model_identity
 from vlmforge.synth.genixer.folders import guard_resume
 from vlmforge.synth.genixer.tasks import TASKS
 from vlmforge.synth.genixer.templates import draw_instruction
@@ -94,7 +94,7 @@ def generate_folder(
     guard_resume(
         out_dir,
         {"images": file_fingerprint(images), "tasks": list(tasks or [AGNOSTIC]), "per_image": per_image,
-         "shard": list(shard), "backend": generator.name, **settings},
+         "shard": list(shard), "backend": generator.name, "model": model_identity(generator), **settings},
     )  # fmt: skip
 
     def process(batch: list[dict[str, Any]]) -> BatchOutcome:

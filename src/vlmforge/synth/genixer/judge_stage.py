@@ -14,6 +14,7 @@ from vlmforge.data.records import read_records
 from vlmforge.errors import ConfigError, DataError
 from vlmforge.manifest import file_fingerprint
 from vlmforge.synth.backends import GenerationFailure
+from vlmforge.synth.genixer.backends import model_identity
 from vlmforge.synth.genixer.folders import guard_resume, image_folder_of
 from vlmforge.synth.genixer.judge import JUDGE_PROMPT, SCORES, judge_prompt
 from vlmforge.synth.jobs import Manifest
@@ -42,7 +43,8 @@ def judge_records(
             raise DataError(where, "a record to judge needs 'id', one 'image' and 'conversations'", "bad_record")
         items.append({**rec, "id": str(rec["id"])})
     folder = image_folder_of(records, image_folder)
-    inputs = {"records": file_fingerprint(records), "score": score, "judge": judge.name, "seed": seed}
+    inputs = {"records": file_fingerprint(records), "score": score, "judge": judge.name, "judge_model": model_identity(judge),
+              "seed": seed}  # fmt: skip
     guard_resume(out_dir, {**inputs, "image_folder": str(folder)})
 
     def process(batch: list[dict[str, Any]]) -> BatchOutcome:

@@ -31,12 +31,12 @@ class LocalJudge:
     """Any local llava-hf layout checkpoint. p_yes: one batched forward pass, the last position's logits."""
 
     def __init__(self, model_path: str, *, batch_size: int = 8, device: str | None = None):
+        from vlmforge.provenance import path_identity
         from vlmforge.runtime import VisionLanguageModel
 
-        self.vlm = VisionLanguageModel.from_pretrained(
-            model_dir(model_path), device=None if device == "auto" else device
-        )
-        self.batch_size, self.name = batch_size, f"local:{model_path}"
+        folder = model_dir(model_path)
+        self.vlm = VisionLanguageModel.from_pretrained(folder, device=None if device == "auto" else device)
+        self.batch_size, self.name, self.identity = batch_size, f"local:{model_path}", path_identity(folder)
         self._yes_no: list[list[int]] | None = None
 
     def yes_no_ids(self) -> list[list[int]]:
