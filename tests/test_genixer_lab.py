@@ -191,3 +191,37 @@ def test_claims_are_read_off_the_numbers_with_their_standard_errors():
         "could be made.",
     ]
     assert not any("not testable here" in line for line in claims(three))
+
+
+def test_lab_models_start_from_the_default_labs_stage_1_only_when_it_used_these_foundation_models(
+    tmp_path, monkeypatch
+):
+    import json
+
+    from vlmforge.shapes.lab import genixer
+    from vlmforge.shapes.lab.config import LabConfig
+    from vlmforge.shapes.lab.freshness import INPUTS_JSON
+    from vlmforge.shapes.lab.recipe_runs import shipped_recipe
+    from vlmforge.train.recipe import load_recipe
+
+    foundation, trained = tmp_path / "foundation", []
+    foundation.mkdir()
+    (foundation / "manifest.json").write_text(json.dumps({"build_id": "b1"}))
+    monkeypatch.setattr(genixer, "_train", lambda config, name, recipe, variables, overrides: trained.append(
+        (name, recipe, variables)) or tmp_path / name)  # fmt: skip
+    config = LabConfig(out=tmp_path)
+    bunny = tmp_path / "runs" / "bunny-seed1"
+    (bunny / "pretrain" / "final").mkdir(parents=True)
+    (bunny / INPUTS_JSON).write_text(json.dumps({"foundation_build": "b1"}))
+    assert genixer._stage1(config, 1, foundation, tmp_path / "world") == bunny / "pretrain" / "final"
+    assert trained == []
+    (bunny / INPUTS_JSON).write_text(json.dumps({"foundation_build": "other"}))  # another build's Bunny
+    assert genixer._stage1(config, 1, foundation, tmp_path / "world") == tmp_path / "genixer-stage1-seed1"
+    assert genixer._stage1(config, 2, foundation, tmp_path / "world") == tmp_path / "genixer-stage1-seed2"
+    assert [t[1] for t in trained] == ["shapes-genixer-stage1.yaml"] * 2
+    # The lab's own stage 1 is a projector-only stage on the world's captions; the models then start from it.
+    stage1 = load_recipe(shipped_recipe("shapes-genixer-stage1.yaml"), variables=trained[0][2])
+    assert list(stage1.stages) == ["pretrain"] and stage1.stages["pretrain"].data.path.endswith("captions.jsonl")
+    student = load_recipe(shipped_recipe("shapes-genixer.yaml"), variables={"stage1": "S1", "records": "r.jsonl",
+                                                                              "data": "d"})  # fmt: skip
+    assert student.model.init_from == "S1" and list(student.stages) == ["finetune"]

@@ -3,11 +3,12 @@ the box filter help REC -- measured in a world that knows the truth of every gen
 
 On top of the default lab (its world, foundation models and Bunny model): L, a labeled fraction of the world's
 train images with all nine Genixer tasks; a pool of unlabeled images from a second world (another seed, scenes
-the first world holds dropped); a generator trained on L writes samples for the pool, which are parsed, judged
-(the Bunny model taught the judge's question on L) and box-filtered (the foundation tower + MiniLM). Each sample is
-checked against the pool scene (genixer_truth.py). Students trained on L plus each selection are evaluated on the
-default world's held-out test images over several seeds. Every step reuses finished work (the stages' own resume,
-freshness.py for the models).
+the first world holds dropped); a stage 1 per seed on the world's captions (the projector alone, as LLaVA-1.5's
+stage-1 checkpoint that Genixer builds on); a generator trained from it on L writes samples for the pool, which
+are parsed, judged (the Bunny model taught the judge's question on L) and box-filtered (the foundation tower +
+MiniLM). Each sample is checked against the pool scene (genixer_truth.py). Students trained from their seed's
+stage 1 on L plus each selection are evaluated on the default world's held-out test images over several seeds.
+Every step reuses finished work (the stages' own resume, freshness.py for the models).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class GenixerSettings:
     labeled_fraction: float = 0.2
     pool_images: int = 400
     generator_epochs: float = 1.0
-    judge_epochs: float = 0.15
+    # The generator writes long structured outputs (options, boxes, dialogues); at the students' rate it has not
+    # learned their format by the end of its pass.
+    generator_lr: float = 3e-3
+    judge_epochs: float = 0.5
     student_epochs: float = 0.5
     eval_questions: int | None = 100  # per test task: the first N questions (a multiple-choice item's rotations kept)
     max_new_tokens: int = 192
@@ -76,6 +80,22 @@ def _train(config: LabConfig, name: str, recipe: str, variables: dict[str, str],
     return run_fresh(Path(config.out), run_dir, inputs, lambda: run_recipe(loaded, resume=True))
 
 
+def _stage1(config: LabConfig, seed: int, foundation_root: Path, world: Path) -> Path:
+    """The stage-1 checkpoint of ``seed``: the default lab's Bunny stage 1 when it was trained on these foundation
+    models (the same stage on the same captions), else this lab's own (shapes-genixer-stage1.yaml)."""
+    from vlmforge.manifest import read_manifest
+    from vlmforge.provenance import read_inputs
+    from vlmforge.shapes.lab.freshness import INPUTS_JSON
+
+    bunny = Path(config.out) / "runs" / f"bunny-seed{seed}"
+    build = (read_manifest(foundation_root) or {}).get("build_id")
+    made_from = read_inputs(bunny, INPUTS_JSON) or {}
+    if (bunny / "pretrain" / "final").is_dir() and build and made_from.get("foundation_build") == build:
+        return bunny / "pretrain" / "final"
+    variables = {"foundation": str(foundation_root), "world": str(world)}
+    return _train(config, f"genixer-stage1-seed{seed}", "shapes-genixer-stage1.yaml", variables, [f"seed={seed}"])
+
+
 def run_genixer(config: LabConfig, world_root: Path, foundation_root: Path) -> dict[str, Any]:
     """The whole Genixer lab; returns its results (also written to OUT/genixer/results.json)."""
     from vlmforge.shapes.lab import genixer_data as data_
@@ -97,13 +117,18 @@ def run_genixer(config: LabConfig, world_root: Path, foundation_root: Path) -> d
         train_size=settings.pool_images)  # fmt: skip
     labeled = data_.labeled_fraction(labeled_world, settings.labeled_fraction, data)
     pool = data_.build_pool(labeled_world, pool_world, data)
-    variables = {"foundation": str(foundation_root), "data": str(data), "captions": str(data / "L/captions.jsonl")}
+    variables = {"foundation": str(foundation_root), "data": str(data)}
+    stage1 = clock.run(
+        "stage 1",
+        lambda: {seed: _stage1(config, seed, foundation_root, labeled_world) for seed in sorted({0, *settings.seeds})},
+    )
 
     build = build_stage(data / "L/instruct.jsonl", root / "build", image_folder=data, mode="specific", seed=0)
     generator = clock.run("generator", lambda: _train(
         config, "genixer-generator", "shapes-genixer.yaml",
-        {**variables, "records": str(root / "build/generator.jsonl")},
-        ["seed=0", f"stages.finetune.epochs={settings.generator_epochs}"]))  # fmt: skip
+        {**variables, "stage1": str(stage1[0]), "records": str(root / "build/generator.jsonl")},
+        ["seed=0", f"stages.finetune.epochs={settings.generator_epochs}",
+         f"stages.finetune.learning_rate={settings.generator_lr}"]))  # fmt: skip
     bunny = Path(config.out) / "runs" / "bunny-seed0" / "finetune" / "final"
     judge_init = bunny if bunny.is_dir() else generator
     lessons = data_.judge_lessons(data / "L/instruct.jsonl", labeled_world, root / "judge_lessons.jsonl")
@@ -116,7 +141,9 @@ def run_genixer(config: LabConfig, world_root: Path, foundation_root: Path) -> d
     )  # the pool's samples: generated, parsed, judged, checked, box-filtered
     from vlmforge.shapes.lab.genixer_students import run_students
 
-    arms = clock.run("students", lambda: run_students(config, root, data, world_root, variables, synthetic, settings))
+    arms = clock.run(
+        "students", lambda: run_students(config, root, data, world_root, variables, stage1, synthetic, settings)
+    )
     results = {
         "settings": asdict(settings),
         "labeled": {"images": len(labeled["images"]), "records": labeled["counts"]},

@@ -67,10 +67,12 @@ def run_students(
     data: Path,
     world_root: Path,
     variables: dict[str, str],
+    stage1: dict[int, Path],
     synthetic: dict[str, Any],
     settings: Any,
 ) -> dict[str, Any]:
-    """Train and evaluate every arm with every seed; per arm: its synthetic count, runs and per-task summary."""
+    """Train and evaluate every arm with every seed, each from its seed's stage 1 (``stage1``); per arm: its
+    synthetic count, runs and per-task summary."""
     from vlmforge.shapes.lab.recipe_runs import shipped_recipe, train_and_evaluate
 
     out = {}
@@ -78,7 +80,7 @@ def run_students(
         runs = [
             train_and_evaluate(
                 config, f"genixer-{arm}", shipped_recipe("shapes-genixer.yaml"), seed, world_root,
-                {**variables, "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
+                {**variables, "stage1": str(stage1[seed]), "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
                 tasks=LAB_TASKS, paraphrased=(), limit=settings.eval_questions,
             )
             for seed in settings.seeds

@@ -12,20 +12,23 @@ from vlmforge.synth.genixer.tasks import TASKS
 
 
 def _generate_parse_judge(root: Path, data: Path, generator: Path, judge: Path, settings: Any, clock: Any) -> dict:
+    from vlmforge.shapes.lab.freshness import run_fresh
     from vlmforge.synth.genixer.backends import LocalVisionGenerator
     from vlmforge.synth.genixer.generate import generate_folder
     from vlmforge.synth.genixer.judge_stage import judge_records
     from vlmforge.synth.genixer.judges import LocalJudge
     from vlmforge.synth.genixer.stages import parse_stage
 
+    # Generation and judging resume what a folder holds; made by another generator or judge (retrained into the
+    # same folder), it is set aside and done again rather than refused.
     backend = LocalVisionGenerator(str(generator), batch_size=settings.batch_size)
-    clock.run("generate", lambda: generate_folder(
+    clock.run("generate", lambda: run_fresh(root.parent, root / "generate", {}, lambda: generate_folder(
         data / "pool", root / "generate", backend, tasks=TASKS, batch_size=settings.batch_size,
-        max_new_tokens=settings.max_new_tokens))  # fmt: skip
+        max_new_tokens=settings.max_new_tokens)))  # fmt: skip
     parsed = clock.run("parse", lambda: parse_stage([root / "generate/generated.jsonl"], root / "parse"))
     scorer = LocalJudge(str(judge), batch_size=settings.batch_size)
-    clock.run("judge", lambda: judge_records(
-        root / "parse/records.jsonl", root / "judge", scorer, batch_size=settings.batch_size))  # fmt: skip
+    clock.run("judge", lambda: run_fresh(root.parent, root / "judge", {}, lambda: judge_records(
+        root / "parse/records.jsonl", root / "judge", scorer, batch_size=settings.batch_size)))  # fmt: skip
     return parsed
 
 
