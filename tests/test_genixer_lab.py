@@ -225,3 +225,14 @@ def test_lab_models_start_from_the_default_labs_stage_1_only_when_it_used_these_
     student = load_recipe(shipped_recipe("shapes-genixer.yaml"), variables={"stage1": "S1", "records": "r.jsonl",
                                                                               "data": "d"})  # fmt: skip
     assert student.model.init_from == "S1" and list(student.stages) == ["finetune"]
+
+
+def test_the_report_says_what_a_longer_run_changes_from_this_runs_numbers():
+    from vlmforge.shapes.lab.genixer_report import longer_run
+
+    run = {"settings": {"generator_epochs": 1.0}, "overall": {"rejection_rate": 0.411, "correct": 0.219},
+           "pool": {"images": 322}, "arms": {"medium": {"synthetic": 103}}}  # fmt: skip
+    text = longer_run(run)
+    assert "1 epoch(s)" in text and "0.41 of its outputs" in text and "0.22 of the parsed" in text
+    assert "held 103 samples from a pool of 322 images" in text
+    assert "held 0 samples" in longer_run({**run, "arms": {}})  # no band arms: an empty band

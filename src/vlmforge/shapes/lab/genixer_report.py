@@ -88,6 +88,17 @@ def claims(genixer: dict[str, Any]) -> list[str]:
     return out
 
 
+def longer_run(genixer: dict[str, Any]) -> str:
+    """What a longer run would change, read off this run's own limits (what it measured, not what it would)."""
+    s, o = genixer["settings"], genixer["overall"]
+    band = genixer["arms"].get("medium", {}).get("synthetic", 0)
+    return (f"A longer run: this one trained the generator {s['generator_epochs']:g} epoch(s), and "
+            f"{_n(o['rejection_rate'], 2)} of its outputs were rejected and {_n(o['correct'], 2)} of the parsed ones "
+            f"correct; each equal-size band arm held {band} samples from a pool of {genixer['pool']['images']} images. "
+            "More generator epochs and a larger pool (`GenixerSettings` in shapes/lab/genixer.py) are what raise "
+            "those, and with them what the band and filter arms can show (docs/genixer.md).")  # fmt: skip
+
+
 def genixer_report_lines(genixer: dict[str, Any], out: Path) -> list[str]:
     s = genixer["settings"]
     lines = ["## genixer", "",
@@ -96,7 +107,7 @@ def genixer_report_lines(genixer: dict[str, Any], out: Path) -> list[str]:
              f"({genixer['pool']['duplicates_dropped']} scenes the first world holds dropped). Each pool image gets "
              "one request per task; `correct` is checked against the pool scene.", ""]  # fmt: skip
     lines += [*task_lines(genixer), "", "Students (mean ± SE over seeds, held-out test images; `rec` is Acc@0.5):", ""]
-    lines += [*arm_lines(genixer), "", *claims(genixer), ""]
+    lines += [*arm_lines(genixer), "", *claims(genixer), "", longer_run(genixer), ""]
     steps = ", ".join(f"{k} {v['wall']:.0f} s ({v['cpu']:.0f} s CPU)" for k, v in genixer["timings"].items())
     lines += [f"Genixer wall time per step of this run: {steps} (a step reused from an earlier run shows the time "
               "its reuse took).", ""]  # fmt: skip
