@@ -41,6 +41,8 @@ def test_encode_and_decode(tokenizer):
     assert len(decoded) == 3 and decoded[0].size == (32, 32) and decoded[0].mode == "RGB"
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 40\)"):
         tokenizer.decode(torch.full((1, 64), 40))
+    # Its code vectors are the quantizer's codebook, the latents decode() paints from.
+    assert torch.equal(tokenizer.code_vectors(), tokenizer.vq.quantize.embedding.weight)
 
 
 def test_taming_layout_loads_and_saves(tokenizer, tmp_path):

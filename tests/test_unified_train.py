@@ -57,6 +57,21 @@ def _stage_data(setup, tmp_path, **stage):
     return model, processor, build_training_data(stage, processor, model.config, seed=recipe.seed)
 
 
+def test_codebook_init_reaches_the_model_from_a_recipe(setup, tmp_path):
+    recipe = recipe_from_dict(unified_recipe(setup, tmp_path / "run"))
+    recipe.model.unified.code_init = "codebook"
+    model, processor = get_architecture("unified").assemble(recipe.model)
+    centroids = processor.image_tokenizer().code_vectors()
+    codes = model.get_input_embeddings().weight.detach()[model.config.text_vocab_size :]
+    off = ~torch.eye(len(codes), dtype=torch.bool)  # the codes keep the centroids' distances, up to one scale
+    ratio = torch.cdist(codes, codes)[off] / torch.cdist(centroids, centroids)[off]
+    assert float(ratio.std() / ratio.mean()) < 0.05
+    bad = unified_recipe(setup, tmp_path / "bad")
+    bad["model"]["unified"]["code_init"] = "random"
+    with pytest.raises(ConfigError, match="model.unified.code_init must be one of mean, codebook; got 'random'"):
+        recipe_from_dict(bad)
+
+
 def test_samples_mask_what_they_must_not_learn(setup, tmp_path):
     model, processor, data = _stage_data(setup, tmp_path, data={**unified_recipe(setup, tmp_path)["stages"][
         "finetune"]["data"], "mix": {"understanding": 1, "generation": 1, "text": 1, "samples": 300}})  # fmt: skip

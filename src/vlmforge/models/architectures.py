@@ -64,13 +64,15 @@ def _embedding_vlm_parts(model: nn.Module) -> ModelParts:
 def _assemble_unified(m) -> tuple[Any, Any]:
     from vlmforge.models.image_tokenizer import load_image_tokenizer
     from vlmforge.models.unified import UnifiedSpec, unified_from_pretrained_lm
+    from vlmforge.models.unified.code_embeddings import code_vectors
     from vlmforge.models.unified.processor import UnifiedProcessor
 
     u = m.unified
     images = load_image_tokenizer(u.image_tokenizer)
     spec = UnifiedSpec(u.arm, u.encode_layers, u.decode_layers, images.codebook_size, tuple(images.grid),
-                       u.init_vision_with_text)  # fmt: skip
-    model, tokenizer = unified_from_pretrained_lm(m.language_model, spec, m.dtype)
+                       u.init_vision_with_text, u.code_init)  # fmt: skip
+    vectors = code_vectors(images) if u.code_init == "codebook" else None
+    model, tokenizer = unified_from_pretrained_lm(m.language_model, spec, m.dtype, vectors)
     return model, UnifiedProcessor(tokenizer, u.image_tokenizer)
 
 

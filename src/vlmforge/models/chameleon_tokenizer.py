@@ -94,6 +94,10 @@ class ChameleonImageTokenizer(nn.Module):
         self.processor = ChameleonImageProcessorPil(size={"shortest_edge": config.resolution}, crop_size=crop)
         self.eval()
 
+    def code_vectors(self) -> torch.Tensor:
+        """The quantizer's codebook ``[8192, embed_dim]``: what a unified model's ``code_init: codebook`` uses."""
+        return self.vq.quantize.embedding.weight.detach()
+
     @torch.no_grad()
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         parameter = next(self.parameters())

@@ -35,6 +35,7 @@ class UnifiedModelConfig:
     decode_layers: int = 0  # D: the last D layers get a vision copy (two_end)
     image_tokenizer: str = ""  # a saved image tokenizer folder (vlmforge.models.image_tokenizer)
     init_vision_with_text: bool = True
+    code_init: str = "mean"  # mean (Uni-X) | codebook: code embeddings start from the tokenizer's code vectors
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Recipe:
                 "finetune stage — reorder them"
             )
         _check_choice("on_error", self.on_error, ("raise", "skip"))
+        _check_choice("model.unified.code_init", self.model.unified.code_init, ("mean", "codebook"))
         if self.model.architecture == "unified" and not self.model.init_from and not self.model.unified.image_tokenizer:
             raise ConfigError("model.unified.image_tokenizer is required: the saved image tokenizer folder")
         if not self.model.init_from and not self.model.language_model:

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from vlmforge.errors import ConfigError
+from vlmforge.models.unified.code_embeddings import CODE_INITS, codebook_rows
 from vlmforge.models.unified.configuration import (
     ARMS,
     SPECIAL_TOKENS,
@@ -35,6 +36,7 @@ class UnifiedSpec:
     codebook_size: int = 8192
     image_grid: tuple[int, int] = (32, 32)
     init_vision_with_text: bool = True
+    code_init: str = "mean"  # see models/unified/code_embeddings.py: "mean" (Uni-X) or "codebook"
 
     def validate(self, num_layers: int) -> None:
         if self.arm not in ARMS:
@@ -48,6 +50,8 @@ class UnifiedSpec:
             )
         if self.codebook_size < 1:
             raise ConfigError(f"codebook_size must be >= 1, got {self.codebook_size}")
+        if self.code_init not in CODE_INITS:
+            raise ConfigError(f"unknown code_init '{self.code_init}'; choose one of {', '.join(CODE_INITS)}")
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -61,14 +65,23 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
 
 
 def build_unified(
-    lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: UnifiedSpec
+    lm: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: UnifiedSpec,
+    code_vectors: torch.Tensor | None = None,
 ) -> tuple[UnifiedForCausalLM, PreTrainedTokenizerBase]:
     """A unified model holding ``lm``'s weights (``lm`` is resized in place). Returns the model and the tokenizer
-    with its special tokens added."""
+    with its special tokens added. ``code_vectors`` (the image tokenizer's, ``[codebook_size, dim]``) are needed
+    when ``spec.code_init`` is ``codebook``."""
     spec.validate(lm.config.num_hidden_layers)
+    if spec.code_init == "codebook" and code_vectors is None:
+        raise ConfigError("code_init 'codebook' needs the image tokenizer's code vectors")
     tokenizer = add_special_tokens(tokenizer)
-    text_vocab = max(len(tokenizer), lm.get_input_embeddings().num_embeddings)
+    lm_vocab = lm.get_input_embeddings().num_embeddings
+    text_vocab = max(len(tokenizer), lm_vocab)
     lm.resize_token_embeddings(text_vocab + spec.codebook_size, mean_resizing=True)
+    if spec.code_init == "codebook":
+        _place_codes(lm, lm_vocab, text_vocab, code_vectors)
     text_config = lm.config.to_dict()
     text_config["vocab_size"] = text_vocab + spec.codebook_size
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
@@ -96,12 +109,20 @@ def build_unified(
     return model.to(lm.dtype), tokenizer
 
 
+@torch.no_grad()
+def _place_codes(lm: PreTrainedModel, lm_vocab: int, text_vocab: int, vectors: torch.Tensor) -> None:
+    """Code rows of the input embeddings (and of an untied head) from the codebook, around the LM's own rows."""
+    matrices = {id(m.weight): m.weight for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m}
+    for weight in matrices.values():
+        weight[text_vocab:] = codebook_rows(weight[:lm_vocab], vectors).to(weight.dtype)
+
+
 def unified_from_pretrained_lm(
-    language_model: str, spec: UnifiedSpec, dtype: str = "float32"
+    language_model: str, spec: UnifiedSpec, dtype: str = "float32", code_vectors: torch.Tensor | None = None
 ) -> tuple[UnifiedForCausalLM, PreTrainedTokenizerBase]:
     """``build_unified`` from an LM folder or hub id (any ``AutoModelForCausalLM`` of the Qwen2 family)."""
     from vlmforge.models.assemble import resolve_model_path
 
     path = resolve_model_path(language_model, "language model")
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return build_unified(lm, AutoTokenizer.from_pretrained(path), spec)
+    return build_unified(lm, AutoTokenizer.from_pretrained(path), spec, code_vectors)

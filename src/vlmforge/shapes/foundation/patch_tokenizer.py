@@ -76,6 +76,10 @@ class PatchTokenizer:
         """[n, rows * columns, patch * patch * colours] one-hot colour maps: the space the centroids live in."""
         return F.one_hot(self.colour_names(images), len(self.palette)).flatten(2).float()
 
+    def code_vectors(self) -> torch.Tensor:
+        """The centroids ``[codes, patch * patch * colours]``: what a unified model's ``code_init: codebook`` uses."""
+        return self.centroids
+
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         points = self.points(images)
         return nearest(points.view(-1, points.shape[-1]), self.centroids).view(points.shape[:2])
