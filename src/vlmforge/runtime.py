@@ -10,7 +10,6 @@ can also draw images (``generate_images``).
 from __future__ import annotations
 
 import copy
-import functools
 import re
 import threading
 import time
@@ -103,6 +102,9 @@ class VisionLanguageModel:
         self._clocks: StageClocks | None = None
         self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
         self._counter: Any = None  # prompt_length's own tokenizer, see there
+        # Tokens per image when every image takes the same number whatever its pixels, else None; found here, before
+        # ``observe`` can time the image processor, because finding it may process a blank image.
+        self.image_tokens: int | None = fixed_image_tokens(processor)
         self._counter_lock = threading.Lock()
 
     @property
@@ -171,12 +173,6 @@ class VisionLanguageModel:
     def context(self) -> int | None:
         """The language model's context in tokens (its ``max_position_embeddings``); None when its config has none."""
         return getattr(self.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
-
-    @functools.cached_property
-    def image_tokens(self) -> int | None:
-        """Tokens per image when every image takes the same number whatever its pixels, else None
-        (``vlmforge.data.chat.fixed_image_tokens``, which `vlmforge eval` also asks before opening images)."""
-        return fixed_image_tokens(self.processor)
 
     @property
     def counts_pixels(self) -> bool:
