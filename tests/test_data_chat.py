@@ -190,3 +190,23 @@ def test_template_that_marks_only_some_assistant_turns_is_refused(tiny_llava):
     with pytest.raises(DataError) as err:
         encode_conversation(_record("hi", "red", "and?", "blue"), processor, where="f.jsonl:4")
     assert err.value.code == "template_mismatch" and "1 non-empty" in str(err.value) and err.value.where == "f.jsonl:4"
+
+
+def test_a_fixed_image_token_count_is_read_from_the_processor_and_none_where_the_image_decides():
+    from types import SimpleNamespace as Processor
+
+    from transformers import CLIPImageProcessor, LlavaNextImageProcessor, SiglipImageProcessor
+
+    from vlmforge.data.chat import fixed_image_tokens
+
+    grid = {"patch_size": 8, "num_additional_image_tokens": 0, "vision_feature_select_strategy": "full"}
+    side = {"height": 32, "width": 32}
+    assert fixed_image_tokens(Processor(image_seq_length=12)) == 12  # a stated count (the embedding VLM's)
+    assert fixed_image_tokens(Processor(image_processor=SiglipImageProcessor(size=side), **grid)) == 16
+    cropped = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=side)
+    assert fixed_image_tokens(Processor(image_processor=cropped, **grid)) == 16
+    # the output size follows the image's: only processing the image tells its count
+    uncropped = CLIPImageProcessor(size={"shortest_edge": 32}, do_center_crop=False)
+    assert fixed_image_tokens(Processor(image_processor=uncropped, **grid)) is None
+    assert fixed_image_tokens(Processor(image_processor=LlavaNextImageProcessor(), **grid)) is None  # any-resolution
+    assert fixed_image_tokens(Processor()) is None

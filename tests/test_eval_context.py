@@ -118,6 +118,52 @@ def test_a_run_whose_questions_fit_is_unchanged(tmp_path, vlm, chatty_llava):  #
     assert "Model context" not in (out / "report.md").read_text()
 
 
+class Opened:
+    """A generator's budgets counted from its questions' real images (``counts_pixels``), as before."""
+
+    counts_pixels = True
+
+    def __init__(self, generator):
+        self.answer_budget = generator.answer_budget
+
+    def __call__(self, requests):
+        raise AssertionError("only counted")
+
+
+def test_a_fixed_count_model_is_counted_without_opening_the_images(tmp_path, vlm, chatty_llava, monkeypatch):  # noqa: F811
+    """Every image takes the tiny LLaVA the same number of tokens, so a question is counted from how many images it
+    has: over unreadable images the budgets are those counted from the real images' pixels, and the run that
+    generates then names the unreadable image."""
+    import dataclasses
+
+    from vlmforge.eval.budget import fit_budgets
+    from vlmforge.eval.tasks import get_task
+
+    data = _records(tmp_path, [SHORT[0], _question(vlm, 3), _question(vlm, 0)])
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    task, generator = get_task("jsonl"), load_generator(chatty_llava)
+    real = task.load(data)
+    unreadable = [dataclasses.replace(s, images=[str(tmp_path / "b.png")]) for s in real]
+    assert generator.counts_pixels is False
+    unopened = fit_budgets(generator, task, unreadable, TOKENS, "skip")
+
+    processed, prompt_tokens = [], VisionLanguageModel.prompt_tokens
+    monkeypatch.setattr(VisionLanguageModel, "counts_pixels", property(lambda self: True))
+    monkeypatch.setattr(
+        VisionLanguageModel, "prompt_tokens", lambda self, c: processed.append(c) or prompt_tokens(self, c)
+    )
+    pixels = fit_budgets(Opened(generator), task, real, TOKENS, "skip")
+    assert len(processed) == 3  # the pixel path did process each question's image
+    assert unopened == pixels and pixels.cut == {"q2": 3} and list(pixels.skipped) == ["q3"]
+    monkeypatch.undo()
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text((tmp_path / "mine.jsonl").read_text().replace('"a.png"', '"b.png"'))
+    with pytest.raises(DataError, match=r"broken.jsonl:1: cannot read image .*b.png") as refused:
+        _run(generator, tmp_path / "out", {"jsonl": str(broken)}, on_error="skip")
+    assert refused.value.code == "bad_image"
+
+
 class Budgeted:
     """A fake generator whose model refuses one prompt and has room for 2 answer tokens after another."""
 

@@ -44,6 +44,25 @@ def test_the_counted_prompt_length_is_the_processors(vlm):  # noqa: F811
         assert vlm.prompt_length(conversation) == vlm.prompt_tokens([conversation])[0]
 
 
+def test_a_processor_whose_image_count_depends_on_the_image_is_counted_from_its_pixels(vlm):  # noqa: F811
+    """The tiny LLaVA's images all become one size, so only their number is read; given an image processor that
+    keeps each image's aspect ratio, the count processes the images and still matches the processor's."""
+    import copy
+
+    from transformers import CLIPImageProcessor
+
+    from vlmforge.runtime import VisionLanguageModel
+
+    assert not vlm.counts_pixels and vlm.image_tokens == 16
+    processor = copy.deepcopy(vlm.processor)
+    processor.image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, do_center_crop=False)
+    varied = VisionLanguageModel(vlm.model, processor)
+    assert varied.counts_pixels and varied.image_tokens is None
+    wide, tall = (Conversation.single_turn("hi", [image((1, 2, 3), size)]) for size in ((90, 30), (30, 40)))
+    assert varied.prompt_length(wide) == varied.prompt_tokens([wide])[0] > varied.prompt_length(tall)
+    assert varied.prompt_length(tall) == varied.prompt_tokens([tall])[0]
+
+
 def test_counting_a_prompt_leaves_the_workers_tokenizer_alone(vlm):  # noqa: F811
     """The server counts on its event loop while the worker tokenizes padded batches: a count that switched the
     shared tokenizer's padding off mid-batch would break the worker's batch."""

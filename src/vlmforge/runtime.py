@@ -26,6 +26,7 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from vlmforge.context import answer_budget
+from vlmforge.data.chat import fixed_image_tokens
 from vlmforge.errors import ConfigError
 from vlmforge.stage_clock import Observer, StageClocks
 
@@ -100,8 +101,10 @@ class VisionLanguageModel:
         self._executor_lock = threading.Lock()
         self._clocks: StageClocks | None = None
         self._streamed: tuple[list[int], list[int]] = ([], [])  # ids of the last stream's conversations, their lengths
-        self._image_tokens: int | None = None
         self._counter: Any = None  # prompt_length's own tokenizer, see there
+        # Tokens per image when every image takes the same number whatever its pixels, else None; found here, before
+        # ``observe`` can time the image processor, because finding it may process a blank image.
+        self.image_tokens: int | None = fixed_image_tokens(processor)
         self._counter_lock = threading.Lock()
 
     @property
@@ -171,26 +174,27 @@ class VisionLanguageModel:
         """The language model's context in tokens (its ``max_position_embeddings``); None when its config has none."""
         return getattr(self.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
 
+    @property
+    def counts_pixels(self) -> bool:
+        """Whether ``prompt_length`` has to process a conversation's images to count it: only where an image's
+        token count depends on the image (an any-resolution processor); otherwise their number alone is read."""
+        return not hasattr(self.processor, "prompt_length") and self.image_tokens is None
+
     def prompt_length(self, conversation: Conversation) -> int:
-        """The conversation's prompt in tokens, images expanded, counted without processing its images (only a
-        processor that cannot tell an image's token count processes them)."""
+        """The conversation's prompt in tokens, images expanded, counted from the number of its images unless
+        ``counts_pixels`` (then its images are processed as for generating)."""
         own = getattr(self.processor, "prompt_length", None)
         if own is not None:
             return own(conversation.messages, len(conversation.images))
-        if conversation.images and self._image_tokens is None:
-            from vlmforge.data.chat import image_seq_length
-
-            try:
-                self._image_tokens = image_seq_length(self.processor)
-            except ConfigError:
-                return self.prompt_tokens([conversation])[0]
+        if conversation.images and self.counts_pixels:
+            return self.prompt_tokens([conversation])[0]
         text = self.processor.apply_chat_template(conversation.messages, add_generation_prompt=True, tokenize=False)
         with self._counter_lock:
             # A copy of the tokenizer: the server counts on its event loop while the worker tokenizes padded
             # batches, and a fast tokenizer's padding setting is state that each call may switch under the other.
             self._counter = self._counter or copy.deepcopy(self.tokenizer)
             placeholders = len(self._counter(text)["input_ids"])  # each image one placeholder token here
-        return placeholders + len(conversation.images) * ((self._image_tokens or 1) - 1)
+        return placeholders + len(conversation.images) * ((self.image_tokens or 1) - 1)
 
     @property
     def mixed_lengths(self) -> bool:

@@ -166,11 +166,15 @@ def _tokenize(tokenizer, text: str, add_special_tokens: bool) -> tuple[list[int]
 
 
 @functools.lru_cache(maxsize=32)
-def _processed_hw(image_processor) -> tuple[int, int]:
+def _processed_shape(image_processor, size: tuple[int, int] = (17, 13)) -> tuple[int, ...]:
     from PIL import Image
 
-    pixel_values = image_processor(Image.new("RGB", (17, 13)), return_tensors="pt")["pixel_values"]
-    return tuple(pixel_values.shape[-2:])
+    return tuple(image_processor(Image.new("RGB", size), return_tensors="pt")["pixel_values"].shape)
+
+
+def _processed_hw(image_processor) -> tuple[int, int]:
+    height, width = _processed_shape(image_processor)[-2:]
+    return height, width
 
 
 def image_seq_length(processor: Any, pixel_values=None) -> int:
@@ -189,6 +193,32 @@ def image_seq_length(processor: Any, pixel_values=None) -> int:
         if isinstance(value, int) and value > 0:
             return value
     raise ConfigError("cannot tell how many tokens an image takes: the processor has no patch_size/image_seq_length")
+
+
+def _one_size(image_processor: Any) -> bool:
+    """Whether the image processor makes images of different sizes and shapes into one size."""
+    return image_processor is not None and _processed_shape(image_processor) == _processed_shape(
+        image_processor, (40, 90)
+    )
+
+
+def fixed_image_tokens(processor: Any) -> int | None:
+    """Tokens per image when every image takes the same number whatever its pixels, so a prompt is counted from
+    its number of images alone; None when the count depends on the image, which only processing it tells.
+
+    Fixed: a stated count (``image_seq_length``/``num_image_tokens`` with no patch size: the embedding VLM), or a
+    patch grid over an image processor that makes every image one size (LLaVA's resize and crop). Not fixed: an
+    any-resolution processor (``image_grid_pinpoints``: tiles chosen by each image's size), an image processor
+    whose output size follows the input's, or a processor with no count at all."""
+    image_processor = getattr(processor, "image_processor", None)
+    if getattr(image_processor, "image_grid_pinpoints", None):
+        return None
+    if getattr(processor, "patch_size", None) and not _one_size(image_processor):
+        return None
+    try:
+        return image_seq_length(processor)
+    except ConfigError:
+        return None
 
 
 def _expand_images(ids, labels, image_id: int, n_images: int, per_image: int, where: str):

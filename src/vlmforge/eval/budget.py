@@ -6,6 +6,11 @@ A generator that knows its model's context offers ``answer_budget(request) -> in
 prompt leaves no room is an error naming it, or with ``on_error="skip"`` is left out of the scores and counted as a
 rejection (``too_long``), as bad training records are; a cut budget is kept in the question's saved record, so
 results count both from the samples files alone, across resumed and sharded runs.
+
+A generator whose count reads only how many images a question has, not their pixels (``counts_pixels = False``:
+``load_generator``'s, for any model with a fixed number of tokens per image), is counted without opening the
+images: blank stand-ins take their place, so counting costs no image decoding and an unreadable image is reported
+by the run that generates, as before.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import Image
+
 from vlmforge.data.records import EXAMPLES_PER_CODE, OnError, Rejections, reject
 from vlmforge.errors import ContextLengthError, DataError
 from vlmforge.eval.types import GenerationRequest, Generator, Sample, Task
 
 TOO_LONG = "too_long"
+_STAND_IN = Image.new("RGB", (1, 1))
 
 
 @dataclass
@@ -44,6 +52,14 @@ def too_long(task: Task, sample: Sample, max_new_tokens: int, err: ContextLength
     return DataError(sample.where or task.name, f"task {task.name}, question {sample.id}: {numbers}", TOO_LONG)
 
 
+def _counted_images(generator: Generator, sample: Sample) -> list[Image.Image]:
+    """The images a question is counted with: its own, opened, for a generator whose count reads pixels (the
+    default); otherwise one stand-in per image, since only their number is read."""
+    if getattr(generator, "counts_pixels", True):
+        return sample.open_images()
+    return [_STAND_IN] * len(sample.images)
+
+
 def fit_budgets(
     generator: Generator, task: Task, samples: Sequence[Sample], max_new_tokens: int, on_error: OnError
 ) -> Budgets:
@@ -55,7 +71,7 @@ def fit_budgets(
         return budgets
     for sample in samples:
         try:
-            budget = fit(GenerationRequest(sample.prompt, sample.open_images(), max_new_tokens))
+            budget = fit(GenerationRequest(sample.prompt, _counted_images(generator, sample), max_new_tokens))
         except ContextLengthError as err:
             refusal = too_long(task, sample, max_new_tokens, err)
             reject(refusal, on_error, rejections)

@@ -9,7 +9,8 @@ from pathlib import Path
 def load_generator(model_dir: str | Path, device: str | None = None, batch_size: int = 16):
     """A callable for the evaluation runner: requests (prompt, images, max_new_tokens) -> answers, greedy. Its
     ``answer_budget(request)`` fits a request's max_new_tokens to the model's context, as the server fits a request
-    with no max_tokens (cut to the room the prompt leaves; a ContextLengthError when there is none)."""
+    with no max_tokens (cut to the room the prompt leaves; a ContextLengthError when there is none); its
+    ``counts_pixels`` says whether that count needs the request's real images (the runtime's, see there)."""
     from vlmforge.runtime import Conversation, SamplingParams, VisionLanguageModel
 
     vlm = VisionLanguageModel.from_pretrained(model_dir, device=device)
@@ -31,4 +32,5 @@ def load_generator(model_dir: str | Path, device: str | None = None, batch_size:
 
     generate.model_name = vlm.name  # type: ignore[attr-defined]
     generate.answer_budget = lambda r: vlm.answer_budget(ask(r), None, r.max_new_tokens)  # type: ignore[attr-defined]
+    generate.counts_pixels = vlm.counts_pixels  # type: ignore[attr-defined]
     return generate

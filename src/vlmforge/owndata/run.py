@@ -99,14 +99,21 @@ def _size_stages(recipe: Recipe, settings: OwnDataSettings, prepared: Prepared) 
     return sized
 
 
-def _evaluate(final: Path, prepared: Prepared, job: OwnDataJob) -> dict[str, Any]:
+def _evaluate(final: Path, prepared: Prepared, job: OwnDataJob, on_error: str) -> dict[str, Any]:
+    """`vlmforge eval` on the held-out records; ``on_error`` (the recipe's) decides, as for the training records,
+    whether a held-out question too long for the model's context stops the report or is skipped and counted."""
     from vlmforge.eval.generator import load_generator
     from vlmforge.eval.runner import evaluate
 
     data = {"jsonl": str(prepared.files["heldout"]), "jsonl_images": str(job.images)}
     model = {"name": job.out.name, "path": str(final)}
-    return evaluate(load_generator(final), ["jsonl"], job.out / "eval", batch_size=16, data=data, model=model,
-                    force=job.force, group_by=[prepared.field])  # fmt: skip
+    results = evaluate(load_generator(final), ["jsonl"], job.out / "eval", batch_size=16, data=data, model=model,
+                       force=job.force, group_by=[prepared.field], on_error=on_error)  # fmt: skip
+    skipped = results["tasks"]["jsonl"].get("rejections")
+    if skipped:
+        print(f"[own-data] {skipped['total']} held-out question(s) skipped and left out of the accuracy "
+              f"({', '.join(f'{k}: {n}' for k, n in skipped['by_reason'].items())}): on_error=skip")  # fmt: skip
+    return results
 
 
 def _ceiling(job: OwnDataJob, recipe: Recipe, settings: OwnDataSettings, prepared: Prepared) -> dict[str, Any]:
@@ -141,7 +148,7 @@ def run_own_data(job: OwnDataJob, callbacks: list | None = None) -> dict[str, An
     recipe = _recipe(job, recipe_data, overrides, prepared)
     schedule = _size_stages(recipe, settings, prepared)
     final = run_recipe(recipe, resume=job.resume, force=job.force, callbacks=callbacks)
-    results = _evaluate(final, prepared, job)
+    results = _evaluate(final, prepared, job, recipe.on_error)
     ceiling = _ceiling(job, recipe, settings, prepared)
     ceiling["kinds"] = with_vlm(ceiling["kinds"], results, prepared.field)
     print(f"[own-data] held-out accuracy per {prepared.field} ({job.out / 'eval' / 'results.json'}):")
@@ -149,6 +156,8 @@ def run_own_data(job: OwnDataJob, callbacks: list | None = None) -> dict[str, An
     summary = {"stage1": prepared.stage1_source, "split": prepared.split, "schedule": schedule,
                "heldout_accuracy": {k: e.get("vlm_accuracy") for k, e in ceiling["kinds"].items()},
                "readout_ceiling": ceiling, "final": str(final)}  # fmt: skip
+    if "rejections" in results["tasks"]["jsonl"]:
+        summary["heldout_rejections"] = results["tasks"]["jsonl"]["rejections"]
     write_manifest(job.out, inputs=[str(job.data)], own_data=settings.to_dict(), recipe=recipe.to_dict(),
                    rejections=prepared.rejections.as_dict(), wall_seconds=time.perf_counter() - started, **summary)  # fmt: skip
     print(f"final model: {final}\nreport: {job.out / 'manifest.json'}")
