@@ -4,11 +4,12 @@
     python bench/serve_load.py --model runs/lab/bunny --duration 30 --max-tokens 32
     python bench/serve_load.py --profile --scenarios 16:batch --json out.json   # where a request's time goes
     python bench/serve_load.py --rounds 2 --scenarios 16:batch:continuous,16:1:continuous,16:batch:dynamic,16:1:dynamic
+    python bench/serve_load.py --mixed-lengths --scenarios 16:batch:dynamic:inf,16:batch:dynamic:2   # --max-length-ratio
 
 Each scenario starts its own server (a subprocess on 127.0.0.1), runs the clients for --duration seconds and
 reports throughput, p50/p99 latency and errors. The default scenarios answer two questions: how much does
 batching buy at 16 clients (vs --max-batch-size 1), and does the server stay error-free at 64? A scenario may name
-the server's --batching mode (continuous or dynamic) to compare the two in one run.
+the server's --batching mode (continuous or dynamic) to compare the two in one run, and then its --max-length-ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -47,13 +48,19 @@ class Result:
     timings: dict | None = None  # the server's GET /timings (with --profile)
     client_cpu: float = 0.0  # CPU seconds the clients (this process) used: they share the cores with the server
     batching: str = "default"  # the server's --batching, or its default
+    length_ratio: str = ""  # the server's --max-length-ratio, or its default
+    short_latencies: list[float] = field(default_factory=list)  # of the requests with the smallest max_tokens
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
+    @property
+    def label(self) -> str:
+        return self.batching + (f" R={self.length_ratio}" if self.length_ratio else "")
+
+    def percentile(self, q: float, short: bool = False) -> float:
+        ordered = sorted(self.short_latencies if short else self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
     def summary(self, timings: bool = True) -> dict:
@@ -61,9 +68,18 @@ class Result:
             "clients": self.clients,
             "max_batch_size": self.max_batch_size,
             "batching": self.batching,
+            **({"max_length_ratio": self.length_ratio} if self.length_ratio else {}),
             "req_per_s": round(self.throughput, 2),
             "p50_ms": round(self.percentile(0.5), 1),
             "p99_ms": round(self.percentile(0.99), 1),
+            **(
+                {
+                    "short_p50_ms": round(self.percentile(0.5, True), 1),
+                    "short_p99_ms": round(self.percentile(0.99, True), 1),
+                }
+                if self.short_latencies
+                else {}
+            ),
             "errors": self.errors,
             "completion_tokens_per_request": round(self.tokens / max(self.requests, 1), 2),
             "client_cpu_ms_per_request": round(self.client_cpu * 1000 / max(self.requests, 1), 3),
@@ -86,6 +102,7 @@ def start_server(
     profile: bool = False,
     batching: str = "",
     window_ms: float | None = None,
+    length_ratio: str = "",
 ) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -108,6 +125,7 @@ def start_server(
     command += ["--profile"] if profile else []
     command += ["--batching", batching] if batching and batching != "default" else []
     command += ["--batch-window-ms", str(window_ms)] if window_ms is not None else []
+    command += ["--max-length-ratio", length_ratio] if length_ratio else []
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -134,8 +152,8 @@ def client_max_tokens(i: int, max_tokens: int, mixed: bool) -> int:
 
 
 async def run_clients(url: str, model: str, clients: int, duration: float, max_tokens: int, mixed: bool = False):
-    """(requests, completion tokens, errors, latencies, CPU seconds of this process) of ``clients`` loops posting
-    for ``duration`` s.
+    """(requests, completion tokens, errors, latencies, CPU seconds of this process, latencies of the requests with
+    the smallest max_tokens (with ``mixed``)) of ``clients`` loops posting for ``duration`` s.
 
     The clients use aiohttp, whose HTTP parser is compiled: the load generator shares the machine's cores with the
     server, and a lighter one leaves more of them to what is measured."""
@@ -143,6 +161,8 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
 
     images = [_image_url(i) for i in range(clients)]
     latencies: list[float] = []
+    short: list[float] = []
+    shortest = min(client_max_tokens(i, max_tokens, mixed) for i in range(clients))
     errors = tokens = 0
     stop_at = time.monotonic() + duration
 
@@ -175,6 +195,8 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
                 ok = False
             if ok:
                 latencies.append(time.monotonic() - start)
+                if mixed and client_max_tokens(i, max_tokens, mixed) == shortest:
+                    short.append(latencies[-1])
                 tokens += json.loads(answer)["usage"]["completion_tokens"]
             else:
                 errors += 1
@@ -184,13 +206,15 @@ async def run_clients(url: str, model: str, clients: int, duration: float, max_t
     cpu = time.process_time()
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         await asyncio.gather(*(client(i, http) for i in range(clients)))
-    return len(latencies), tokens, errors, latencies, time.process_time() - cpu
+    return len(latencies), tokens, errors, latencies, time.process_time() - cpu, short
 
 
-def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size: int, batching: str) -> Result:
+def scenario(
+    args: argparse.Namespace, model: str, clients: int, max_batch_size: int, batching: str, ratio: str = ""
+) -> Result:
     port = free_port(HOST)
     server = start_server(
-        model, port, max_batch_size, max(64, 2 * clients), args.threads, args.profile, batching, args.window_ms
+        model, port, max_batch_size, max(64, 2 * clients), args.threads, args.profile, batching, args.window_ms, ratio
     )
     try:
         url = f"http://{HOST}:{port}"
@@ -202,12 +226,14 @@ def scenario(args: argparse.Namespace, model: str, clients: int, max_batch_size:
         gc.collect()
         gc.freeze()
         start = time.monotonic()
-        requests, tokens, errors, latencies, cpu = asyncio.run(
+        requests, tokens, errors, latencies, cpu, short = asyncio.run(
             run_clients(url, name, clients, args.duration, args.max_tokens, args.mixed_lengths)
         )
         seconds = time.monotonic() - start
         timings = httpx.get(f"{url}/timings").json() if args.profile else None
-        return Result(clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu, batching)
+        return Result(
+            clients, max_batch_size, requests, tokens, errors, seconds, latencies, timings, cpu, batching, ratio, short
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -228,6 +254,8 @@ def merge(rounds: list[Result]) -> Result:
         timings[-1] if timings else None,
         sum(r.client_cpu for r in rounds),
         first.batching,
+        first.length_ratio,
+        [x for r in rounds for x in r.short_latencies],
     )
 
 
@@ -260,13 +288,16 @@ def report(args: argparse.Namespace, results: list[Result]) -> dict:
         f"{' (mixed: 0.5x to 2x)' if args.mixed_lengths else ''}   "
         f"duration: {args.duration:.0f} s x {args.rounds} rounds   server threads: {args.threads or 'default'}\n"
     )
+    short = f" {'short p50':>9} {'short p99':>9}" if args.mixed_lengths else ""
     print(
-        f"{'clients':>7} {'max batch':>9} {'batching':>10} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'clients':>7} {'max batch':>9} {'batching':>16} {'requests':>8} {'req/s':>7} {'tok/s':>7} {'p50 ms':>8} "
+        f"{'p99 ms':>8}{short} {'errors':>6}"
     )
     for r in results:
+        short = f" {r.percentile(0.5, True):>9.0f} {r.percentile(0.99, True):>9.0f}" if args.mixed_lengths else ""
         print(
-            f"{r.clients:>7} {r.max_batch_size:>9} {r.batching:>10} {r.requests:>8} {r.throughput:>7.1f} "
-            f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f} {r.errors:>6}"
+            f"{r.clients:>7} {r.max_batch_size:>9} {r.label:>16} {r.requests:>8} {r.throughput:>7.1f} "
+            f"{r.tokens / r.seconds:>7.0f} {r.percentile(0.5):>8.0f} {r.percentile(0.99):>8.0f}{short} {r.errors:>6}"
         )
     by_mode = {mode: speedup(results, mode) for mode in dict.fromkeys(r.batching for r in results)}
     for mode, ratio in by_mode.items():
@@ -300,8 +331,8 @@ def main() -> int:
     parser.add_argument(
         "--scenarios",
         default="16:batch,16:1,64:batch",
-        help="CLIENTS:MAX_BATCH[:continuous|dynamic], 'batch' = --batch; without a mode the server's default "
-        "(default: %(default)s)",
+        help="CLIENTS:MAX_BATCH[:continuous|dynamic[:R]], 'batch' = --batch; without a mode the server's default, "
+        "R the server's --max-length-ratio (default: %(default)s)",
     )
     parser.add_argument(
         "--rounds",
@@ -312,7 +343,8 @@ def main() -> int:
     parser.add_argument(
         "--mixed-lengths",
         action="store_true",
-        help="clients ask for 0.5x, 1x, 1.5x and 2x --max-tokens in turn (answers of different lengths in one batch)",
+        help="clients ask for 0.5x, 1x, 1.5x and 2x --max-tokens in turn (answers of different lengths in one batch); "
+        "also reports p50/p99 of the 0.5x requests",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random model's weights, without --model (default: %(default)s)"
@@ -336,10 +368,11 @@ def main() -> int:
         for _ in range(args.rounds):
             for runs, (clients, batch, *mode) in zip(rounds, specs, strict=True):
                 size = args.batch if batch == "batch" else int(batch)
-                runs.append(scenario(args, model, int(clients), size, mode[0] if mode else "default"))
+                mode, ratio = (mode + [""])[:2] if mode else ("default", "")
+                runs.append(scenario(args, model, int(clients), size, mode, ratio))
                 r = runs[-1]
                 print(
-                    f"  {r.clients} clients, batch {r.max_batch_size}, {r.batching}: {r.throughput:.1f} req/s, "
+                    f"  {r.clients} clients, batch {r.max_batch_size}, {r.label}: {r.throughput:.1f} req/s, "
                     f"p50 {r.percentile(0.5):.0f} ms, p99 {r.percentile(0.99):.0f} ms, {r.errors} errors",
                     file=sys.stderr,
                 )

@@ -169,7 +169,8 @@ def test_rows_of_different_lengths_share_a_batch_and_answer_as_if_alone(vlm, str
     longest = vlm.generate([rows[1][0]], SamplingParams(max_new_tokens=16))[0].text
     stop = [longest[len(longest) // 2 :][:2]]
     sizes: list[int] = []
-    batcher = DynamicBatcher(vlm, max_batch_size=8, window_ms=300, on_batch=sizes.append)
+    # any lengths may share a batch here: this is about cutting rows, test_serve_length_ratio about bounding them
+    batcher = DynamicBatcher(vlm, max_batch_size=8, window_ms=300, on_batch=sizes.append, max_length_ratio=float("inf"))
 
     async def together():
         jobs = [batcher.submit(c, SamplingParams(max_new_tokens=n, stop=stop), stream) for c, n in rows]
@@ -218,9 +219,10 @@ async def _chat(client: httpx.AsyncClient, vlm, text: str, img, stream: bool) ->
 @pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
 def test_default_answers_cut_to_the_context_still_share_a_batch(vlm, stream):  # noqa: F811
     """Without max_tokens a prompt that nearly fills the context gets a smaller budget than a short one; the two
-    still run as one batch, and the long one stops where its context ends, as it would alone."""
+    still run as one batch (their budgets within the default --max-length-ratio), and the long one stops where its
+    context ends, as it would alone."""
     red, blue = image((220, 30, 30)), image((0, 0, 200))
-    questions = [(words_for(vlm, 3, red), red), ("what colour is it?", blue)]
+    questions = [(words_for(vlm, 6, red), red), ("what colour is it?", blue)]
     sizes: list[int] = []
     batcher = DynamicBatcher(vlm, max_batch_size=8, window_ms=300, on_batch=sizes.append)
     settings = ServeSettings(batching="dynamic", default_max_tokens=24)
@@ -236,9 +238,9 @@ def test_default_answers_cut_to_the_context_still_share_a_batch(vlm, stream):  #
         assert sizes == [2]
         assert batched == asyncio.run(fire(together=False))
     (_, _, long_usage), (_, _, short_usage) = batched
-    assert long_usage["prompt_tokens"] == vlm.context - 3 and long_usage["completion_tokens"] <= 3
-    assert short_usage["completion_tokens"] > 3  # the batch ran past the long prompt's budget
-    for (question, img), (answer, finish, usage), budget in zip(questions, batched, (3, 24), strict=True):
+    assert long_usage["prompt_tokens"] == vlm.context - 6 and long_usage["completion_tokens"] <= 6
+    assert short_usage["completion_tokens"] > 6  # the batch ran past the long prompt's budget
+    for (question, img), (answer, finish, usage), budget in zip(questions, batched, (6, 24), strict=True):
         runtime = vlm.generate([Conversation.single_turn(question, [img])], SamplingParams(max_new_tokens=budget))[0]
         assert answer == runtime.text and finish == runtime.finish_reason
         if not stream:

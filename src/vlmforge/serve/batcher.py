@@ -3,8 +3,9 @@
 Requests wait in a queue (``Batcher``). ``DynamicBatcher``'s worker takes the oldest, waits for more with the same
 sampling settings (a batch shares one ``SamplingParams``, except that rows may differ in ``max_new_tokens`` where the
 engine allows it) until a short window passes without one arriving, and runs them as one batched ``generate`` or
-``stream`` to the longest row's ``max_new_tokens``, each row cut at its own; ``vlmforge.serve.continuous`` instead
-lets requests join a running batch at every step.
+``stream`` to the longest row's ``max_new_tokens``, each row cut at its own. A non-streamed request is answered when
+its batch ends, so such a batch takes only rows whose ``max_new_tokens`` lie within ``max_length_ratio`` of each other
+(``fits_lengths``). ``vlmforge.serve.continuous`` instead lets requests join a running batch at every step.
 Results go back to each request's asyncio queue on its own event loop, so the loop never blocks on the model.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import threading
 import time
 from collections import deque
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from vlmforge.runtime import Completion, Conversation, SamplingParams
 from vlmforge.serve.engine import TextEngine, count_tokens, prompt_token_counts
+from vlmforge.serve.settings import MAX_LENGTH_RATIO, length_ratio
 from vlmforge.serve.streaming import StreamText
 from vlmforge.serve.timings import StageTimings
 
@@ -63,6 +66,12 @@ def batch_key(params: SamplingParams, stream: bool, mixed_lengths: bool = False)
         return ("seeded", object())
     length = None if mixed_lengths else params.max_new_tokens
     return (stream, length, params.temperature, params.top_p, tuple(params.stop))
+
+
+def fits_lengths(shortest: int, longest: int, budget: int, ratio: float) -> bool:
+    """Whether a row of ``budget`` new tokens may join rows of ``shortest`` to ``longest``: the batch's longest row
+    stays within ``ratio`` (at least 1; ``inf``: any lengths) times its shortest."""
+    return math.isinf(ratio) or max(longest, budget) <= ratio * min(shortest, budget)
 
 
 @dataclass(eq=False)
@@ -187,7 +196,7 @@ class Batcher:
 
 class DynamicBatcher(Batcher):
     """Runs requests with equal settings (``batch_key``) that arrive together as one ``generate`` or ``stream`` of the
-    engine."""
+    engine; a non-streamed batch's longest ``max_new_tokens`` is at most ``max_length_ratio`` times its shortest."""
 
     def __init__(
         self,
@@ -196,9 +205,11 @@ class DynamicBatcher(Batcher):
         window_ms: float = 10.0,
         max_queue: int = 64,
         on_batch: Callable[[int], None] | None = None,
+        max_length_ratio: float = MAX_LENGTH_RATIO,
     ):
         super().__init__(engine, max_batch_size, window_ms, max_queue)
         self.on_batch = on_batch  # observer of batch sizes (tests, metrics)
+        self.max_length_ratio = length_ratio(max_length_ratio)
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -213,24 +224,40 @@ class DynamicBatcher(Batcher):
                 if self._pending:
                     break
                 self._cond.wait()
-            key = self._pending[0].key
+            head = self._pending[0]
             start = time.monotonic()
             deadline, seen = start + self.window_s, 0
             while (remaining := deadline - time.monotonic()) > 0:
-                if (count := sum(job.key == key for job in self._pending)) >= self.max_batch_size:
+                if (count := len(self._members(head))) >= self.max_batch_size:
                     break
                 if count > seen:  # company is still arriving: wait a window past the latest arrival
                     deadline = min(time.monotonic() + self.window_s, start + MAX_WINDOWS * self.window_s)
                     seen = count
                     continue
                 self._cond.wait(remaining)
-            batch = [job for job in self._pending if job.key == key][: self.max_batch_size]
+            batch = self._members(head)
             for job in batch:
                 self._pending.remove(job)
-            batch = [job for job in batch if not job.cancelled]
             self.running = len(batch)
         self._record_admitted(batch)
         return batch
+
+    def _members(self, head: Job) -> list[Job]:
+        """The batch ``head`` would start now: waiting requests with its key, oldest first, each taken while the
+        batch's lengths still fit (``fits_lengths``), up to ``max_batch_size``. Those left out keep their place in the
+        queue, so the oldest of them heads the next batch. Hold ``_cond``."""
+        # a streamed row is answered at its own length, so long batch mates cost it no wait
+        ratio = float("inf") if head.stream else self.max_length_ratio
+        members: list[Job] = []
+        shortest = longest = head.params.max_new_tokens
+        for job in self._pending:
+            if len(members) == self.max_batch_size:
+                break
+            budget = job.params.max_new_tokens
+            if job.key == head.key and not job.cancelled and fits_lengths(shortest, longest, budget, ratio):
+                members.append(job)
+                shortest, longest = min(shortest, budget), max(longest, budget)
+        return members
 
     def _run(self, batch: list[Job]) -> None:
         if self.on_batch:

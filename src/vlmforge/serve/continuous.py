@@ -230,7 +230,13 @@ def make_batcher(engine: TextEngine, settings: ServeSettings) -> Batcher:
     ``dynamic``), else dynamic."""
     reason = stepwise_support(engine)
     if settings.batching == "dynamic" or (settings.batching is None and reason):
-        return DynamicBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)
+        return DynamicBatcher(
+            engine,
+            settings.max_batch_size,
+            settings.batch_window_ms,
+            settings.max_queue,
+            max_length_ratio=settings.max_length_ratio,
+        )
     if reason:
         raise ConfigError(f"--batching continuous is not available for this model: {reason}; use --batching dynamic")
     return ContinuousBatcher(engine, settings.max_batch_size, settings.batch_window_ms, settings.max_queue)

@@ -15,6 +15,15 @@ SERVED_NAME_HELP = (
     "model id clients send and /v1/models and the web UI show (default: the run's name: RUN for RUN/STAGE/final "
     "of `vlmforge train`, else the model folder's name)"
 )
+MAX_LENGTH_RATIO = 4.0
+
+
+def length_ratio(value: float) -> float:
+    """``--max-length-ratio`` as dynamic batching applies it: the longest budget in a batch is at most this many times
+    its shortest; 0 and 1 both allow equal budgets only, ``inf`` any budgets. Raises ConfigError when negative."""
+    if not value >= 0:  # also refuses NaN, which every comparison would let through
+        raise ConfigError(f"--max-length-ratio must be 0 or more (inf: no bound), got {value}")
+    return max(1.0, float(value))
 
 
 @dataclass
@@ -24,6 +33,7 @@ class ServeSettings:
     batching: str | None = None  # "continuous" or "dynamic"; None: continuous where the model supports it
     max_batch_size: int = 8
     batch_window_ms: float = 10.0
+    max_length_ratio: float = MAX_LENGTH_RATIO  # dynamic batching: longest max_tokens in a batch / its shortest
     max_queue: int = 64  # requests waiting for a batch; more are refused with 503
     max_request_bytes: int = 20 * 2**20
     max_image_bytes: int = 10 * 2**20
@@ -65,10 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time each request's stages (image decoding, queue, preprocessing, prefill, decode, ...): mean ms "
         "per request at GET /timings, reset with DELETE /timings",
     )
-    _add_limits(parser.add_argument_group("batching and limits"), d)
+    group = parser.add_argument_group("batching and limits")
+    _add_batching(group, d)
+    _add_limits(group, d)
 
 
-def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
+def _add_batching(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     group.add_argument(
         "--batching",
         choices=("continuous", "dynamic"),
@@ -91,11 +103,25 @@ def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
         "(continuous) waits until no request came for this long, at most 5 such windows (default: %(default)s)",
     )
     group.add_argument(
+        "--max-length-ratio",
+        type=float,
+        default=d.max_length_ratio,
+        metavar="R",
+        help="dynamic batching: a non-streamed request joins a batch only while the batch's largest max_tokens stays "
+        "within R times its smallest, since the batch answers it only when its longest row ends. A small R bounds how "
+        "long short requests wait for long ones; a large R keeps batches fuller (throughput). 0 or 1: equal max_tokens "
+        "only; inf: no bound. Streamed requests are answered at their own length and batch whatever their max_tokens "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
         "--max-queue",
         type=int,
         default=d.max_queue,
         help="requests allowed to wait; more get HTTP 503 (default: %(default)s)",
     )
+
+
+def _add_limits(group: argparse._ArgumentGroup, d: ServeSettings) -> None:
     group.add_argument(
         "--max-request-bytes",
         type=int,
@@ -150,6 +176,7 @@ def from_args(args: argparse.Namespace) -> ServeSettings:
         batching=args.batching,
         max_batch_size=args.max_batch_size,
         batch_window_ms=args.batch_window_ms,
+        max_length_ratio=length_ratio(args.max_length_ratio),
         max_queue=args.max_queue,
         max_request_bytes=args.max_request_bytes,
         max_image_bytes=args.max_image_bytes,
