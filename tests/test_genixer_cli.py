@@ -162,3 +162,23 @@ def test_server_judge_scores_and_released_failures():
     assert all(0 < s < 1 and reason is None for s, reason in scores)
     # The fake answers one token; the released formula divides by zero there: recorded, not dropped silently.
     assert released == [(None, "single_token_answer")] * 2
+
+
+def test_planned_batches_ask_one_task_and_shards_cover_every_request_once():
+    from itertools import product
+
+    from vlmforge.synth.genixer.generate import plan_requests
+
+    images, tasks = [f"{i:03d}.png" for i in range(10)], ["common_vqa", "rec", "dialogue"]
+    everything = {f"{i}#{t}#{k}" for i, t, k in product(images, tasks, range(2))}
+    shards = [plan_requests(images, tasks, per_image=2, shard=(s, 2), batch_size=4) for s in range(2)]
+    ids = [r["id"] for shard in shards for r in shard]
+    assert sorted(ids) == sorted(everything)  # nothing lost, nothing twice
+    for shard in shards:
+        batches = [shard[i : i + 4] for i in range(0, len(shard), 4)]
+        # Windows of 4 images: every batch of the first two windows asks one task; the last window's two images
+        # leave batches that straddle tasks.
+        assert all(len({r["task"] for r in b}) == 1 for b in batches[:6])
+        assert any(len({r["task"] for r in b}) > 1 for b in batches[6:])
+    plain = plan_requests(images, tasks, per_image=2)  # batch size 1: image by image, as before
+    assert [r["id"] for r in plain[:6]] == [f"000.png#{t}#{k}" for t in tasks for k in range(2)]

@@ -57,18 +57,26 @@ def plan_requests(
     per_image: int = 1,
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """One request per (image, task, k); ``tasks=None`` is task-agnostic."""
+    """One request per (image, task, k); ``tasks=None`` is task-agnostic.
+
+    Requests come in windows of images, one task after another within a window, so that each of a shard's
+    batches of ``batch_size`` asks one task: a batch decodes until its longest output ends, and one task's
+    outputs are of similar length (a short VQA answer no longer waits for a dialogue).
+    """
     unknown = sorted(set(tasks or ()) - set(TASKS))
     if unknown:
         raise ConfigError(f"unknown Genixer tasks {unknown}; known: {', '.join(TASKS)}")
+    window = max(1, -(-batch_size * shard[1] // per_image))  # a shard takes every shard[1]-th request
     out = []
-    for image in images:
+    for first in range(0, len(images), window):
         for task in tasks or (AGNOSTIC,):
-            for k in range(per_image):
-                rid = f"{image}#{task}#{k}"
-                instruction, index, _ = draw_instruction(None if task == AGNOSTIC else task, rid, seed=seed)
-                out.append({"id": rid, "image": image, "task": task, "instruction": instruction, "template": index})
+            for image in images[first : first + window]:
+                for k in range(per_image):
+                    rid = f"{image}#{task}#{k}"
+                    instruction, index, _ = draw_instruction(None if task == AGNOSTIC else task, rid, seed=seed)
+                    out.append({"id": rid, "image": image, "task": task, "instruction": instruction, "template": index})
     return out[shard[0] :: shard[1]]
 
 
@@ -89,7 +97,9 @@ def generate_folder(
     return the manifest. Unreadable images are rejected by reason; failed requests stay pending for a rerun."""
     images, out_dir = Path(images), Path(out_dir)
     manifest = Manifest(out_dir, "genixer.generate")
-    requests = plan_requests(list_images(images), tasks, per_image=per_image, seed=seed, shard=shard)
+    requests = plan_requests(
+        list_images(images), tasks, per_image=per_image, seed=seed, shard=shard, batch_size=batch_size
+    )
     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     guard_resume(
         out_dir,
