@@ -74,16 +74,20 @@ def run_students(
     """Train and evaluate every arm with every seed, each from its seed's stage 1 (``stage1``); per arm: its
     synthetic count, runs and per-task summary."""
     from vlmforge.shapes.lab.recipe_runs import shipped_recipe, train_and_evaluate
+    from vlmforge.shapes.lab.side_by_side import run_side_by_side
 
-    out = {}
-    for arm, plan in arm_data(root, synthetic, data / "L/instruct.jsonl").items():
-        runs = [
-            train_and_evaluate(
-                config, f"genixer-{arm}", shipped_recipe("shapes-genixer.yaml"), seed, world_root,
-                {**variables, "stage1": str(stage1[seed]), "records": str(plan["path"])}, [f"stages.finetune.epochs={settings.student_epochs}"],
-                tasks=LAB_TASKS, paraphrased=(), limit=settings.eval_questions,
-            )
-            for seed in settings.seeds
-        ]  # fmt: skip
-        out[arm] = {"synthetic": plan["synthetic"], "runs": runs, "summary": summarize(runs)}
+    recipe, plans = shipped_recipe("shapes-genixer.yaml"), arm_data(root, synthetic, data / "L/instruct.jsonl")
+    jobs = [
+        (f"genixer-{arm}-seed{seed}", (
+            config, f"genixer-{arm}", recipe, seed, world_root,
+            {**variables, "stage1": str(stage1[seed]), "records": str(plan["path"])},
+            [f"stages.finetune.epochs={settings.student_epochs}"], None, LAB_TASKS, (), settings.eval_questions,
+        ))
+        for arm, plan in plans.items() for seed in settings.seeds
+    ]  # fmt: skip
+    runs = run_side_by_side(train_and_evaluate, jobs, workers=settings.workers, logs=root / "logs", label="students")
+    out, per_arm = {}, len(settings.seeds)
+    for i, (arm, plan) in enumerate(plans.items()):
+        arm_runs = runs[i * per_arm : (i + 1) * per_arm]
+        out[arm] = {"synthetic": plan["synthetic"], "runs": arm_runs, "summary": summarize(arm_runs)}
     return out
