@@ -72,8 +72,9 @@ def _add_generate(stages: argparse._SubParsersAction) -> None:
         help="run the generator on a folder of unlabeled images",
         description=(
             "Ask the generator for question/answer text about every image in --images, per task (task-specific) or "
-            "letting it choose (--tasks any). Batched and resumable: rerun the same command after an interruption "
-            "and it continues without losing or repeating a request. Run N processes with --shard 0/N ... N-1/N "
+            "letting it choose (--tasks any). Batched, each batch asking one task (its outputs end at similar "
+            "lengths), and resumable: rerun the same command after an interruption and it continues without "
+            "losing or repeating a request. Run N processes with --shard 0/N ... N-1/N "
             "and separate --out folders; parse reads them all. Writes generated.jsonl (raw text)."
         ),
     )
