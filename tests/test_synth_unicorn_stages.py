@@ -224,3 +224,14 @@ def test_cli_densify_resumes_after_sigkill(tmp_path):
     assert [r["id"] for r in resumed] == [f"line{i + 1}" for i in range(30)]  # none lost, none duplicated
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["counts"]["written"] == 30 and manifest["counts"]["skipped_as_done"] == done_before
+
+
+def test_a_stage_that_accepts_nothing_leaves_an_empty_output_for_the_next_stage(tmp_path):
+    from vlmforge.synth.runner import BatchOutcome, run_stage
+
+    def reject_all(batch):
+        return BatchOutcome(rejected=[(r["id"], "no_question") for r in batch])
+
+    counts = run_stage([{"id": "a"}, {"id": "b"}], tmp_path, "out.jsonl", reject_all, batch_size=1, desc="t")
+    assert (tmp_path / "out.jsonl").read_text() == ""  # exists, holds nothing
+    assert counts["counts"]["written"] == 0 and counts["rejections"] == {"no_question": 2}

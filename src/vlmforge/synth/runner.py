@@ -57,6 +57,7 @@ def run_stage(
             failed.update(outcome.failed)
             retries += outcome.retries
             bar.update(len(batch))
+    output.path.touch()  # a stage that accepted nothing still leaves its (empty) output for the next stage to read
     return {
         "counts": {
             "input": len(records) + len(pre_rejected),
