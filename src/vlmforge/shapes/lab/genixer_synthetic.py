@@ -55,7 +55,7 @@ def make_synthetic(
     parsed = _generate_parse_judge(root, data, generator, judge, settings, clock)
     truth = truths(pool["scenes"], world)
     judged, scored = [], root / "judge/judged.jsonl"
-    for rec in load_records(scored) if scored.exists() else []:  # no file: nothing parsed, nothing to judge
+    for rec in load_records(scored):  # the judge stage always leaves its file, empty when nothing parsed
         turns = rec["conversations"]
         pairs = [(h["value"], g["value"]) for h, g in zip(turns[::2], turns[1::2], strict=False)]
         judged.append({**rec, "image": f"pool/{rec['image']}", "correct": truth[Path(rec["image"]).name].check(pairs)})
