@@ -36,6 +36,8 @@ def test_lab_writes_results_report_and_plot(lab):
     out, results = lab
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["seeds"] == [0, 1]
+    # The seeds trained side by side, each in a worker process with a log of its own.
+    assert all("[finetune]" in (out / "logs" / f"bunny-seed{s}.log").read_text() for s in (0, 1))
     summary = on_disk["recipes"]["bunny"]["summary"]
     assert set(summary) == {t.removeprefix("shapes_") for t in LAB_TASKS}
     for entry in summary.values():

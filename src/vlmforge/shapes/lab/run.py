@@ -17,6 +17,7 @@ from typing import Any
 from vlmforge.shapes.lab.config import LabConfig
 from vlmforge.shapes.lab.genixer import RECIPE_NAMES as GENIXER_RECIPES
 from vlmforge.shapes.lab.recipe_runs import shipped_recipe, summarize, train_and_evaluate
+from vlmforge.shapes.lab.side_by_side import run_side_by_side
 from vlmforge.shapes.lab.unicorn import RECIPE_NAMES as UNICORN_RECIPES
 from vlmforge.shapes.lab.unix import RECIPE_NAMES as UNIX_RECIPES
 
@@ -63,9 +64,9 @@ def run_lab(config: LabConfig) -> dict[str, Any]:
     for name in config.recipes:
         if name in OWN_LABS:
             continue  # trained below by their own lab modules
-        runs = [
-            train_and_evaluate(config, name, recipe_path(name), seed, world.root, variables) for seed in config.seeds
-        ]
+        jobs = [(f"{name}-seed{seed}", (config, name, recipe_path(name), seed, world.root, variables))
+                for seed in config.seeds]  # fmt: skip
+        runs = run_side_by_side(train_and_evaluate, jobs, workers=config.workers, logs=out / "logs", label=name)
         per_recipe[name] = {"runs": runs, "summary": summarize(runs, blind),
                             "paraphrased": summarize(runs, key="paraphrased")}  # fmt: skip
     method_labs = _run_method_labs(config, world.root, foundation.root, variables, blind, per_recipe)
