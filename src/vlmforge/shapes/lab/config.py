@@ -20,7 +20,7 @@ class LabConfig:
     recipe_overrides: tuple[str, ...] = ()
     eval_batch_size: int = 64
     # A recipe's seeds train side by side, this many at a time (shapes/lab/side_by_side.py): the lab's tiny models
-    # leave threads idle, and loading, encoding and evaluation are mostly single-threaded.
+    # gain only part of a second thread, and loading, encoding and evaluation mostly run on one.
     workers: int = 3
     eval_max_new_tokens: int | None = None  # None: each task's own limit (tests cap it for speed)
     long_run: bool = False  # --long: also the Uni-X lab's longer training and larger GenEval (lab/unix.py)
