@@ -2,9 +2,8 @@
 
 A tiny model on short records does not keep several threads busy, so on a CPU two one-thread runs side by side
 finish sooner than the same two runs one after the other with two threads each (runs on long records do use the
-threads and gain nothing from it). Each job's output goes to a log
-file of its own (two progress bars on one terminal would overwrite each other); the lab prints one line per
-finished job.
+threads and gain nothing from it). Each job's output goes to a log file of its own (two progress bars on one
+terminal would overwrite each other); the lab prints one line per finished job.
 """
 
 from __future__ import annotations
