@@ -105,13 +105,14 @@ def test_prepare_groups_by_question_without_a_kind_field_and_takes_captions_from
     assert given.split["by"] == "file" and len(given.heldout) == len(rows)
 
 
-def test_the_shipped_template_sizes_the_finetune_in_steps_and_rewords_its_questions():
+def test_the_shipped_template_sizes_the_finetune_in_steps_rewords_its_questions_and_decays():
     from vlmforge.owndata.settings import load_template, template_text
 
     variables = {name: f"/x/{name}" for name in ("vision", "lm", "images", "train", "stage1")}
     settings, recipe, _ = load_template(template_text(), variables)
     finetune = recipe["stages"]["finetune"]
     assert finetune["data"]["reword_questions"] is True and finetune["data"]["path"] == "/x/train"
+    assert finetune["weight_decay"] > 0  # docs/own-data.md: the hard kinds need it
     plan = settings.schedule["finetune"]
     # A few dozen records still get the minimum; a few thousand get many passes; a large set stops at the cap.
     assert size_stage(50, 32, plan) == plan.min_steps

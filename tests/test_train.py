@@ -168,3 +168,17 @@ def test_resume_replays_the_same_steps_and_data_order(tmp_path, tiny_data, tiny_
     assert not pickles, f"checkpoints must hold no pickles: {pickles}"
     a, b = _state(straight), _state(resumed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_weight_decay_reaches_the_weight_matrices_and_spares_biases_and_norms(tiny_llava):
+    from vlmforge.train.recipe import StageConfig
+    from vlmforge.train.trainable import configure_trainable, parameter_groups
+
+    stage = StageConfig(kind="finetune", tune="full", weight_decay=0.1)
+    model = configure_trainable(AutoModelForImageTextToText.from_pretrained(tiny_llava), stage)
+    decay_of = {id(p): group["weight_decay"] for group in parameter_groups(model, stage) for p in group["params"]}
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assert len(decay_of) == len(trained)
+    for name, param in trained:
+        assert decay_of[id(param)] == (0.1 if param.ndim >= 2 else 0.0), name
+    assert {decay_of[id(p)] for _, p in trained} == {0.0, 0.1}
