@@ -16,6 +16,8 @@ Two exact paths through the split layers:
   position ids, and each copy runs only on its own modality;
 - **masks** (inference, with a KV cache): both copies run on every position, each attending only within its
   modality, and every token keeps its own modality's output. Each copy caches keys and values for all positions.
+  A step whose tokens are all of one modality (every step of image generation, a text-only decode step) runs only
+  that modality's copy, since the other's outputs would all be dropped.
 
 Packed rows (position ids restarting at 0, no attention mask) keep their samples apart in every layer.
 """
@@ -213,9 +215,16 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             if index not in copies:
                 hidden = self._layer(layer, hidden, shared, position_ids, embeddings, cache)
                 continue
-            text_out = self._layer(layer, hidden, text_mask, position_ids, embeddings, cache)
-            vision_out = self._layer(copies[index], hidden, vision_mask, position_ids, embeddings, cache)
-            hidden = torch.where(vision[..., None], vision_out, text_out)
+            if not vision.any():  # a text-only step (or batch): the vision copy's outputs would all be dropped
+                _reserve_cache_slot(copies[index], hidden, cache)
+                hidden = self._layer(layer, hidden, text_mask, position_ids, embeddings, cache)
+            elif vision.all():  # a step of image codes, as in every step of image generation
+                _reserve_cache_slot(layer, hidden, cache)
+                hidden = self._layer(copies[index], hidden, vision_mask, position_ids, embeddings, cache)
+            else:
+                text_out = self._layer(layer, hidden, text_mask, position_ids, embeddings, cache)
+                vision_out = self._layer(copies[index], hidden, vision_mask, position_ids, embeddings, cache)
+                hidden = torch.where(vision[..., None], vision_out, text_out)
         return hidden
 
     def _run_substreams(self, hidden, position_ids, vision, attention_mask, samples, cache):
@@ -264,3 +273,15 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
                 part = self._layer(pair[copy], part, mask, positions, embeddings, None)
             hidden = stream.scatter(hidden, part)
         return hidden
+
+
+def _reserve_cache_slot(skipped: nn.Module, hidden: torch.Tensor, cache: UnifiedCache | None) -> None:
+    """Give a split layer's copy that this step does not run zero keys and values for the step's positions, so every
+    layer's cache covers the same positions. They are never read: they hold the other modality's tokens, which the
+    copy's modality mask hides from all of its queries."""
+    if cache is None:
+        return
+    attention = skipped.self_attn
+    kv_heads = attention.config.num_key_value_heads
+    empty = hidden.new_zeros(hidden.shape[0], kv_heads, hidden.shape[1], attention.head_dim)
+    cache.update(empty, empty, attention.layer_idx)
