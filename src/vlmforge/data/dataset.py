@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from vlmforge.data.chat import EncodedSample, Template, encode_conversation, image_seq_length
 from vlmforge.data.images import DEFAULT_MAX_PIXELS, load_image
+from vlmforge.data.pixel_cache import PixelCache
 from vlmforge.data.records import OnError, Rejections, check_on_error, read_records, record_where, reject
 from vlmforge.data.validate import image_paths, record_embedding, validate_record
 from vlmforge.errors import ConfigError, DataError
@@ -25,6 +26,8 @@ class ConversationDataset(Dataset):
     counted in ``rejections``; an item that fails only when loaded (corrupt image, too long) comes back as
     ``None``, which the vlmforge collators drop. With DataLoader workers, those late rejections are counted in the
     worker processes; call :meth:`compute_lengths` first (packing does) to catch ``too_long`` up front.
+    ``image_cache_bytes`` > 0 keeps processed images in memory up to that many bytes (per process), so later epochs
+    skip decoding and preprocessing them (:mod:`vlmforge.data.pixel_cache`).
 
     Records with ``image_embedding`` (an id) instead of ``image`` read their vector from ``embeddings`` (an
     ``EmbeddingStore`` or any id -> tensor mapping) and yield ``image_embeds`` [1, D] for the embedding-input VLM.
@@ -43,8 +46,10 @@ class ConversationDataset(Dataset):
         source: str = "records",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         embeddings: Mapping[str, torch.Tensor] | None = None,
+        image_cache_bytes: int = 0,
     ):
         check_on_error(on_error)
+        self.pixel_cache = PixelCache(image_cache_bytes)
         self.processor, self.template, self.max_length = processor, template, max_length
         self.on_error, self.max_pixels, self.embeddings = on_error, max_pixels, embeddings
         self.rejections = rejections if rejections is not None else Rejections()
@@ -100,8 +105,12 @@ class ConversationDataset(Dataset):
         paths = image_paths(record, self.image_folder, where)
         if not paths:
             return None
-        images = [load_image(path, where, max_pixels=self.max_pixels) for path in paths]
-        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+        def load() -> torch.Tensor:
+            images = [load_image(path, where, max_pixels=self.max_pixels) for path in paths]
+            return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+        return self.pixel_cache.get(tuple(str(path) for path in paths), load)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
         try:

@@ -88,6 +88,7 @@ def build_training_data(
             on_error=on_error,
             rejections=rejections,
             embeddings=embeddings,
+            image_cache_bytes=stage.data.image_cache_mb * 2**20,
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]

@@ -73,6 +73,8 @@ class DataConfig:
     text_only_path: str | None = None  # optional text-only records mixed in
     embeddings: str | None = None  # EmbeddingStore folder that records' "image_embedding" ids point into
     max_samples: int | None = None
+    # Processed images kept in memory between epochs, per process (vlmforge.data.pixel_cache); 0 turns it off.
+    image_cache_mb: int = 1024
     reword_questions: bool = False  # finetune: reword a share of the questions with templates (vlmforge.data.reword)
     generation_path: str | None = None  # unified: records with an image and its caption, for text-to-image
     codes: str | None = None  # unified: folder of the images' codes (default: <output_dir>/codes), encoded once

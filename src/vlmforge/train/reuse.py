@@ -41,11 +41,14 @@ def stage_inputs(recipe: Recipe, name: str, stage: StageConfig, previous: str | 
         "embeddings": stage.data.embeddings,
         "eval_data": stage.eval_data.path,
     }
+    settings = dataclasses.asdict(stage)
+    for part in ("data", "eval_data"):  # how much memory holds processed images changes no result
+        settings[part].pop("image_cache_mb")
     return {
         "seed": recipe.seed,
         "on_error": recipe.on_error,
         "model": dataclasses.asdict(m),
-        f"stages.{name}": dataclasses.asdict(stage),
+        f"stages.{name}": settings,
         "inputs": {key: path_identity(value) for key, value in {**models, **data}.items() if value},
     }
 
