@@ -21,15 +21,12 @@ class PixelCache:
         if max_bytes < 0:
             raise ValueError(f"the image cache's budget must be >= 0 bytes, got {max_bytes}")
         self.max_bytes, self.used = max_bytes, 0
-        self.hits = self.misses = 0
         self._kept: dict[Hashable, torch.Tensor] = {}
 
     def get(self, key: Hashable, load: Callable[[], torch.Tensor]) -> torch.Tensor:
         kept = self._kept.get(key)
         if kept is not None:
-            self.hits += 1
             return kept
-        self.misses += 1
         value = load()
         size = value.element_size() * value.nelement()
         if self.used + size <= self.max_bytes:

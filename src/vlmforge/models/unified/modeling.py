@@ -211,14 +211,17 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
             vision_mask = mask(query_keep=vision, key_keep=past_vision)
         embeddings = self.model.rotary_emb(hidden, position_ids)
         copies = self._split_copies()
+        # A step of one modality (image codes in every step of image generation, or text only) runs only that
+        # modality's copies: the other copies' outputs would all be dropped.
+        all_text, all_vision = not vision.any(), bool(vision.all())
         for index, layer in enumerate(self.model.layers):
             if index not in copies:
                 hidden = self._layer(layer, hidden, shared, position_ids, embeddings, cache)
                 continue
-            if not vision.any():  # a text-only step (or batch): the vision copy's outputs would all be dropped
+            if all_text:
                 _reserve_cache_slot(copies[index], hidden, cache)
                 hidden = self._layer(layer, hidden, text_mask, position_ids, embeddings, cache)
-            elif vision.all():  # a step of image codes, as in every step of image generation
+            elif all_vision:
                 _reserve_cache_slot(layer, hidden, cache)
                 hidden = self._layer(copies[index], hidden, vision_mask, position_ids, embeddings, cache)
             else:
