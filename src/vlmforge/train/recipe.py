@@ -142,6 +142,8 @@ class Recipe:
                 raise ConfigError(f"stages.{name}.data.path is required")
             if stage.data.reword_questions and stage.kind == "pretrain":
                 raise ConfigError(f"stages.{name}.data.reword_questions: a pretrain stage has captions, not questions")
+            if stage.data.image_cache_mb < 0:
+                raise ConfigError(f"stages.{name}.data.image_cache_mb must be >= 0 (0 turns the cache off)")
             if stage.eval_data.path and stage.eval_steps < 1:
                 raise ConfigError(f"stages.{name}.eval_steps must be at least 1, got {stage.eval_steps}")
             if stage.global_batch_size % stage.per_device_batch_size:
