@@ -95,8 +95,9 @@ def test_unknown_recipe_key_lists_the_valid_keys(tmp_path, tiny_data, tiny_parts
     (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(swapped, sort_keys=False))
     with pytest.raises(ConfigError, match="cannot follow a finetune stage"):
         load_recipe(tmp_path / "swapped.yaml")
-    with pytest.raises(ConfigError, match=r"stages\.finetune\.data\.image_cache_mb must be >= 0"):
-        load_recipe(path, ["stages.finetune.data.image_cache_mb=-1"])
+    for cache in ("image_cache_mb", "token_cache_mb"):
+        with pytest.raises(ConfigError, match=rf"stages\.finetune\.data\.{cache} must be >= 0"):
+            load_recipe(path, [f"stages.finetune.data.{cache}=-1"])
 
 
 def _state(path):

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from vlmforge.data.chat import EncodedSample, Template, encode_conversation, image_seq_length
 from vlmforge.data.images import DEFAULT_MAX_PIXELS, load_image
-from vlmforge.data.pixel_cache import PixelCache
+from vlmforge.data.memory_cache import MemoryCache
 from vlmforge.data.records import OnError, Rejections, check_on_error, read_records, record_where, reject
 from vlmforge.data.validate import image_paths, record_embedding, validate_record
 from vlmforge.errors import ConfigError, DataError
@@ -26,8 +26,9 @@ class ConversationDataset(Dataset):
     counted in ``rejections``; an item that fails only when loaded (corrupt image, too long) comes back as
     ``None``, which the vlmforge collators drop. With DataLoader workers, those late rejections are counted in the
     worker processes; call :meth:`compute_lengths` first (packing does) to catch ``too_long`` up front.
-    ``image_cache_bytes`` > 0 keeps processed images in memory up to that many bytes (per process), so later epochs
-    skip decoding and preprocessing them (:mod:`vlmforge.data.pixel_cache`).
+    ``image_cache_bytes`` > 0 keeps processed images, and ``token_cache_bytes`` > 0 each item's token ids, in memory
+    up to that many bytes (per process), so later epochs skip decoding, preprocessing, rendering and tokenising
+    (:mod:`vlmforge.data.memory_cache`).
 
     Records with ``image_embedding`` (an id) instead of ``image`` read their vector from ``embeddings`` (an
     ``EmbeddingStore`` or any id -> tensor mapping) and yield ``image_embeds`` [1, D] for the embedding-input VLM.
@@ -47,9 +48,11 @@ class ConversationDataset(Dataset):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         embeddings: Mapping[str, torch.Tensor] | None = None,
         image_cache_bytes: int = 0,
+        token_cache_bytes: int = 0,
     ):
         check_on_error(on_error)
-        self.pixel_cache = PixelCache(image_cache_bytes)
+        self.pixel_cache = MemoryCache(image_cache_bytes, "image cache")
+        self.token_cache = MemoryCache(token_cache_bytes, "token cache")
         self.processor, self.template, self.max_length = processor, template, max_length
         self.on_error, self.max_pixels, self.embeddings = on_error, max_pixels, embeddings
         self.rejections = rejections if rejections is not None else Rejections()
@@ -60,7 +63,7 @@ class ConversationDataset(Dataset):
         else:
             located = [(record_where(source, record, i), record) for i, record in enumerate(records)]
         self.image_folder = image_folder
-        self.items: list[tuple[str, dict]] = []
+        items: list[tuple[str, dict]] = []
         for where, record in located:
             if embeddings is None and isinstance(record, dict) and record.get("image_embedding") is not None:
                 raise ConfigError(
@@ -68,10 +71,22 @@ class ConversationDataset(Dataset):
                     "(set the stage's data.embeddings to the store folder)"
                 )
             try:
-                self.items.append((where, validate_record(record, where, image_folder, embeddings)))
+                items.append((where, validate_record(record, where, image_folder, embeddings)))
             except DataError as err:
                 reject(err, on_error, self.rejections)
+        self.items = items
         self._lengths: list[int] | None = None
+
+    @property
+    def items(self) -> list[tuple[str, dict]]:
+        """(where, validated record) pairs; replacing the list (a subset, reworded records) drops the cached tokens,
+        which are kept by index."""
+        return self._items
+
+    @items.setter
+    def items(self, items: list[tuple[str, dict]]) -> None:
+        self._items = items
+        self.token_cache.clear()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,20 +130,21 @@ class ConversationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
         try:
             pixel_values = self.load_pixel_values(index)
-            sample = self._encode(index, pixel_values)
+            input_ids, labels = self.token_cache.get(index, lambda: self._token_tensors(index, pixel_values))
         except DataError as err:
             reject(err, self.on_error, self.rejections)
             return None
-        item = {
-            "input_ids": torch.tensor(sample.input_ids, dtype=torch.long),
-            "labels": torch.tensor(sample.labels, dtype=torch.long),
-        }
+        item = {"input_ids": input_ids, "labels": labels}
         if pixel_values is not None:
             item["pixel_values"] = pixel_values
         embedding = record_embedding(self.items[index][1])
         if embedding is not None:
             item["image_embeds"] = self.embeddings[embedding].float().reshape(1, -1)
         return item
+
+    def _token_tensors(self, index: int, pixel_values) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self._encode(index, pixel_values)
+        return torch.tensor(sample.input_ids, dtype=torch.long), torch.tensor(sample.labels, dtype=torch.long)
 
     def compute_lengths(self) -> list[int]:
         """Token length of every item (images expanded), without decoding images. With ``on_error="skip"``,

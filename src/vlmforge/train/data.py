@@ -89,6 +89,7 @@ def build_training_data(
             rejections=rejections,
             embeddings=embeddings,
             image_cache_bytes=stage.data.image_cache_mb * 2**20,
+            token_cache_bytes=stage.data.token_cache_mb * 2**20,
         )
         if stage.data.max_samples is not None and path == stage.data.path:
             part.items = part.items[: stage.data.max_samples]

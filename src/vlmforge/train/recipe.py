@@ -73,8 +73,10 @@ class DataConfig:
     text_only_path: str | None = None  # optional text-only records mixed in
     embeddings: str | None = None  # EmbeddingStore folder that records' "image_embedding" ids point into
     max_samples: int | None = None
-    # Processed images kept in memory between epochs, per process (vlmforge.data.pixel_cache); 0 turns it off.
+    # Processed images, and each record's token ids, kept in memory between epochs, per process
+    # (vlmforge.data.memory_cache); 0 turns a cache off.
     image_cache_mb: int = 1024
+    token_cache_mb: int = 256
     reword_questions: bool = False  # finetune: reword a share of the questions with templates (vlmforge.data.reword)
     generation_path: str | None = None  # unified: records with an image and its caption, for text-to-image
     codes: str | None = None  # unified: folder of the images' codes (default: <output_dir>/codes), encoded once
@@ -142,8 +144,9 @@ class Recipe:
                 raise ConfigError(f"stages.{name}.data.path is required")
             if stage.data.reword_questions and stage.kind == "pretrain":
                 raise ConfigError(f"stages.{name}.data.reword_questions: a pretrain stage has captions, not questions")
-            if stage.data.image_cache_mb < 0:
-                raise ConfigError(f"stages.{name}.data.image_cache_mb must be >= 0 (0 turns the cache off)")
+            for cache in ("image_cache_mb", "token_cache_mb"):
+                if getattr(stage.data, cache) < 0:
+                    raise ConfigError(f"stages.{name}.data.{cache} must be >= 0 (0 turns the cache off)")
             if stage.eval_data.path and stage.eval_steps < 1:
                 raise ConfigError(f"stages.{name}.eval_steps must be at least 1, got {stage.eval_steps}")
             if stage.global_batch_size % stage.per_device_batch_size:

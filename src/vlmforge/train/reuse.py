@@ -42,8 +42,9 @@ def stage_inputs(recipe: Recipe, name: str, stage: StageConfig, previous: str | 
         "eval_data": stage.eval_data.path,
     }
     settings = dataclasses.asdict(stage)
-    for part in ("data", "eval_data"):  # how much memory holds processed images changes no result
+    for part in ("data", "eval_data"):  # how much memory keeps processed samples changes no result
         settings[part].pop("image_cache_mb")
+        settings[part].pop("token_cache_mb")
     return {
         "seed": recipe.seed,
         "on_error": recipe.on_error,
