@@ -1,16 +1,20 @@
 """The same samples give the same training step whatever the batching: padded, packed, cost-aware packed (some
 micro-batches padded, some rows shared) or length-grouped micro-batches reach the same loss and gradients, with the
-loss a per-token mean over the global batch (the Trainer's ``num_items_in_batch``)."""
+loss a per-token mean over the global batch (the Trainer's ``num_items_in_batch``); and the same again when the LM
+head runs only where labels are."""
 
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, LlavaForConditionalGeneration, TrainingArguments
 
 from vlmforge.data.collate import PaddingCollator
 from vlmforge.data.dataset import ConversationDataset
 from vlmforge.data.length_grouping import length_grouped_order
 from vlmforge.data.packing import BatchPackingCollator, LayoutCost, disable_kv_cache
+from vlmforge.models import kept_logits
+from vlmforge.train.recipe import StageConfig
+from vlmforge.train.trainer import VlmTrainer
 
 QUESTION = ("<image>\nWhat colour is the circle?", "red")
 TURNS = [
@@ -43,12 +47,21 @@ def samples_and_model(tiny_llava, tmp_path_factory):
     return [dataset[i] for i in range(len(dataset))], processor.tokenizer.pad_token_id, model
 
 
-def _step(model, batches, num_items):
+def _kept_loss(model, batch, num_items):
+    """The loss from the logits of the supervised positions alone, as VlmTrainer takes it in training."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=kept_logits.supervised_positions(labels)).logits
+    assert logits.shape[-2] < labels.numel()  # the head really skipped positions
+    return kept_logits.causal_lm_loss(logits, labels, num_items)
+
+
+def _step(model, batches, num_items, loss_of=None):
     """One optimizer step's loss and gradients over micro-batches, normalised as the Trainer does."""
     model.zero_grad()
     total = 0.0
     for batch in batches:
-        loss = model(**batch, num_items_in_batch=num_items).loss
+        loss = loss_of(model, batch, num_items) if loss_of else model(**batch, num_items_in_batch=num_items).loss
         loss.backward()
         total += loss.item()
     return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -107,3 +120,47 @@ def test_cost_aware_packing_pads_some_batches_packs_others_and_keeps_the_step(sa
     assert grads.keys() == reference_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, reference_grads[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("masks", [True, False], ids=["per-row mask", "positions shared by the rows"])
+def test_the_head_on_supervised_positions_only_keeps_the_step(samples_and_model, monkeypatch, masks):
+    samples, pad, model = samples_and_model
+    if not masks:  # an older transformers that slices only by positions common to every row
+        monkeypatch.setattr(kept_logits, "_transformers_slicer", lambda: None)
+    assert kept_logits.masks_supported() == masks
+    lengths = [len(s["input_ids"]) for s in samples]
+    num_items = torch.tensor(sum(int((s["labels"][1:] != -100).sum()) for s in samples))
+    halves = [samples[:4], samples[4:]]
+    padded = [PaddingCollator(pad)(half) for half in halves]
+    packed = [BatchPackingCollator(pad, -(-max(lengths) // 64) * 64)(half) for half in halves]
+    reference_loss, reference = _step(model, padded, num_items)
+    for batches in (padded, packed):
+        loss, grads = _step(model, batches, num_items, loss_of=_kept_loss)
+        assert loss == pytest.approx(reference_loss, abs=1e-5)
+        assert grads.keys() == reference.keys()
+        for name, grad in grads.items():
+            assert torch.allclose(grad, reference[name], atol=1e-5), name
+
+
+def test_the_trainer_runs_the_head_on_supervised_positions_in_training(samples_and_model, tmp_path):
+    samples, pad, model = samples_and_model
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = VlmTrainer(model=model, args=args, stage=StageConfig())
+    batch = PaddingCollator(pad)(samples[:4])
+    num_items = torch.tensor(int((batch["labels"][:, 1:] != -100).sum()))
+    seen = []
+    hook = model.register_forward_hook(lambda m, a, kw, out: seen.append(kw.get("logits_to_keep")), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            expected = model(**batch, num_items_in_batch=num_items).loss
+            trained = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+            model.eval()
+            evaluated = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+    finally:
+        model.train()
+        hook.remove()
+    assert trained.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert evaluated.item() == pytest.approx(expected.item(), abs=1e-6)
+    kept = seen[1]
+    assert kept is not None and kept.dtype == torch.bool and int(kept.sum()) == int(num_items)
+    assert seen[2] is None  # evaluation keeps every position's logits

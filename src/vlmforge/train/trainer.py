@@ -1,4 +1,5 @@
-"""HF Trainer glue: per-group learning rates, a JSONL metrics log, and a record of the data order.
+"""HF Trainer glue: per-group learning rates, the LM head only where labels are, a JSONL metrics log, and a record
+of the data order.
 
 The Trainer already does distributed training (accelerate), checkpoints, resume, schedules and progress bars;
 this subclass adds only what LLaVA-style recipes need on top.
@@ -6,6 +7,7 @@ this subclass adds only what LLaVA-style recipes need on top.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -15,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
+from vlmforge.models.kept_logits import causal_lm_loss, supervised_positions
 from vlmforge.train import checkpoint_state
 from vlmforge.train.flops import FlopModel, batch_flops, matmul_peak
 from vlmforge.train.recipe import StageConfig
@@ -41,6 +44,12 @@ class VlmTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if speed is not None:
             self.add_callback(speed)
+        # The loss is taken here, from the logits the model returns (every position, or the kept ones in training).
+        self.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: causal_lm_loss(
+            outputs["logits"], labels, num_items_in_batch
+        )
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
 
     def _get_train_sampler(self, train_dataset=None):
         """The stage's own sampler (length-grouped batching) for the training set; the Trainer's otherwise."""
@@ -123,6 +132,8 @@ class VlmTrainer(Trainer):
         labels = inputs.get("labels")
         if labels is not None:
             self.real_tokens += int((labels != -100).sum())
+            if self.keeps_logits:  # the same loss and gradients, without the head's work on unlabelled positions
+                inputs = {**inputs, "logits_to_keep": supervised_positions(labels)}
         if self.speed is not None and real_tokens is not None:
             self.speed.add(int(real_tokens), inputs)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

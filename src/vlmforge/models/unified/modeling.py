@@ -31,6 +31,7 @@ from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
+from vlmforge.models.kept_logits import slice_hidden
 from vlmforge.models.unified.cache import UnifiedCache
 from vlmforge.models.unified.configuration import UnifiedConfig
 from vlmforge.models.unified.masks import allowed_keys, for_attention, vision_tokens
@@ -153,8 +154,7 @@ class UnifiedForCausalLM(PreTrainedModel, GenerationMixin):
         run = self._run_substreams if substreams else self._run_masks
         hidden = run(hidden, position_ids, vision, attention_mask, samples, cache)
         hidden = self.model.norm(hidden)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
+        logits = self.lm_head(slice_hidden(hidden, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(
