@@ -161,6 +161,7 @@ def timing_owners(batches: dict[str, list]) -> dict[tuple[str, int], str]:
 
 
 def compare(model, optimizer, dataset, pad: int, args) -> dict:
+    from vlmforge.models.kept_logits import causal_lm_loss, head_positions, supervised_positions
     from vlmforge.train.flops import batch_flops, flop_model, matmul_peak
 
     batches, plan = collate_arms(model, dataset, pad, args.batch_size)
@@ -169,9 +170,11 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     flops = flop_model(model)
     real = sum(len(dataset[i]["input_ids"]) for i in range(len(dataset)))
 
-    def run(batch) -> float:
+    def run(batch) -> float:  # a training step as VlmTrainer takes it: the LM head on the supervised positions
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
         start = time.perf_counter()
-        model(**batch).loss.backward()
+        logits = model(**inputs, logits_to_keep=supervised_positions(batch["labels"])).logits
+        causal_lm_loss(logits, batch["labels"]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
@@ -204,7 +207,7 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     for arm, arm_batches in batches.items():
         seconds = sum(min(rounds) for rounds in times[arm])
         computed = sum(b["input_ids"].numel() for b in arm_batches)
-        model_flops = sum(batch_flops(flops, b) for b in arm_batches)
+        model_flops = sum(batch_flops(flops, b, head_positions(b["labels"])) for b in arm_batches)
         arms[arm] = {
             "effective_tokens_per_s": real / seconds,
             "real_token_fraction": real / computed,

@@ -13,7 +13,7 @@ from vlmforge.data.length_grouping import LengthGroupedSampler, length_grouped_o
 from vlmforge.data.packing import BatchPackingCollator
 from vlmforge.errors import ConfigError
 from vlmforge.train.batching import layout_cost, packed_batch, padded_batch, plan_batching, predict
-from vlmforge.train.flops import FlopModel, segment_lengths
+from vlmforge.train.flops import FlopModel, batch_flops, flop_model, segment_lengths
 from vlmforge.train.recipe import load_recipe, recipe_from_dict
 from vlmforge.train.stage import run_recipe
 
@@ -161,3 +161,16 @@ def test_the_simulation_lays_out_batches_as_the_collator_does(attention):
         assert packed == 40  # the 20 mixed batches at both row lengths, no even one
     else:
         assert packed > 40
+
+
+def test_the_flop_count_charges_the_head_only_where_it_runs(tiny_llava):
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava)
+    flops = flop_model(model)
+    body = sum(p.numel() for p in model.model.language_model.parameters())
+    body -= model.model.language_model.get_input_embeddings().weight.numel()
+    assert flops.per_token == 6.0 * body and flops.per_head == 6.0 * model.lm_head.weight.numel()
+    batch = {"input_ids": torch.zeros(2, 10, dtype=torch.long), "attention_mask": torch.ones(2, 10)}
+    every = batch_flops(flops, batch)
+    assert every - batch_flops(flops, batch, head_positions=3) == pytest.approx(flops.per_head * 17)

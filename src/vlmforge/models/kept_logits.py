@@ -61,6 +61,12 @@ def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
     return targets if masks_supported() else targets.any(0).nonzero().squeeze(1)
 
 
+def head_positions(labels: torch.Tensor) -> int:
+    """How many positions the LM head computes when given ``supervised_positions(labels)``."""
+    keep = supervised_positions(labels)
+    return int(keep.sum()) if keep.dtype == torch.bool else keep.numel() * labels.shape[0]
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
     """transformers' causal-LM loss (``ForCausalLMLoss``: a sum over the labels divided by ``num_items_in_batch``,
     else their mean) for logits of every position, or of the positions ``supervised_positions(labels)`` kept."""

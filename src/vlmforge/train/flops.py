@@ -2,8 +2,9 @@
 
 ``bench/train_throughput.py`` and every stage's manifest count with these functions, so their numbers compare.
 
-- Model FLOPs: 6 per LM weight per computed position (forward and backward; the LM's input embedding is a lookup,
-  the output head a matmul), 2 per vision-tower weight per patch (forward only: it is frozen or its input needs no
+- Model FLOPs: 6 per LM weight per computed position (forward and backward; the LM's input embedding is a lookup),
+  6 per output-head weight per position the head computes (in training only the supervised ones:
+  vlmforge.models.kept_logits), 2 per vision-tower weight per patch (forward only: it is frozen or its input needs no
   gradient), 6 per projector weight per image token, and for attention 12 x hidden size x layers per
   (query, key) pair that causal attention needs: within each sample of a packed row, within the whole row of a
   padded batch (padding included, as it is computed).
@@ -24,9 +25,10 @@ from vlmforge.models.architectures import model_parts
 
 @dataclass(frozen=True)
 class FlopModel:
-    per_token: float  # per LM position computed, forward and backward
+    per_token: float  # per LM position computed, forward and backward, the output head left out
     per_pair: float  # per attention (query, key) pair, forward and backward
     per_image: float  # vision tower forward and projector forward and backward, per image
+    per_head: float = 0.0  # per position the output head computes, forward and backward
 
     def pairs(self, rows: int, length: int) -> float:
         """Causal (query, key) pairs of ``rows`` sequences of ``length`` tokens."""
@@ -41,7 +43,7 @@ def flop_model(model: torch.nn.Module) -> FlopModel:
     """The FLOP coefficients of a vlmforge model (or a PEFT wrapper of one), from its parts' sizes."""
     parts = model_parts(model)
     embeddings = parts.language_model.get_input_embeddings()
-    lm = _params(parts.language_model) - _params(embeddings) + parts.lm_head.weight.numel()
+    lm = _params(parts.language_model) - _params(embeddings)
     text = model.config.get_text_config()
     image_tokens = getattr(model.config, "image_seq_length", None) or getattr(model.config, "num_visual_tokens", 1)
     vision = 2 * _params(parts.encoder) * (image_tokens + 1) if hasattr(model.config, "vision_config") else 0
@@ -49,6 +51,7 @@ def flop_model(model: torch.nn.Module) -> FlopModel:
         per_token=6.0 * lm,
         per_pair=12.0 * text.hidden_size * text.num_hidden_layers,
         per_image=vision + 6.0 * _params(parts.projector) * image_tokens,
+        per_head=6.0 * parts.lm_head.weight.numel(),
     )
 
 
@@ -63,15 +66,17 @@ def segment_lengths(position_ids: torch.Tensor) -> list[int]:
     return lengths
 
 
-def batch_flops(model: FlopModel, batch: Mapping[str, torch.Tensor]) -> float:
-    """Model FLOPs of one training forward and backward pass over ``batch`` (padded or packed)."""
+def batch_flops(model: FlopModel, batch: Mapping[str, torch.Tensor], head_positions: int | None = None) -> float:
+    """Model FLOPs of one training forward and backward pass over ``batch`` (padded or packed), with the output
+    head on ``head_positions`` positions (default: all)."""
     rows, length = batch["input_ids"].shape
     if "position_ids" in batch and "attention_mask" not in batch:
         pairs = sum(s * (s + 1) / 2 for s in segment_lengths(batch["position_ids"]))
     else:
         pairs = model.pairs(rows, length)
     images = sum(batch[k].shape[0] for k in ("pixel_values", "image_embeds") if k in batch)
-    return model.per_token * rows * length + model.per_pair * pairs + model.per_image * images
+    head = rows * length if head_positions is None else head_positions
+    return model.per_token * rows * length + model.per_head * head + model.per_pair * pairs + model.per_image * images
 
 
 def matmul_peak(size: int = 1024, repeats: int = 10) -> float:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import ProgressCallback, Trainer, TrainerCallback
 
-from vlmforge.models.kept_logits import causal_lm_loss, supervised_positions
+from vlmforge.models.kept_logits import causal_lm_loss, head_positions, supervised_positions
 from vlmforge.train import checkpoint_state
 from vlmforge.train.flops import FlopModel, batch_flops, matmul_peak
 from vlmforge.train.recipe import StageConfig
@@ -135,7 +135,8 @@ class VlmTrainer(Trainer):
             if self.keeps_logits:  # the same loss and gradients, without the head's work on unlabelled positions
                 inputs = {**inputs, "logits_to_keep": supervised_positions(labels)}
         if self.speed is not None and real_tokens is not None:
-            self.speed.add(int(real_tokens), inputs)
+            kept = "logits_to_keep" in inputs and labels is not None
+            self.speed.add(int(real_tokens), inputs, head_positions(labels) if kept else None)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
@@ -149,9 +150,9 @@ class SpeedMeter(TrainerCallback):
         self.real_tokens, self.model_flops, self.seconds, self.peak = 0, 0.0, 0.0, None
         self._started: float | None = None
 
-    def add(self, real_tokens: int, batch) -> None:
+    def add(self, real_tokens: int, batch, head_positions: int | None = None) -> None:
         self.real_tokens += real_tokens
-        self.model_flops += batch_flops(self.flops, batch)
+        self.model_flops += batch_flops(self.flops, batch, head_positions)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.peak = matmul_peak()
