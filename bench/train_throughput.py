@@ -207,7 +207,10 @@ def compare(model, optimizer, dataset, pad: int, args) -> dict:
     for arm, arm_batches in batches.items():
         seconds = sum(min(rounds) for rounds in times[arm])
         computed = sum(b["input_ids"].numel() for b in arm_batches)
-        model_flops = sum(batch_flops(flops, b, head_positions(b["labels"])) for b in arm_batches)
+        model_flops = sum(
+            batch_flops(flops, b, head_positions(supervised_positions(b["labels"]), len(b["labels"])))
+            for b in arm_batches
+        )
         arms[arm] = {
             "effective_tokens_per_s": real / seconds,
             "real_token_fraction": real / computed,

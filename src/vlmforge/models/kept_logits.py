@@ -61,10 +61,9 @@ def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
     return targets if masks_supported() else targets.any(0).nonzero().squeeze(1)
 
 
-def head_positions(labels: torch.Tensor) -> int:
-    """How many positions the LM head computes when given ``supervised_positions(labels)``."""
-    keep = supervised_positions(labels)
-    return int(keep.sum()) if keep.dtype == torch.bool else keep.numel() * labels.shape[0]
+def head_positions(keep: torch.Tensor, rows: int) -> int:
+    """How many positions the LM head computes over ``rows`` rows given ``supervised_positions``' ``keep``."""
+    return int(keep.sum()) if keep.dtype == torch.bool else keep.numel() * rows
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:

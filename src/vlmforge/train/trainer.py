@@ -45,9 +45,7 @@ class VlmTrainer(Trainer):
         if speed is not None:
             self.add_callback(speed)
         # The loss is taken here, from the logits the model returns (every position, or the kept ones in training).
-        self.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: causal_lm_loss(
-            outputs["logits"], labels, num_items_in_batch
-        )
+        self.compute_loss_func = self._causal_lm_loss
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
 
@@ -130,14 +128,19 @@ class VlmTrainer(Trainer):
             with self.data_order_log.open("a") as log:
                 log.write(json.dumps({"step": self.state.global_step, "ids": sample_ids.tolist()}) + "\n")
         labels = inputs.get("labels")
+        keep = None
         if labels is not None:
             self.real_tokens += int((labels != -100).sum())
             if self.keeps_logits:  # the same loss and gradients, without the head's work on unlabelled positions
-                inputs = {**inputs, "logits_to_keep": supervised_positions(labels)}
+                keep = supervised_positions(labels)
+                inputs = {**inputs, "logits_to_keep": keep}
         if self.speed is not None and real_tokens is not None:
-            kept = "logits_to_keep" in inputs and labels is not None
-            self.speed.add(int(real_tokens), inputs, head_positions(labels) if kept else None)
+            self.speed.add(int(real_tokens), inputs, None if keep is None else head_positions(keep, len(labels)))
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    @staticmethod
+    def _causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        return causal_lm_loss(outputs["logits"], labels, num_items_in_batch)
 
 
 class SpeedMeter(TrainerCallback):
