@@ -142,3 +142,44 @@ def test_probe_command_reports_the_ceiling_per_kind(own_run, tiny_parts, tmp_pat
     assert result["kinds"]["colour"]["probe_accuracy"] == 1.0 and "vlm_accuracy" in result["kinds"]["colour"]
     assert main([*args, "--group-by", "id"]) == 0  # one record per id: nothing to generalise from
     assert "probe does not apply to id=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("strategy", ["full", "default"])
+def test_probe_features_are_the_tokens_llava_feeds_its_projector(tiny_parts, strategy):
+    """Several vision layers are concatenated per token, in LLaVA's order, with LLaVA's token selection."""
+    import torch
+    from transformers import AutoModel
+
+    from vlmforge.eval.vision_features import selected_tokens
+    from vlmforge.models.assemble import AssemblySpec, assemble_llava
+
+    vision, lm = tiny_parts
+    layers = [-1, -3]
+    model, _ = assemble_llava(AssemblySpec(str(vision), str(lm), vision_feature_layer=layers,
+                                           vision_feature_select_strategy=strategy))  # fmt: skip
+    fed = []
+    model.model.multi_modal_projector.register_forward_hook(lambda module, args, out: fed.append(args[0]))
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.model.get_image_features(pixel_values=pixels)
+        tower = AutoModel.from_pretrained(vision).eval()
+        hidden_states = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
+    probed = selected_tokens(hidden_states, layers, strategy)
+    assert probed.shape[-1] == 2 * tower.config.hidden_size
+    torch.testing.assert_close(probed, fed[0].reshape(probed.shape))
+    assert not torch.allclose(probed, selected_tokens(hidden_states, layers[::-1], strategy))
+
+
+def test_probe_command_takes_several_layers(own_run, tiny_parts, tmp_path, capsys):
+    data, _, _, _ = own_run
+    args = ["probe", "--data", str(data), "--vision", str(tiny_parts[0]), "--heldout-fraction", "0.25"]
+    assert main([*args, "--layer=-1,-2", "--out", str(tmp_path / "p")]) == 0
+    assert "layer [-1, -2]" in capsys.readouterr().out
+    result = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert result["features"]["layer"] == [-1, -2] and result["kinds"]["colour"]["probe_accuracy"] == 1.0
+    assert len(list((tmp_path / "p" / "cache").glob("features-*.safetensors"))) == 1
+    assert main([*args, "--layer=-2", "--out", str(tmp_path / "p")]) == 0  # another layer: its own cache entry
+    assert len(list((tmp_path / "p" / "cache").glob("features-*.safetensors"))) == 2
+    with pytest.raises(SystemExit):
+        main([*args, "--layer=last"])
+    assert "expected a layer index" in capsys.readouterr().err

@@ -165,7 +165,7 @@ def run_probe(
     vision_model: str,
     field: str,
     *,
-    layer: int = -2,
+    layer: int | Sequence[int] = -2,
     strategy: str | None = None,
     cache: Path | None = None,
     seed: int = 0,

@@ -42,6 +42,17 @@ def run_probe_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers(text: str) -> int | list[int]:
+    """``-2`` -> -2; ``-3,-2`` -> [-3, -2]."""
+    try:
+        layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a layer index or indices separated by commas, got {text!r}"
+        ) from None
+    return layers[0] if len(layers) == 1 else layers
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     pr = subparsers.add_parser(
         "probe", help="readout ceiling: a linear probe per question kind on the frozen vision features",
@@ -65,8 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--heldout-fraction", type=float, default=0.1,
                     help="share of the images held out when there is no --eval-data (default 0.1)")  # fmt: skip
     pr.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the probe (default 0)")
-    pr.add_argument("--layer", type=int, default=-2,
-                    help="vision layer to probe, as a recipe's model.vision_feature_layer (default -2)")  # fmt: skip
+    pr.add_argument("--layer", type=_layers, default=-2,
+                    help="vision layer to probe, as a recipe's model.vision_feature_layer: one index, or several "
+                         "separated by commas, concatenated per token as LLaVA does (default -2)")  # fmt: skip
     pr.add_argument("--results", help="an evaluation's results.json, to show the VLM's accuracy per kind")
     pr.add_argument("--out", help="folder for probe.json and the feature cache (default: print only)")
     pr.set_defaults(handler=run_probe_cmd)

@@ -1,9 +1,10 @@
 """Pooled features of a frozen vision tower, taken where a LLaVA built on it takes them, cached on disk.
 
 A LLaVA feeds its projector the vision tower's hidden states at ``vision_feature_layer`` (the second-to-last
-layer by default), without CLS for the ``default`` select strategy (CLIP) and with every token for ``full``
-(SigLIP). The readout ceiling probes exactly those tokens, averaged over the image. Features are cached as
-safetensors next to a JSON list of the images they belong to, keyed by the tower's identity and the layer.
+layer by default; a list of layers is concatenated per token), without CLS for the ``default`` select strategy
+(CLIP) and with every token for ``full`` (SigLIP). The readout ceiling probes exactly those tokens, averaged over
+the image. Features are cached as safetensors next to a JSON list of the images they belong to, keyed by the
+tower's identity and the layer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,6 +22,8 @@ from tqdm.auto import tqdm
 from vlmforge.data.images import load_image
 from vlmforge.models.assemble import default_select_strategy, vision_config_of
 from vlmforge.provenance import path_identity
+
+Layer: TypeAlias = int | Sequence[int]  # as LLaVA's vision_feature_layer
 
 BATCH = 64
 GRID = 3  # cells per side of the pooling grid (fewer when the tower has fewer patches per side)
@@ -43,21 +47,29 @@ def grid_pool(tokens: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(square, min(side, GRID)).flatten(1)
 
 
-def pooled_features(tower, processor, images: Sequence[Path], layer: int, strategy: str) -> torch.Tensor:
-    """[N, cells x hidden] grid-pooled patch tokens of the layer per image, as the projector would receive them."""
+def selected_tokens(hidden_states: Sequence[torch.Tensor], layer: Layer, strategy: str) -> torch.Tensor:
+    """[B, T, D x layers] the tokens a LLaVA's projector receives, selected as transformers' LLaVA selects them."""
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    chosen = [hidden_states[index] for index in layers]
+    return torch.cat([h[:, 1:] if strategy == "default" else h for h in chosen], dim=-1)
+
+
+def pooled_features(tower, processor, images: Sequence[Path], layer: Layer, strategy: str) -> torch.Tensor:
+    """[N, cells x hidden] grid-pooled patch tokens of the layer(s) per image, as the projector would receive
+    them."""
     rows = []
     batches = range(0, len(images), BATCH)
     for start in tqdm(batches, desc="[probe] vision features", unit="batch", dynamic_ncols=True):
         chunk = [load_image(p, str(p)) for p in images[start : start + BATCH]]
         pixels = processor(images=chunk, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
-        rows.append(grid_pool(hidden[:, 1:] if strategy == "default" else hidden))
+            hidden_states = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
+        rows.append(grid_pool(selected_tokens(hidden_states, layer, strategy)))
     return torch.cat(rows) if rows else torch.empty(0)
 
 
 def cached_features(
-    vision_model: str, images: Sequence[Path], layer: int, strategy: str | None, cache: Path | None
+    vision_model: str, images: Sequence[Path], layer: Layer, strategy: str | None, cache: Path | None
 ) -> tuple[torch.Tensor, dict]:
     """Features of ``images`` (rows in that order) and a description (tower, layer, strategy); read from
     ``cache`` when it holds them for the same tower and layer, else computed and written there."""
@@ -65,11 +77,13 @@ def cached_features(
     strategy = strategy or default_select_strategy(vision_config_of(vision_model))
     about = {
         "vision_model": str(vision_model),
-        "layer": layer,
+        "layer": layer if isinstance(layer, int) else list(layer),
         "strategy": strategy,
         "pooling": f"mean per cell of a grid of at most {GRID}x{GRID}",
     }
-    key = hashlib.sha256(json.dumps([path_identity(vision_model), layer, strategy, GRID]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([path_identity(vision_model), about["layer"], strategy, GRID]).encode()
+    ).hexdigest()[:16]
     names = [str(p) for p in images]
     if cache is not None:
         tensors, listing = cache / f"features-{key}.safetensors", cache / f"features-{key}.json"

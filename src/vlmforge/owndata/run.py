@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.data.kinds import kind_of
-from vlmforge.errors import ConfigError
 from vlmforge.eval.probe import report_lines, run_probe, with_vlm
 from vlmforge.manifest import write_manifest
 from vlmforge.owndata.prepare import Prepared, prepare
@@ -122,12 +121,10 @@ def _ceiling(job: OwnDataJob, recipe: Recipe, settings: OwnDataSettings, prepare
         held = Counter(kind_of(r, prepared.field) for r in prepared.heldout)
         kinds = {k: {"train": train[k], "heldout": held[k]} for k in sorted(set(train) | set(held)) if k is not None}
         return {"field": prepared.field, "kinds": kinds}
-    layer = recipe.model.vision_feature_layer
-    if not isinstance(layer, int):
-        raise ConfigError("the readout ceiling probes one vision layer; set own_data.probe: false for several")
-    return run_probe(prepared.train, prepared.heldout, job.images, recipe.model.vision_model, prepared.field,
-                     layer=layer, strategy=recipe.model.vision_feature_select_strategy, cache=job.out / "probe",
-                     seed=recipe.seed)  # fmt: skip
+    model = recipe.model
+    return run_probe(prepared.train, prepared.heldout, job.images, model.vision_model, prepared.field,
+                     layer=model.vision_feature_layer, strategy=model.vision_feature_select_strategy,
+                     cache=job.out / "probe", seed=recipe.seed)  # fmt: skip
 
 
 def run_own_data(job: OwnDataJob, callbacks: list | None = None) -> dict[str, Any]:
