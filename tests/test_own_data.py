@@ -57,10 +57,8 @@ def test_without_an_eval_file_images_are_held_out_and_scored_per_kind(own_run):
         assert manifest["heldout_accuracy"][kind] == results[f"kind={kind}/accuracy"]["value"]
     ceiling = manifest["readout_ceiling"]
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    assert ceiling["field"] == "kind" and ceiling["features"]["layer"] == recipe["model"]["vision_feature_layer"] == [
-        -3,
-        -2,
-    ]
+    layers = recipe["model"]["vision_feature_layer"]
+    assert layers == [-3, -2] and ceiling["field"] == "kind" and ceiling["features"]["layer"] == layers
     assert ceiling["kinds"]["colour"]["probe_accuracy"] == 1.0  # flat colours: trivially readable
     assert ceiling["kinds"]["colour"]["ratio"] == manifest["heldout_accuracy"]["colour"]
     assert "| colour |" in printed and "probe ceiling" in printed
