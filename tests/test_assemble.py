@@ -57,3 +57,16 @@ def test_missing_model_path_is_a_clear_error(tiny_parts, tmp_path):
     vision, _ = tiny_parts
     with pytest.raises(ConfigError, match="does not exist"):
         assemble_llava(AssemblySpec(str(vision), str(tmp_path / "no-such-lm")))
+
+
+@pytest.mark.parametrize("layer", [-4, 3, [-2, -4], [], [-2.0]])
+def test_a_vision_layer_the_tower_lacks_is_a_clear_error(tiny_parts, layer):
+    vision, lm = tiny_parts  # two layers: hidden states -3 (patch embeddings) to 2
+    with pytest.raises(ConfigError, match=r"vision_feature_layer .*3 hidden states.* from -3 to 2"):
+        assemble_llava(AssemblySpec(str(vision), str(lm), vision_feature_layer=layer))
+
+
+def test_every_vision_layer_the_tower_has_is_accepted(tiny_parts):
+    vision, lm = tiny_parts
+    model, _ = assemble_llava(AssemblySpec(str(vision), str(lm), vision_feature_layer=[-3, 2]))
+    assert model.config.vision_feature_layer == [-3, 2]

@@ -185,3 +185,10 @@ def test_probe_command_takes_several_layers(own_run, tiny_parts, tmp_path, capsy
     with pytest.raises(SystemExit):
         main([*args, "--layer=last"])
     assert "expected a layer index" in capsys.readouterr().err
+
+
+def test_probe_refuses_a_layer_the_tower_lacks(own_run, tiny_parts, capsys):
+    data, _, _, _ = own_run
+    args = ["probe", "--data", str(data), "--vision", str(tiny_parts[0]), "--heldout-fraction", "0.25"]
+    assert main([*args, "--layer=-2,-9"]) == 1
+    assert "from -3 to 2" in capsys.readouterr().err

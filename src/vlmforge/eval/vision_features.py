@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vlmforge.data.images import load_image
-from vlmforge.models.assemble import default_select_strategy, vision_config_of
+from vlmforge.models.assemble import check_feature_layers, default_select_strategy, vision_config_of
 from vlmforge.provenance import path_identity
 
 Layer: TypeAlias = int | Sequence[int]  # as LLaVA's vision_feature_layer
@@ -73,8 +73,10 @@ def cached_features(
 ) -> tuple[torch.Tensor, dict]:
     """Features of ``images`` (rows in that order) and a description (tower, layer, strategy); read from
     ``cache`` when it holds them for the same tower and layer, else computed and written there."""
-    # The config alone names the strategy; the tower's weights load only when the cache cannot answer.
-    strategy = strategy or default_select_strategy(vision_config_of(vision_model))
+    # The config alone names the strategy and the layers; the tower's weights load only when the cache cannot answer.
+    vision_config = vision_config_of(vision_model)
+    check_feature_layers(layer, vision_config)
+    strategy = strategy or default_select_strategy(vision_config)
     about = {
         "vision_model": str(vision_model),
         "layer": layer if isinstance(layer, int) else list(layer),

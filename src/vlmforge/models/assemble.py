@@ -119,6 +119,19 @@ def num_image_tokens(vision_config) -> int:
     return side * side
 
 
+def check_feature_layers(layer: int | list[int], vision_config) -> None:
+    """Refuse ``vision_feature_layer`` indices the tower does not have, naming the valid range: a tower of L layers
+    has L + 1 hidden states (the patch embeddings, then each layer's output)."""
+    states = vision_config.num_hidden_layers + 1
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    bad = [index for index in layers if not isinstance(index, int) or not -states <= index < states]
+    if not layers or bad:
+        raise ConfigError(
+            f"model.vision_feature_layer {layer!r}: the vision tower has {states} hidden states, so each index must "
+            f"be an integer from {-states} to {states - 1} (-1: the last layer's output, -2: the one before)"
+        )
+
+
 def reset_projector(projector: torch.nn.Module) -> None:
     """Give the projector PyTorch's default ``nn.Linear`` init, as LLaVA and Bunny do: they build it after loading the
     LM, so transformers' ``normal(0, initializer_range)`` never reaches it. That init is far smaller, and a
@@ -136,6 +149,7 @@ def assemble_llava(spec: AssemblySpec) -> tuple[LlavaForConditionalGeneration, L
     lm_path = resolve_model_path(spec.language_model, "language model")
 
     vision_config = vision_config_of(vision_path)
+    check_feature_layers(spec.vision_feature_layer, vision_config)
     text_config = AutoConfig.from_pretrained(lm_path)
     strategy = spec.vision_feature_select_strategy or default_select_strategy(vision_config)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(lm_path))
