@@ -13,17 +13,20 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeAlias
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vlmforge.data.images import load_image
-from vlmforge.models.assemble import check_feature_layers, default_select_strategy, vision_config_of
+from vlmforge.models.assemble import (
+    FeatureLayer,
+    check_feature_layers,
+    default_select_strategy,
+    feature_layers,
+    vision_config_of,
+)
 from vlmforge.provenance import path_identity
-
-Layer: TypeAlias = int | Sequence[int]  # as LLaVA's vision_feature_layer
 
 BATCH = 64
 GRID = 3  # cells per side of the pooling grid (fewer when the tower has fewer patches per side)
@@ -47,14 +50,13 @@ def grid_pool(tokens: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(square, min(side, GRID)).flatten(1)
 
 
-def selected_tokens(hidden_states: Sequence[torch.Tensor], layer: Layer, strategy: str) -> torch.Tensor:
+def selected_tokens(hidden_states: Sequence[torch.Tensor], layer: FeatureLayer, strategy: str) -> torch.Tensor:
     """[B, T, D x layers] the tokens a LLaVA's projector receives, selected as transformers' LLaVA selects them."""
-    layers = [layer] if isinstance(layer, int) else list(layer)
-    chosen = [hidden_states[index] for index in layers]
+    chosen = [hidden_states[index] for index in feature_layers(layer)]
     return torch.cat([h[:, 1:] if strategy == "default" else h for h in chosen], dim=-1)
 
 
-def pooled_features(tower, processor, images: Sequence[Path], layer: Layer, strategy: str) -> torch.Tensor:
+def pooled_features(tower, processor, images: Sequence[Path], layer: FeatureLayer, strategy: str) -> torch.Tensor:
     """[N, cells x hidden] grid-pooled patch tokens of the layer(s) per image, as the projector would receive
     them."""
     rows = []
@@ -69,7 +71,7 @@ def pooled_features(tower, processor, images: Sequence[Path], layer: Layer, stra
 
 
 def cached_features(
-    vision_model: str, images: Sequence[Path], layer: Layer, strategy: str | None, cache: Path | None
+    vision_model: str, images: Sequence[Path], layer: FeatureLayer, strategy: str | None, cache: Path | None
 ) -> tuple[torch.Tensor, dict]:
     """Features of ``images`` (rows in that order) and a description (tower, layer, strategy); read from
     ``cache`` when it holds them for the same tower and layer, else computed and written there."""

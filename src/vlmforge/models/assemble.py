@@ -8,8 +8,10 @@ the freshly built sub-modules, so no per-backbone code exists here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 from transformers import (
@@ -25,6 +27,8 @@ from transformers import (
 )
 
 from vlmforge.errors import ConfigError
+
+FeatureLayer: TypeAlias = int | Sequence[int]  # LLaVA's vision_feature_layer: one hidden state, or several per token
 
 IMAGE_TOKEN = "<image>"
 # Projector name -> LLaVA's projector activation. "linear" uses the identity activation, so Linear-Linear is one
@@ -119,11 +123,16 @@ def num_image_tokens(vision_config) -> int:
     return side * side
 
 
-def check_feature_layers(layer: int | list[int], vision_config) -> None:
+def feature_layers(layer: FeatureLayer) -> list[int]:
+    """``vision_feature_layer``'s indices as a list (LLaVA takes one index or a list)."""
+    return [layer] if isinstance(layer, int) else list(layer)
+
+
+def check_feature_layers(layer: FeatureLayer, vision_config) -> None:
     """Refuse ``vision_feature_layer`` indices the tower does not have, naming the valid range: a tower of L layers
     has L + 1 hidden states (the patch embeddings, then each layer's output)."""
     states = vision_config.num_hidden_layers + 1
-    layers = [layer] if isinstance(layer, int) else list(layer)
+    layers = feature_layers(layer)
     bad = [index for index in layers if not isinstance(index, int) or not -states <= index < states]
     if not layers or bad:
         raise ConfigError(
