@@ -20,12 +20,12 @@ def _records(path):
 @pytest.fixture(scope="module", params=sorted(own_data.DATASETS))
 def built(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
-    return request.param, out, own_data.build(request.param, out, train=24, test=12, seed=3)
+    return request.param, out, own_data.build(request.param, out, train=24, test=12, seed=3, val=6)
 
 
 def test_same_seed_same_files_and_another_seed_differs(built, tmp_path):
     name, out, paths = built
-    again = own_data.build(name, tmp_path / "again", train=24, test=12, seed=3)
+    again = own_data.build(name, tmp_path / "again", train=24, test=12, seed=3, val=6)
     for split, path in paths.items():
         assert path.read_text() == again[split].read_text()
     for record in _records(paths["train"]):
@@ -45,15 +45,28 @@ def test_records_pass_the_validator_and_ask_one_phrasing_per_kind(built):
             assert question.startswith("<image>\n") and reply == record["answer"] == record["scene"][record["kind"]]
             assert reply in answers[record["kind"]]
             asked = question.removeprefix("<image>\n")
-            if split == "test_reworded":
+            if split.endswith("_reworded"):
                 assert asked in kinds[record["kind"]].rewordings
             else:
                 assert asked == kinds[record["kind"]].question
     training_questions = {r["conversations"][0]["value"] for r in _records(paths["train"])}
     reworded = {r["conversations"][0]["value"] for r in _records(paths["test_reworded"])}
     assert not training_questions & reworded
-    test_ids = [r["id"] for r in _records(paths["test"])]
-    assert test_ids == [r["id"] for r in _records(paths["test_reworded"])]
+    for split in ("test", "val"):
+        ids = [r["id"] for r in _records(paths[split])]
+        assert ids == [r["id"] for r in _records(paths[f"{split}_reworded"])]
+
+
+def test_a_validation_split_has_its_own_images_and_leaves_train_and_test_unchanged(built, tmp_path):
+    name, out, paths = built
+    assert set(paths) == {"train", "test", "test_reworded", "val", "val_reworded"}
+    images = {split: {r["image"] for r in _records(paths[split])} for split in ("train", "test", "val")}
+    assert len(images["val"]) == 6
+    assert not images["val"] & (images["train"] | images["test"])
+    without = own_data.build(name, tmp_path / "without", train=24, test=12, seed=3)
+    assert set(without) == {"train", "test", "test_reworded"}
+    for split, path in without.items():
+        assert path.read_text() == paths[split].read_text()
 
 
 def _pixels(out, record) -> np.ndarray:

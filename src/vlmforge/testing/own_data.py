@@ -8,10 +8,12 @@ one question per image, one phrasing per question kind in training, no captions.
 
 Each build writes ``train.jsonl``, ``test.jsonl`` (the training phrasings, unseen images) and
 ``test_reworded.jsonl`` (the same test images and kinds, asked in phrasings that never occur in training), with the
-PNG images under ``images/``. Records carry ``kind``, ``answer`` and the ``scene`` they were drawn from.
-Deterministic by seed::
+PNG images under ``images/``. With ``--val N`` it also writes ``val.jsonl`` and ``val_reworded.jsonl`` on N images
+of their own: settings are chosen on those, so that the test files stay an unbiased report. Records carry ``kind``,
+``answer`` and the ``scene`` they were drawn from. Deterministic by seed, and each split draws from its own stream,
+so adding a validation split leaves the training and test files unchanged::
 
-    python -m vlmforge.testing.own_data --kind glyphs --out data/glyphs --train 2000 --test 300
+    python -m vlmforge.testing.own_data --kind glyphs --out data/glyphs --train 2000 --test 300 --val 300
 """
 
 from __future__ import annotations
@@ -147,25 +149,34 @@ def _record(name: str, split: str, index: int, kind: str, question: str, scene: 
     }
 
 
-def build(name: str, out: str | Path, train: int, test: int, seed: int = 0) -> dict[str, Path]:
-    """Render ``train`` + ``test`` images of dataset ``name`` into ``out`` and write its three record files."""
+# Each split's random stream: a split added later draws nothing from the others'.
+_SPLIT_SEED_OFFSETS = {"train": 0, "test": 1_000_003, "val": 2_000_003}
+
+
+def build(name: str, out: str | Path, train: int, test: int, seed: int = 0, val: int = 0) -> dict[str, Path]:
+    """Render ``train`` + ``test`` (+ ``val``) images of dataset ``name`` into ``out`` and write its record files:
+    train, test and test_reworded, and val and val_reworded when ``val`` > 0."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; datasets: {', '.join(DATASETS)}")
     dataset, out = DATASETS[name], Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     kinds = list(dataset.kinds)
-    files: dict[str, list[dict]] = {"train": [], "test": [], "test_reworded": []}
-    for split, count, split_seed in (("train", train, seed), ("test", test, seed + 1_000_003)):
-        rng = np.random.default_rng(split_seed)
+    counts = {"train": train, "test": test, **({"val": val} if val else {})}
+    files: dict[str, list[dict]] = {}
+    for split, count in counts.items():
+        files[split] = []
+        if split != "train":
+            files[f"{split}_reworded"] = []
+        rng = np.random.default_rng(seed + _SPLIT_SEED_OFFSETS[split])
         for index in range(count):
             scene = dataset.scene(rng)
             dataset.render(scene, rng).save(out / "images" / f"{split}-{index:05d}.png")
             kind = kinds[int(rng.integers(len(kinds)))]
             files[split].append(_record(name, split, index, kind, dataset.kinds[kind].question, scene))
-            if split == "test":
+            if split != "train":
                 rewordings = dataset.kinds[kind].rewordings
                 question = rewordings[int(rng.integers(len(rewordings)))]
-                files["test_reworded"].append(_record(name, "test", index, kind, question, scene))
+                files[f"{split}_reworded"].append(_record(name, split, index, kind, question, scene))
     paths = {}
     for split, records in files.items():
         paths[split] = out / f"{split}.jsonl"
@@ -184,10 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--test", type=int, default=300)
+    parser.add_argument("--val", type=int, default=0, help="validation images, to choose settings on (default: none)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = build(args.kind, args.out, args.train, args.test, args.seed)
-    print(f"{args.kind}: {args.train} train + {args.test} test images -> {', '.join(map(str, paths.values()))}")
+    paths = build(args.kind, args.out, args.train, args.test, args.seed, args.val)
+    val = f" + {args.val} validation" if args.val else ""
+    print(f"{args.kind}: {args.train} train + {args.test} test{val} images -> {', '.join(map(str, paths.values()))}")
 
 
 if __name__ == "__main__":
