@@ -50,7 +50,7 @@ def test_records_pass_the_validator_and_ask_one_phrasing_per_kind(built):
             else:
                 assert asked == kinds[record["kind"]].question
     training_questions = {r["conversations"][0]["value"] for r in _records(paths["train"])}
-    reworded = {r["conversations"][0]["value"] for r in _records(paths["test_reworded"])}
+    reworded = {r["conversations"][0]["value"] for s in ("test_reworded", "val_reworded") for r in _records(paths[s])}
     assert not training_questions & reworded
     for split in ("test", "val"):
         ids = [r["id"] for r in _records(paths[split])]
@@ -63,6 +63,9 @@ def test_a_validation_split_has_its_own_images_and_leaves_train_and_test_unchang
     images = {split: {r["image"] for r in _records(paths[split])} for split in ("train", "test", "val")}
     assert len(images["val"]) == 6
     assert not images["val"] & (images["train"] | images["test"])
+    # drawn from a stream of its own, not a replay of another split's first scenes
+    scenes = {split: [r["scene"] for r in _records(paths[split])][:6] for split in ("train", "test", "val")}
+    assert scenes["val"] != scenes["train"] and scenes["val"] != scenes["test"]
     without = own_data.build(name, tmp_path / "without", train=24, test=12, seed=3)
     assert set(without) == {"train", "test", "test_reworded"}
     for split, path in without.items():
