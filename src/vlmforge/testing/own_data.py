@@ -191,12 +191,12 @@ def answers_by_kind(name: str) -> dict[str, tuple[str, ...]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=sorted(DATASETS), required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--test", type=int, default=300)
+    parser.add_argument("--kind", choices=sorted(DATASETS), required=True, help="which data set to draw")
+    parser.add_argument("--out", required=True, help="folder for the record files and images/")
+    parser.add_argument("--train", type=int, default=2000, help="training images, one question each (default: 2000)")
+    parser.add_argument("--test", type=int, default=300, help="test images, for the report (default: 300)")
     parser.add_argument("--val", type=int, default=0, help="validation images, to choose settings on (default: none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the same seed draws the same files (default: 0)")
     args = parser.parse_args(argv)
     paths = build(args.kind, args.out, args.train, args.test, args.seed, args.val)
     val = f" + {args.val} validation" if args.val else ""
