@@ -17,13 +17,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vlmforge.data.kinds import first_question, kind_of, reference_answer
 from vlmforge.data.validate import record_images
 from vlmforge.eval.linear_probe import fit_linear_probe, predict
+
+if TYPE_CHECKING:  # the module that defines it imports transformers, which this one loads only when it probes
+    from vlmforge.models.assemble import FeatureLayer
 
 FREE_TEXT_SHARE = 0.5  # more distinct answers than this share of the records (and over MIN_FREE_TEXT): free text
 MIN_FREE_TEXT = 20
@@ -165,7 +168,7 @@ def run_probe(
     vision_model: str,
     field: str,
     *,
-    layer: int | Sequence[int] = -2,
+    layer: FeatureLayer = -2,
     strategy: str | None = None,
     cache: Path | None = None,
     seed: int = 0,
