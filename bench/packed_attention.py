@@ -1,10 +1,12 @@
 """Attention over packed rows on this machine: sdpa with a dense block-diagonal mask (what transformers does with
-packed ``position_ids``), per-segment attention (each sample regrouped into a batch of its own, one causal sdpa
-call), and FlexAttention with a block mask (forward and backward, when the device supports its backward).
+packed ``position_ids``), per-sample attention (one causal sdpa call per sample on views of its row, or every
+sample regrouped into a batch of its own for one causal sdpa call), and FlexAttention with a block mask (forward
+and backward, when the device supports its backward).
 
 Forward + backward of attention alone, at the shapes lab LM's head shape, on batches of samples packed into rows
-of several lengths; the best of interleaved repeats. Packing on CPU uses the dense mask because it wins here
-(docs/recipes.md, *Batching*); rerun this where the answer may differ.
+of several lengths; the best of interleaved repeats. Compare each arm at its best row length: packing on CPU uses
+the dense mask because, at the short rows the batching planner then picks, it wins here (docs/recipes.md,
+*Batching*); rerun this where the answer may differ.
 
 Usage: python bench/packed_attention.py [--heads 4] [--head-dim 32] [--batch 32] [--repeats 10]
 """
@@ -62,6 +64,21 @@ def segment_attention(q, k, v, positions: torch.Tensor) -> torch.Tensor:
     )
 
 
+def sample_calls(q, k, v, positions: torch.Tensor) -> torch.Tensor:
+    """One causal sdpa call per sample on views of the packed rows (no regrouping copies), the outputs joined in
+    ``segment_attention``'s layout."""
+    rows = []
+    for row, row_positions in enumerate(positions):
+        edges = torch.nonzero(row_positions == 0).flatten().tolist() + [row_positions.numel()]
+        view = [x[row : row + 1] for x in (q, k, v)]
+        parts = [
+            F.scaled_dot_product_attention(*(x[:, :, a:b] for x in view), is_causal=True)
+            for a, b in zip(edges, edges[1:], strict=False)
+        ]
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows).transpose(1, 2)
+
+
 def flex_candidate(q, k, v, segments: torch.Tensor):
     """FlexAttention with a block mask, or the reason it cannot train here."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -87,7 +104,14 @@ def measure(lengths: list[int], row: int, args) -> tuple[dict[str, float], str |
     arms = {
         "dense": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense).sum().backward(),
         "segments": lambda: segment_attention(q, k, v, positions).sum().backward(),
+        "calls": lambda: sample_calls(q, k, v, positions).sum().backward(),
     }
+    with torch.no_grad():  # every arm must compute the dense mask's attention, or its time means nothing
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=dense).transpose(1, 2)
+        for arm, attend in (("segments", segment_attention), ("calls", sample_calls)):
+            error = (attend(q, k, v, positions) - expected).abs().max().item()
+            if error > 1e-4:
+                raise AssertionError(f"{arm} differs from the dense mask's attention by {error:.2g}")
     flex, why = flex_candidate(q, k, v, segments)
     if flex:
         arms["flex"] = flex
@@ -112,7 +136,7 @@ def main() -> None:
         "single questions": [rng.randint(30, 70) for _ in range(args.batch)],
         "mixed lengths": [rng.choice([rng.randint(30, 70), rng.randint(250, 450)]) for _ in range(args.batch)],
     }
-    print("| samples | row | rows | dense mask ms | per-segment ms | FlexAttention ms | per-segment ÷ dense |")
+    print("| samples | row | rows | dense mask ms | per-sample calls ms | regrouped ms | FlexAttention ms |")
     print("|---|---|---|---|---|---|---|")
     for name, lengths in cases.items():
         for row in (128, 256, 512, 1024):
@@ -120,8 +144,8 @@ def main() -> None:
                 continue
             best, why = measure(lengths, row, args)
             flex_ms = f"{best['flex'] * 1e3:.1f}" if "flex" in best else f"cannot train ({why})"
-            print(f"| {name} | {row} | {best['rows']} | {best['dense'] * 1e3:.1f} | {best['segments'] * 1e3:.1f} | "
-                  f"{flex_ms} | {best['segments'] / best['dense']:.2f} |")  # fmt: skip
+            times = " | ".join(f"{best[arm] * 1e3:.1f}" for arm in ("dense", "calls", "segments"))
+            print(f"| {name} | {row} | {best['rows']} | {times} | {flex_ms} |")
 
 
 if __name__ == "__main__":

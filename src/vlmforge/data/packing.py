@@ -12,9 +12,10 @@ packed rows.
 Attention over a packed row: on GPU, flash-attention's varlen kernels (``attn_implementation="flash_attention_2"``)
 read the samples from ``position_ids`` and skip the blocks between them. On CPU the block-diagonal mask goes to
 sdpa as a dense mask. We measured the alternatives there (``bench/packed_attention.py``): FlexAttention has no
-backward pass on CPU in torch 2.13, and regrouping each row's samples into a batch of their own for one causal
-sdpa call moves more memory than the skipped blocks save at these sizes; so the dense mask stays, and packing keeps
-its rows short instead (:class:`BatchPackingCollator` with a row length chosen from the data).
+backward pass on CPU in torch 2.13; one causal sdpa call per sample beats the dense mask only on long rows, and
+short rows with the dense mask beat both, since many small calls cost more per score; regrouping each row's
+samples into a batch of their own moves more memory than the skipped blocks save. So the dense mask stays, and
+packing keeps its rows short instead (:class:`BatchPackingCollator` with a row length chosen from the data).
 
 Which samples of a micro-batch share a row is one cost rule, :func:`pack_layout`, that the collator and the
 batching planner's simulation (``vlmforge.train.batching``) both call. A layout is a list of rows of sample
