@@ -14,6 +14,7 @@ Usage: python bench/packed_attention.py [--heads 4] [--head-dim 32] [--batch 32]
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import time
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmforge.data.packing import pack_samples
+from vlmforge.train.flops import segment_lengths
 
 
 def packed_rows(lengths: list[int], row: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,8 +70,8 @@ def sample_calls(q, k, v, positions: torch.Tensor) -> torch.Tensor:
     """One causal sdpa call per sample on views of the packed rows (no regrouping copies), the outputs joined in
     ``segment_attention``'s layout."""
     rows = []
-    for row, row_positions in enumerate(positions):
-        edges = torch.nonzero(row_positions == 0).flatten().tolist() + [row_positions.numel()]
+    for row in range(len(positions)):
+        edges = [0, *itertools.accumulate(segment_lengths(positions[row : row + 1]))]
         view = [x[row : row + 1] for x in (q, k, v)]
         parts = [
             F.scaled_dot_product_attention(*(x[:, :, a:b] for x in view), is_causal=True)
